@@ -1,0 +1,48 @@
+# Two commands do everything on a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATABASE_URL ?= sqlite:///recgrpc.db
+PROTOS := $(wildcard protos/recgrpc/v1/*.proto)
+
+.PHONY: install run test lint typecheck proto check-proto bench demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[server,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: install, migrate SQLite, load demo data, train, serve gRPC (:50051) and metrics (:9464)
+run: $(STAMP)
+	$(BIN)/recgrpc --database-url $(DATABASE_URL) migrate
+	$(BIN)/recgrpc --database-url $(DATABASE_URL) demo
+	$(BIN)/recgrpc --database-url $(DATABASE_URL) serve
+
+## test: install, then the whole suite (PostgreSQL too when RECGRPC_TEST_DATABASE_URL is set)
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## proto: regenerate src/recgrpc/v1 from protos/ (checked in; tests fail on drift)
+proto: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=src --grpc_python_out=src \
+		--mypy_out=src --mypy_grpc_out=src $(PROTOS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/serving.py
+
+clean:
+	rm -rf $(VENV) recgrpc.db build dist *.egg-info src/*.egg-info

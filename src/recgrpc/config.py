@@ -1,0 +1,183 @@
+"""Configuration: one frozen, typed object built from ``RECGRPC_*`` variables and CLI flags.
+
+This is the only module that reads the environment. Every field is documented here and in the
+README's configuration table; the variable for field ``foo_bar`` is ``RECGRPC_FOO_BAR``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "RECGRPC_"
+DEFAULT_DATABASE_URL = "sqlite:///recgrpc.db"
+
+# Interaction weights for training: stronger signals count more. RATING is scaled by its value.
+DEFAULT_INTERACTION_WEIGHTS: Mapping[str, float] = types.MappingProxyType(
+    {
+        "VIEW": 1.0,
+        "CLICK": 2.0,
+        "BOOKMARK": 3.0,
+        "COMMENT": 3.0,
+        "SHARE": 4.0,
+        "LIKE": 4.0,
+        "ADD_TO_CART": 4.0,
+        "PURCHASE": 6.0,
+        "RATING": 1.0,
+        "DISLIKE": -4.0,
+    }
+)
+
+
+def _parse_weights(text: str) -> Mapping[str, float]:
+    """``"PURCHASE=6,CLICK=2"`` -> mapping; unnamed types keep their defaults."""
+    weights = dict(DEFAULT_INTERACTION_WEIGHTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"interaction weight {part!r} is not NAME=NUMBER")
+        key = name.strip().upper()
+        if key not in weights:
+            raise ValueError(f"unknown interaction type {name!r} in weights")
+        weights[key] = float(value)
+    return types.MappingProxyType(weights)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server, trainer and CLI can be told. Defaults suit a laptop demo."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """SQLAlchemy URL: ``sqlite:///file.db`` or ``postgresql+psycopg://user@host/db``."""
+    db_pool_size: int = 10
+    """Connections kept open per process (PostgreSQL)."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a server in a container must listen beyond loopback
+    """Address the gRPC server binds."""
+    port: int = 50051
+    """gRPC port; 0 picks a free one."""
+    metrics_port: int = 9464
+    """Prometheus endpoint port; 0 disables it."""
+    max_workers: int = 16
+    """Threads handling RPCs concurrently."""
+    workers: int = 1
+    """Server processes sharing the port (SO_REUSEPORT)."""
+    grace_seconds: float = 10.0
+    """On SIGTERM, how long in-flight calls may take to finish."""
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest request or response message accepted."""
+    keepalive_time_seconds: float = 60.0
+    """Server pings idle connections this often to keep load balancers from dropping them."""
+
+    log_level: str = "INFO"
+    """Python logging level."""
+    log_json: bool = False
+    """Emit one JSON object per log line."""
+
+    tls_cert_file: str = ""
+    """PEM certificate chain; with tls_key_file enables TLS."""
+    tls_key_file: str = ""
+    """PEM private key for tls_cert_file."""
+    auth_tokens_file: str = ""
+    """File of accepted bearer tokens, one per line; empty disables authentication."""
+    rate_limit_per_second: float = 0.0
+    """Per-caller token-bucket refill rate; 0 disables rate limiting."""
+    rate_limit_burst: int = 100
+    """Per-caller token-bucket size."""
+
+    default_limit: int = 10
+    """Items returned when a request leaves limit at 0."""
+    max_limit: int = 100
+    """Largest list served; larger limits are coerced down."""
+    trending_half_life_days: float = 7.0
+    """Half-life of the time decay in trending (popularity) scores."""
+    trending_window_days: float = 60.0
+    """How far back trending looks."""
+    refresh_seconds: float = 15.0
+    """How often a server checks for a newly activated model and refreshes trending."""
+    diversity: float = 0.2
+    """0..1: how strongly re-ranking penalises repeated categories."""
+    freshness_boost: float = 0.1
+    """Score bonus for new items, decaying with the item's age."""
+    freshness_half_life_days: float = 14.0
+    """Age at which the freshness bonus halves."""
+
+    interaction_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS)
+    """Training weight per interaction type, ``RECGRPC_INTERACTION_WEIGHTS=PURCHASE=6,CLICK=2``."""
+    decay_half_life_days: float = 60.0
+    """Training time decay, counted back from the newest event in the data."""
+    loss: str = "warp"
+    """LightFM loss: warp, bpr, warp-kos or logistic."""
+    components: int = 64
+    """Latent dimensions of the LightFM model."""
+    epochs: int = 30
+    """Maximum training epochs (early stopping may end sooner)."""
+    learning_rate: float = 0.05
+    """LightFM learning rate."""
+    top_n: int = 50
+    """Stored recommendations per user after training."""
+
+    churn_horizon_days: int = 30
+    """A user churns with no activity for this many days after the reference time."""
+    churn_medium_threshold: float = 0.35
+    """Risk at or above this is MEDIUM."""
+    churn_high_threshold: float = 0.65
+    """Risk at or above this is HIGH."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``RECGRPC_*`` variables, then apply explicit overrides (flags).
+
+        Overrides that are ``None`` are ignored so CLI flags can default to "not given".
+        """
+        env = os.environ if environ is None else environ
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, hints[f.name], raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535 or not 0 <= self.metrics_port <= 65535:
+            raise ValueError("ports must be within 0..65535")
+        if not 0 < self.churn_medium_threshold <= self.churn_high_threshold < 1:
+            raise ValueError("need 0 < churn_medium_threshold <= churn_high_threshold < 1")
+        if self.max_limit < 1 or not 1 <= self.default_limit <= self.max_limit:
+            raise ValueError("need 1 <= default_limit <= max_limit")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.workers < 1 or self.max_workers < 1:
+            raise ValueError("workers and max_workers must be at least 1")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, hint: Any, raw: str) -> Any:
+    try:
+        if hint is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if name == "interaction_weights":
+            return _parse_weights(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}: {exc}") from None

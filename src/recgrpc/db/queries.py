@@ -1,0 +1,340 @@
+"""Query functions. Each takes a Session owned by the caller; none opens or commits one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from recgrpc import domain
+from recgrpc.db import models as m
+
+
+def _insert(session: Session, table: type[m.Base]) -> Any:
+    """A dialect-specific INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
+
+
+def _chunks(rows: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    # Keeps bound parameters under SQLite's per-statement limit.
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def upsert_rows(
+    session: Session,
+    table: type[m.Base],
+    rows: Sequence[Mapping[str, Any]],
+    key: Sequence[str],
+    update_columns: Sequence[str] | None = None,
+) -> None:
+    """Bulk insert-or-update on ``key``; ``update_columns=()`` means insert-or-ignore."""
+    if not rows:
+        return
+    columns = list(rows[0].keys()) if update_columns is None else list(update_columns)
+    for chunk in _chunks(rows):
+        stmt = _insert(session, table).values(list(chunk))
+        to_update = {c: stmt.excluded[c] for c in columns if c not in key}
+        if to_update:
+            stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=to_update)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
+        session.execute(stmt)
+
+
+def upsert_items(session: Session, items: Sequence[domain.Item], now: datetime) -> None:
+    """Insert or replace items; an item sent without created_at keeps the one it has."""
+    rows = [
+        {
+            "item_id": it.item_id,
+            "title": it.title,
+            "categories": list(it.categories),
+            "tags": list(it.tags),
+            "attributes": dict(it.attributes),
+            "active": it.active,
+            "created_at": it.created_at or now,
+            "updated_at": now,
+        }
+        for it in items
+    ]
+    dated = [row for row, it in zip(rows, items, strict=True) if it.created_at is not None]
+    undated = [row for row, it in zip(rows, items, strict=True) if it.created_at is None]
+    upsert_rows(session, m.Item, dated, key=["item_id"])
+    keep_created = [c for c in (undated[0].keys() if undated else ()) if c != "created_at"]
+    upsert_rows(session, m.Item, undated, key=["item_id"], update_columns=keep_created)
+
+
+def ensure_users(session: Session, user_ids: Iterable[str], now: datetime) -> None:
+    """Create bare user rows for ids seen in events before any UpsertUsers."""
+    rows = [
+        {"user_id": uid, "attributes": {}, "created_at": now, "updated_at": now}
+        for uid in sorted(set(user_ids))
+    ]
+    upsert_rows(session, m.User, rows, key=["user_id"], update_columns=())
+
+
+def upsert_users(session: Session, users: Sequence[domain.User], now: datetime) -> None:
+    """Insert or update users; each user's preferences are replaced by the ones given."""
+    rows = [
+        {
+            "user_id": u.user_id,
+            "attributes": dict(u.attributes),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for u in users
+    ]
+    upsert_rows(
+        session,
+        m.User,
+        rows,
+        key=["user_id"],
+        update_columns=["attributes", "updated_at"],
+    )
+    ids = [u.user_id for u in users]
+    for chunk in _chunks(ids):
+        session.execute(delete(m.Preference).where(m.Preference.user_id.in_(chunk)))
+    prefs = [
+        {"user_id": u.user_id, "category": cat, "score": score}
+        for u in users
+        for cat, score in u.preferences.items()
+    ]
+    if prefs:
+        for chunk in _chunks(prefs):
+            session.execute(insert(m.Preference), list(chunk))
+
+
+def delete_user(session: Session, user_id: str) -> bool:
+    """Erase every row about ``user_id``; True when anything was stored."""
+    removed = 0
+    for model in m.USER_TABLES:
+        result = session.execute(delete(model).where(model.__table__.c.user_id == user_id))
+        removed += int(getattr(result, "rowcount", 0) or 0)
+    return removed > 0
+
+
+def existing_item_ids(session: Session, item_ids: Iterable[str]) -> set[str]:
+    wanted = sorted(set(item_ids))
+    found: set[str] = set()
+    for chunk in _chunks(wanted):
+        found.update(session.scalars(select(m.Item.item_id).where(m.Item.item_id.in_(chunk))))
+    return found
+
+
+def insert_interactions(
+    session: Session, events: Sequence[domain.Interaction], now: datetime
+) -> int:
+    """Store events, ignoring event_ids already stored; returns how many rows were new."""
+    if not events:
+        return 0
+    ensure_users(session, (e.user_id for e in events), now)
+    inserted = 0
+    for chunk in _chunks(events):
+        stmt = (
+            _insert(session, m.Interaction)
+            .values([_interaction_row(e, now) for e in chunk])
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
+        result = session.execute(stmt)
+        inserted += int(getattr(result, "rowcount", 0) or 0)
+    return inserted
+
+
+def _interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "type": event.type.value,
+        "value": event.value,
+        "content_type": event.content_type,
+        "platform": event.platform,
+        "metadata": dict(event.metadata),
+        "recset_id": event.recset_id,
+        "occurred_at": event.occurred_at,
+        "received_at": now,
+    }
+
+
+def load_user_context(
+    session: Session, user_id: str, recent_limit: int = 100
+) -> domain.UserContext:
+    """Everything ranking needs about one user, in a handful of indexed queries."""
+    user = session.get(m.User, user_id)
+    if user is None:
+        return domain.UserContext(user_id=user_id, known=False)
+    seen = frozenset(
+        session.scalars(
+            select(m.Interaction.item_id).where(m.Interaction.user_id == user_id).distinct()
+        )
+    )
+    dismissed = frozenset(
+        session.scalars(
+            select(m.Feedback.item_id)
+            .where(m.Feedback.user_id == user_id, m.Feedback.dismissed.is_(True))
+            .distinct()
+        )
+    )
+    preferences = {
+        p.category: p.score
+        for p in session.scalars(select(m.Preference).where(m.Preference.user_id == user_id))
+    }
+    recent_rows = session.execute(
+        select(
+            m.Interaction.item_id,
+            m.Interaction.type,
+            m.Interaction.value,
+            m.Interaction.occurred_at,
+        )
+        .where(m.Interaction.user_id == user_id)
+        .order_by(m.Interaction.occurred_at.desc())
+        .limit(recent_limit)
+    ).all()
+    recent = tuple(
+        domain.RecentInteraction(item_id, domain.InteractionType(kind), value, at)
+        for item_id, kind, value, at in recent_rows
+    )
+    return domain.UserContext(
+        user_id=user_id,
+        known=True,
+        seen_item_ids=seen,
+        dismissed_item_ids=dismissed,
+        preferences=preferences,
+        attributes=dict(user.attributes or {}),
+        recent=recent,
+    )
+
+
+def record_served_list(
+    session: Session, user_id: str, served: domain.ServedList, platform: str
+) -> None:
+    """Store the impression and make it the user's current stored top-N."""
+    ranking = served.ranking
+    session.execute(
+        insert(m.Impression).values(
+            recset_id=served.recset_id,
+            user_id=user_id,
+            algorithm=ranking.algorithm.value,
+            model_version=ranking.model_version,
+            fallback_reason=ranking.fallback_reason,
+            item_ids=[it.item_id for it in ranking.items],
+            platform=platform,
+            served_at=served.generated_at,
+        )
+    )
+    replace_recommendations(
+        session,
+        {user_id: ranking},
+        generated_at=served.generated_at,
+        recset_id=served.recset_id,
+    )
+
+
+def replace_recommendations(
+    session: Session,
+    lists: Mapping[str, domain.RecommendationList],
+    generated_at: datetime,
+    recset_id: str = "",
+) -> None:
+    """Replace the stored top-N of each user in ``lists`` (bulk, for training runs too)."""
+    users = list(lists)
+    for chunk in _chunks(users):
+        session.execute(delete(m.Recommendation).where(m.Recommendation.user_id.in_(chunk)))
+    rows = [
+        {
+            "user_id": user_id,
+            "item_id": item.item_id,
+            "rank": rank,
+            "score": item.score,
+            "algorithm": ranking.algorithm.value,
+            "model_version": ranking.model_version,
+            "recset_id": recset_id,
+            "generated_at": generated_at,
+            "is_clicked": False,
+            "is_dismissed": False,
+        }
+        for user_id, ranking in lists.items()
+        for rank, item in enumerate(ranking.items, start=1)
+    ]
+    for chunk in _chunks(rows, 2000):
+        session.execute(insert(m.Recommendation), list(chunk))
+
+
+def record_feedback(session: Session, feedback: domain.Feedback, now: datetime) -> None:
+    session.execute(
+        insert(m.Feedback).values(
+            recset_id=feedback.recset_id,
+            user_id=feedback.user_id,
+            item_id=feedback.item_id,
+            clicked=feedback.clicked,
+            dismissed=feedback.dismissed,
+            rating=feedback.rating,
+            created_at=now,
+        )
+    )
+    flags: dict[str, bool] = {}
+    if feedback.clicked:
+        flags["is_clicked"] = True
+    if feedback.dismissed:
+        flags["is_dismissed"] = True
+    if flags:
+        session.execute(
+            update(m.Recommendation)
+            .where(
+                m.Recommendation.user_id == feedback.user_id,
+                m.Recommendation.item_id == feedback.item_id,
+            )
+            .values(**flags)
+        )
+
+
+def user_exists(session: Session, user_id: str) -> bool:
+    return bool(session.scalar(select(exists().where(m.User.user_id == user_id))))
+
+
+def user_has_history(session: Session, user_id: str) -> bool:
+    return bool(session.scalar(select(exists().where(m.Interaction.user_id == user_id))))
+
+
+def recent_events(session: Session, since: datetime) -> list[tuple[str, str, float, datetime]]:
+    """(item_id, type, value, occurred_at) of events since ``since``, for trending."""
+    rows = session.execute(
+        select(
+            m.Interaction.item_id,
+            m.Interaction.type,
+            m.Interaction.value,
+            m.Interaction.occurred_at,
+        ).where(m.Interaction.occurred_at >= since)
+    ).all()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def newest_event_time(session: Session) -> datetime | None:
+    value: datetime | None = session.scalar(select(func.max(m.Interaction.occurred_at)))
+    return value
+
+
+def catalogue(session: Session) -> list[tuple[str, list[str], list[str], datetime]]:
+    """(item_id, categories, tags, created_at) of every active item, ordered by id."""
+    rows = session.execute(
+        select(m.Item.item_id, m.Item.categories, m.Item.tags, m.Item.created_at)
+        .where(m.Item.active.is_(True))
+        .order_by(m.Item.item_id)
+    ).all()
+    return [(r[0], list(r[1] or []), list(r[2] or []), r[3]) for r in rows]
+
+
+def count_rows(session: Session, model: type[m.Base], **filters: Any) -> int:
+    stmt = select(func.count()).select_from(model)
+    for name, value in filters.items():
+        stmt = stmt.where(getattr(model, name) == value)
+    return int(session.scalar(stmt) or 0)

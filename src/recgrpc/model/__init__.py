@@ -1,0 +1,1 @@
+"""Recommendation and churn models: features, training, evaluation, serving, re-ranking."""

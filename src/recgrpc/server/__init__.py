@@ -1,0 +1,5 @@
+"""The gRPC server: thin servicers over one handler layer, interceptors, factory, lifecycle."""
+
+from recgrpc.server.app import RunningServer, create_server, serve
+
+__all__ = ["RunningServer", "create_server", "serve"]

@@ -1,0 +1,349 @@
+"""Proto <-> domain conversion, with every field validated on the way in.
+
+Each ``*_from_proto`` collects all violations before refusing, so a caller fixes a request in one
+round trip; nothing reaches the handler layer unless the whole request is valid.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import timestamp_pb2
+
+from recgrpc import domain
+from recgrpc.errors import FieldViolation, InvalidArgument
+from recgrpc.v1 import catalog_pb2 as cat_pb
+from recgrpc.v1 import recommendation_pb2 as pb
+
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 128
+MAX_TITLE_LENGTH = 512
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_BYTES = 4096
+MAX_BATCH = 1000
+MAX_LIST_FIELD = 1000
+MAX_LABELS = 100
+MAX_FUTURE = timedelta(minutes=5)
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_RATING = 10.0
+
+_ALGORITHMS = {
+    pb.ALGORITHM_UNSPECIFIED: domain.Algorithm.AUTO,
+    pb.ALGORITHM_AUTO: domain.Algorithm.AUTO,
+    pb.ALGORITHM_HYBRID: domain.Algorithm.HYBRID,
+    pb.ALGORITHM_COLLABORATIVE: domain.Algorithm.COLLABORATIVE,
+    pb.ALGORITHM_CONTENT: domain.Algorithm.CONTENT,
+    pb.ALGORITHM_POPULAR: domain.Algorithm.POPULAR,
+}
+_ALGORITHM_TO_PROTO = {
+    algo: number for number, algo in _ALGORITHMS.items() if number != pb.ALGORITHM_UNSPECIFIED
+}
+_INTERACTION_TYPES = {
+    number: domain.InteractionType(name.removeprefix("INTERACTION_TYPE_"))
+    for name, number in pb.InteractionType.items()
+    if number != pb.INTERACTION_TYPE_UNSPECIFIED
+}
+_RISK_LEVELS = {
+    domain.RiskLevel.LOW: pb.RISK_LEVEL_LOW,
+    domain.RiskLevel.MEDIUM: pb.RISK_LEVEL_MEDIUM,
+    domain.RiskLevel.HIGH: pb.RISK_LEVEL_HIGH,
+}
+
+
+class _Checker:
+    """Collects field violations; ``raise_if_any`` refuses the request with all of them."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def raise_if_any(self) -> None:
+        if self.violations:
+            raise InvalidArgument(self.violations)
+
+    def identifier(self, field: str, value: str, *, required: bool = True) -> str:
+        if not value:
+            if required:
+                self.add(field, "is required")
+            return value
+        if len(value) > MAX_ID_LENGTH:
+            self.add(field, f"must be at most {MAX_ID_LENGTH} characters")
+        elif not value.isprintable():
+            self.add(field, "must contain only printable characters")
+        return value
+
+    def text(self, field: str, value: str, limit: int = MAX_TEXT_LENGTH) -> str:
+        if len(value) > limit:
+            self.add(field, f"must be at most {limit} characters")
+        elif value and not value.isprintable():
+            self.add(field, "must contain only printable characters")
+        return value
+
+    def identifiers(self, field: str, values: Iterable[str], limit: int) -> list[str]:
+        items = list(values)
+        if len(items) > limit:
+            self.add(field, f"must have at most {limit} entries")
+            return []
+        for i, value in enumerate(items):
+            self.identifier(f"{field}[{i}]", value)
+        return items
+
+    def string_map(self, field: str, values: Mapping[str, str]) -> dict[str, str]:
+        entries = dict(values)
+        if len(entries) > MAX_METADATA_ENTRIES:
+            self.add(field, f"must have at most {MAX_METADATA_ENTRIES} entries")
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in entries.items())
+        if size > MAX_METADATA_BYTES:
+            self.add(field, f"must be at most {MAX_METADATA_BYTES} bytes in total")
+        for key, value in entries.items():
+            if not key or not key.isprintable() or len(key) > MAX_TEXT_LENGTH:
+                self.add(
+                    field, f"key {key[:32]!r} must be 1-{MAX_TEXT_LENGTH} printable characters"
+                )
+            elif not value.isprintable():
+                self.add(f"{field}[{key}]", "must contain only printable characters")
+        return entries
+
+    def finite(self, field: str, value: float, low: float, high: float) -> float:
+        if not math.isfinite(value) or not low <= value <= high:
+            self.add(field, f"must be a finite number within {low:g}..{high:g}")
+        return value
+
+    def timestamp(
+        self, field: str, value: timestamp_pb2.Timestamp, now: datetime
+    ) -> datetime | None:
+        """A set timestamp within 1970 .. now + 5 minutes; ``None`` when unset or invalid."""
+        try:
+            when = value.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError, OSError):
+            self.add(field, "is not a valid timestamp")
+            return None
+        if when < MIN_TIME:
+            self.add(field, "must not be before 1970-01-01")
+            return None
+        if when > now + MAX_FUTURE:
+            self.add(field, "must not be in the future")
+            return None
+        return when
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def recommendation_query(
+    request: pb.GetRecommendationsRequest, default_limit: int, max_limit: int
+) -> domain.RecommendationQuery:
+    check = _Checker()
+    user_id = check.identifier("user_id", request.user_id)
+    if request.limit < 0:
+        check.add("limit", "must not be negative (0 means the default)")
+    limit = default_limit if request.limit == 0 else min(request.limit, max_limit)
+    algorithm = _ALGORITHMS.get(request.algorithm)
+    if algorithm is None:
+        check.add("algorithm", f"unknown value {request.algorithm}")
+    excluded = check.identifiers("exclude_item_ids", request.exclude_item_ids, MAX_LIST_FIELD)
+    categories = check.identifiers("categories", request.categories, MAX_LABELS)
+    platform = check.text("platform", request.platform)
+    check.raise_if_any()
+    assert algorithm is not None
+    return domain.RecommendationQuery(
+        user_id=user_id,
+        limit=max(1, limit),
+        algorithm=algorithm,
+        exclude_item_ids=frozenset(excluded),
+        categories=frozenset(categories),
+        platform=platform,
+    )
+
+
+def recommendations_response(served: domain.ServedList) -> pb.GetRecommendationsResponse:
+    ranking = served.ranking
+    return pb.GetRecommendationsResponse(
+        recset_id=served.recset_id,
+        recommendations=[
+            pb.Recommendation(item_id=it.item_id, score=it.score, rank=rank, reason=it.reason)
+            for rank, it in enumerate(ranking.items, start=1)
+        ],
+        algorithm=_ALGORITHM_TO_PROTO[ranking.algorithm],
+        model_version=ranking.model_version,
+        fallback_reason=ranking.fallback_reason,
+        generated_at=_timestamp(served.generated_at),
+    )
+
+
+def interaction_from_proto(request: pb.LogInteractionRequest, now: datetime) -> domain.Interaction:
+    check = _Checker()
+    event_id = check.identifier("event_id", request.event_id, required=False) or str(uuid.uuid4())
+    user_id = check.identifier("user_id", request.user_id)
+    item_id = check.identifier("item_id", request.item_id)
+    kind = _INTERACTION_TYPES.get(request.type)
+    if kind is None:
+        check.add("type", "must be a known interaction type other than UNSPECIFIED")
+    value = check.finite("value", request.value, -1e9, 1e9)
+    if kind is domain.InteractionType.RATING:
+        check.finite("value", request.value, 0.0, MAX_RATING)
+    occurred_at = now
+    if request.HasField("occurred_at"):
+        occurred_at = check.timestamp("occurred_at", request.occurred_at, now) or now
+    metadata = check.string_map("metadata", request.metadata)
+    recset_id = check.identifier("recset_id", request.recset_id, required=False)
+    content_type = check.text("content_type", request.content_type)
+    platform = check.text("platform", request.platform)
+    check.raise_if_any()
+    assert kind is not None
+    return domain.Interaction(
+        event_id=event_id,
+        user_id=user_id,
+        item_id=item_id,
+        type=kind,
+        occurred_at=occurred_at,
+        value=value,
+        content_type=content_type,
+        platform=platform,
+        metadata=metadata,
+        recset_id=recset_id,
+    )
+
+
+def feedback_from_proto(request: pb.SubmitFeedbackRequest) -> domain.Feedback:
+    check = _Checker()
+    user_id = check.identifier("user_id", request.user_id)
+    item_id = check.identifier("item_id", request.item_id)
+    recset_id = check.identifier("recset_id", request.recset_id, required=False)
+    rating: float | None = None
+    if request.HasField("rating"):
+        rating = check.finite("rating", request.rating, 0.0, MAX_RATING)
+    if not (request.clicked or request.dismissed or rating is not None):
+        check.add("clicked", "feedback needs clicked, dismissed or a rating")
+    if request.clicked and request.dismissed:
+        check.add("dismissed", "an item cannot be clicked and dismissed in one feedback")
+    check.raise_if_any()
+    return domain.Feedback(
+        user_id=user_id,
+        item_id=item_id,
+        recset_id=recset_id,
+        clicked=request.clicked,
+        dismissed=request.dismissed,
+        rating=rating,
+    )
+
+
+def churn_request(request: pb.PredictChurnRequest, now: datetime) -> tuple[str, datetime]:
+    check = _Checker()
+    user_id = check.identifier("user_id", request.user_id)
+    as_of = now
+    if request.HasField("as_of"):
+        try:
+            as_of = request.as_of.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError, OSError):
+            check.add("as_of", "is not a valid timestamp")
+        else:
+            if as_of > now + timedelta(minutes=1):
+                check.add("as_of", "must not be in the future")
+            elif as_of < MIN_TIME:
+                check.add("as_of", "must not be before 1970-01-01")
+    check.raise_if_any()
+    return user_id, as_of
+
+
+def churn_response(prediction: domain.ChurnPrediction) -> pb.PredictChurnResponse:
+    return pb.PredictChurnResponse(
+        churn_risk=prediction.risk,
+        risk_level=_RISK_LEVELS[prediction.level],
+        factors=[
+            pb.ChurnFactor(name=f.name, value=f.value, contribution=f.contribution)
+            for f in prediction.factors
+        ],
+        model_version=prediction.model_version,
+        predicted_at=_timestamp(prediction.predicted_at),
+        horizon_days=prediction.horizon_days,
+    )
+
+
+def _batch_size(check: _Checker, field: str, count: int) -> None:
+    if count == 0:
+        check.add(field, "must not be empty")
+    elif count > MAX_BATCH:
+        check.add(field, f"must have at most {MAX_BATCH} entries")
+
+
+def _no_repeats(check: _Checker, field: str, ids: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(ids):
+        if value in seen:
+            check.add(f"{field}[{i}].{key}", f"repeats {value[:64]!r} from earlier in the batch")
+        seen.add(value)
+
+
+def items_from_proto(request: cat_pb.UpsertItemsRequest, now: datetime) -> list[domain.Item]:
+    check = _Checker()
+    _batch_size(check, "items", len(request.items))
+    if check.violations:
+        check.raise_if_any()
+    items: list[domain.Item] = []
+    for i, item in enumerate(request.items):
+        prefix = f"items[{i}]"
+        created_at = None
+        if item.HasField("created_at"):
+            created_at = check.timestamp(f"{prefix}.created_at", item.created_at, now)
+        items.append(
+            domain.Item(
+                item_id=check.identifier(f"{prefix}.item_id", item.item_id),
+                title=check.text(f"{prefix}.title", item.title, MAX_TITLE_LENGTH),
+                categories=tuple(
+                    dict.fromkeys(
+                        check.identifiers(f"{prefix}.categories", item.categories, MAX_LABELS)
+                    )
+                ),
+                tags=tuple(
+                    dict.fromkeys(check.identifiers(f"{prefix}.tags", item.tags, MAX_LABELS))
+                ),
+                created_at=created_at,
+                attributes=check.string_map(f"{prefix}.attributes", item.attributes),
+                active=item.active if item.HasField("active") else True,
+            )
+        )
+    _no_repeats(check, "items", [it.item_id for it in items], "item_id")
+    check.raise_if_any()
+    return items
+
+
+def users_from_proto(request: cat_pb.UpsertUsersRequest) -> list[domain.User]:
+    check = _Checker()
+    _batch_size(check, "users", len(request.users))
+    if check.violations:
+        check.raise_if_any()
+    users: list[domain.User] = []
+    for i, user in enumerate(request.users):
+        prefix = f"users[{i}]"
+        prefs = dict(user.preferences)
+        if len(prefs) > MAX_LABELS:
+            check.add(f"{prefix}.preferences", f"must have at most {MAX_LABELS} entries")
+        for category, score in prefs.items():
+            check.identifier(f"{prefix}.preferences", category)
+            check.finite(f"{prefix}.preferences[{category[:64]}]", score, 0.0, 1e6)
+        users.append(
+            domain.User(
+                user_id=check.identifier(f"{prefix}.user_id", user.user_id),
+                attributes=check.string_map(f"{prefix}.attributes", user.attributes),
+                preferences=prefs,
+            )
+        )
+    _no_repeats(check, "users", [u.user_id for u in users], "user_id")
+    check.raise_if_any()
+    return users
+
+
+def user_id_from(request: cat_pb.DeleteUserRequest) -> str:
+    check = _Checker()
+    user_id = check.identifier("user_id", request.user_id)
+    check.raise_if_any()
+    return user_id

@@ -1,0 +1,156 @@
+"""The handler layer: what each RPC does, in domain terms. Servicers only convert and delegate.
+
+Sessions are opened here, at the edge, and passed to the query functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from recgrpc import domain
+from recgrpc.config import Settings
+from recgrpc.db import Database, queries
+from recgrpc.errors import NotFound, Unavailable
+from recgrpc.model.catalog import CatalogIndex
+from recgrpc.model.ranking import RankingEngine, ServingSnapshot
+from recgrpc.model.trending import trending_scores
+from recgrpc.server.errors import is_database_outage
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+NO_CHURN_MODEL = "no churn model has been trained yet; run `recgrpc train-churn`"
+DATABASE_DOWN_FALLBACK = "database unavailable: served without the user's history"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ChurnPredictor(Protocol):
+    """Scores one user's churn risk from the database as of a time (see model.churn)."""
+
+    def predict(
+        self, session: Session, user_id: str, as_of: datetime
+    ) -> domain.ChurnPrediction: ...
+
+
+def build_snapshot(db: Database, settings: Settings, now: datetime) -> ServingSnapshot:
+    """Catalogue and trending scores, read from the database in one read session."""
+    since = now - timedelta(days=settings.trending_window_days)
+    with db.reader() as session:
+        catalog = CatalogIndex.build(queries.catalogue(session))
+        events = queries.recent_events(session, since)
+    trending = trending_scores(
+        events, catalog, now, settings.trending_half_life_days, settings.interaction_weights
+    )
+    return ServingSnapshot(catalog=catalog, trending=trending, built_at=now)
+
+
+class Handlers:
+    """Domain logic behind every RPC. Thread-safe; one instance per server process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        engine: RankingEngine,
+        churn: ChurnPredictor | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.engine = engine
+        self.churn = churn
+        self.clock = clock
+        # Set by catalogue writes so the refresher rebuilds the snapshot without waiting.
+        self.catalog_changed = threading.Event()
+
+    # -- RecommendationService ------------------------------------------------------------
+
+    def get_recommendations(self, query: domain.RecommendationQuery) -> domain.ServedList:
+        outage = False
+        try:
+            with self.db.reader() as session:
+                context = queries.load_user_context(session, query.user_id)
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise
+            # Keep serving from memory; the list is not personalised by history this time.
+            outage = True
+            context = domain.UserContext(user_id=query.user_id, known=False)
+        ranking = self.engine.recommend(context, query)
+        if outage:
+            ranking = domain.RecommendationList(
+                items=ranking.items,
+                algorithm=ranking.algorithm,
+                model_version=ranking.model_version,
+                fallback_reason=DATABASE_DOWN_FALLBACK,
+            )
+        served = domain.ServedList(
+            recset_id=str(uuid.uuid4()), generated_at=self.clock(), ranking=ranking
+        )
+        if not outage:
+            try:
+                with self.db.writer() as session:
+                    queries.record_served_list(session, query.user_id, served, query.platform)
+            except Exception as exc:
+                if not is_database_outage(exc):
+                    raise
+                log.warning("impression %s not recorded: database unavailable", served.recset_id)
+        return served
+
+    def log_interaction(self, event: domain.Interaction) -> tuple[str, bool]:
+        """Store the event once; returns ``(event_id, duplicate)``."""
+        with self.db.writer() as session:
+            self._require_items(session, [event.item_id], "item_id")
+            inserted = queries.insert_interactions(session, [event], self.clock())
+        return event.event_id, inserted == 0
+
+    def submit_feedback(self, feedback: domain.Feedback) -> bool:
+        with self.db.writer() as session:
+            self._require_items(session, [feedback.item_id], "item_id")
+            queries.ensure_users(session, [feedback.user_id], self.clock())
+            queries.record_feedback(session, feedback, self.clock())
+        return True
+
+    def predict_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
+        with self.db.writer() as session:
+            if not queries.user_has_history(session, user_id):
+                raise NotFound(f"user {user_id!r} has no recorded activity")
+            if self.churn is None:
+                raise Unavailable(NO_CHURN_MODEL)
+            return self.churn.predict(session, user_id, as_of)
+
+    # -- CatalogService -------------------------------------------------------------------
+
+    def upsert_items(self, items: list[domain.Item]) -> int:
+        with self.db.writer() as session:
+            queries.upsert_items(session, items, self.clock())
+        self.catalog_changed.set()
+        return len(items)
+
+    def upsert_users(self, users: list[domain.User]) -> int:
+        with self.db.writer() as session:
+            queries.upsert_users(session, users, self.clock())
+        return len(users)
+
+    def delete_user(self, user_id: str) -> bool:
+        with self.db.writer() as session:
+            return queries.delete_user(session, user_id)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _require_items(session: Session, item_ids: list[str], field: str) -> None:
+        missing = set(item_ids) - queries.existing_item_ids(session, item_ids)
+        if missing:
+            raise NotFound(f"{field} {sorted(missing)[0]!r} is not in the catalogue")

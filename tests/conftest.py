@@ -1,0 +1,87 @@
+"""Shared fixtures: real databases (SQLite always, PostgreSQL when RECGRPC_TEST_DATABASE_URL is
+set) and a real gRPC server on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from recgrpc.config import Settings
+from recgrpc.db import Database, upgrade
+from recgrpc.db.models import Base
+from recgrpc.server import RunningServer, create_server
+
+POSTGRES_URL = os.environ.get("RECGRPC_TEST_DATABASE_URL", "")
+BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied per test (migrating each time would be slow)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated() -> str:
+    assert POSTGRES_URL, "RECGRPC_TEST_DATABASE_URL is not set"
+    upgrade(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+def _truncate_postgres(url: str) -> None:
+    db = Database(url)
+    try:
+        names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        with db.writer() as session:
+            session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        db.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A freshly migrated, empty database on each backend under test."""
+    if request.param == "sqlite":
+        path = tmp_path / "recgrpc.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_migrated")
+    _truncate_postgres(url)
+    return url
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    # Short refresh so trending picks up new events within a test.
+    return Settings(
+        database_url=database_url, host="127.0.0.1", port=0, metrics_port=0, refresh_seconds=0.5
+    )
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[RunningServer]:
+    running = create_server(settings)
+    assert running.wait_ready(30), "server never became ready"
+    yield running
+    running.stop(grace=1)
+
+
+@pytest.fixture
+def channel(server: RunningServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
