@@ -143,9 +143,10 @@ def insert_interactions(
             _insert(session, m.Interaction)
             .values([_interaction_row(e, now) for e in chunk])
             .on_conflict_do_nothing(index_elements=["event_id"])
+            # RETURNING counts reliably on both backends (batched rowcount may be -1).
+            .returning(m.Interaction.event_id)
         )
-        result = session.execute(stmt)
-        inserted += int(getattr(result, "rowcount", 0) or 0)
+        inserted += len(session.execute(stmt).all())
     return inserted
 
 

@@ -1,0 +1,30 @@
+"""Small helpers for tests that talk to the server through the generated stubs."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from recgrpc.v1 import catalog_pb2_grpc, recommendation_pb2_grpc
+
+
+def stubs(
+    channel: grpc.Channel,
+) -> tuple[recommendation_pb2_grpc.RecommendationServiceStub, catalog_pb2_grpc.CatalogServiceStub]:
+    return (
+        recommendation_pb2_grpc.RecommendationServiceStub(channel),
+        catalog_pb2_grpc.CatalogServiceStub(channel),
+    )
+
+
+def bad_fields(error: grpc.RpcError) -> list[str]:
+    """Field names of the google.rpc.BadRequest violations carried by an INVALID_ARGUMENT."""
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad):
+                    return [v.field for v in bad.field_violations]
+    raise AssertionError("INVALID_ARGUMENT without a google.rpc.BadRequest detail")

@@ -1,0 +1,515 @@
+"""Every RPC against a real server and database (SQLite, and PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from sqlalchemy import func, select
+
+from recgrpc.db import Database
+from recgrpc.db import models as m
+from recgrpc.server import RunningServer
+from recgrpc.v1 import catalog_pb2 as cat_pb
+from recgrpc.v1 import recommendation_pb2 as pb
+from tests.rpc import bad_fields, stubs
+
+ALL_TABLES = [
+    m.User,
+    m.Item,
+    m.Preference,
+    m.Interaction,
+    m.Recommendation,
+    m.Impression,
+    m.Feedback,
+    m.ChurnPrediction,
+    m.ModelArtifact,
+]
+
+
+def ts(when: datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(when)
+    return out
+
+
+def counts(db: Database) -> dict[str, int]:
+    with db.reader() as s:
+        return {
+            t.__tablename__: s.scalar(select(func.count()).select_from(t)) or 0 for t in ALL_TABLES
+        }
+
+
+def seed_catalogue(channel: grpc.Channel, n: int = 6) -> None:
+    _, catalog = stubs(channel)
+    items = [
+        cat_pb.Item(
+            item_id=f"i{k}",
+            title=f"Item {k}",
+            categories=["news" if k % 2 else "sport"],
+            tags=["t"],
+        )
+        for k in range(n)
+    ]
+    catalog.UpsertItems(cat_pb.UpsertItemsRequest(items=items), timeout=5)
+
+
+def log(
+    channel: grpc.Channel,
+    user: str,
+    item: str,
+    kind: int = pb.INTERACTION_TYPE_CLICK,
+    event_id: str = "",
+) -> pb.LogInteractionResponse:
+    rec, _ = stubs(channel)
+    return rec.LogInteraction(
+        pb.LogInteractionRequest(event_id=event_id, user_id=user, item_id=item, type=kind),
+        timeout=5,
+    )
+
+
+def recommend(channel: grpc.Channel, user: str, **fields: object) -> pb.GetRecommendationsResponse:
+    rec, _ = stubs(channel)
+    return rec.GetRecommendations(pb.GetRecommendationsRequest(user_id=user, **fields), timeout=5)
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+# -- happy paths -------------------------------------------------------------------------------
+
+
+def test_recommendations_are_recorded_as_impression_and_stored_top_n(
+    channel: grpc.Channel, database: Database
+) -> None:
+    seed_catalogue(channel)
+    log(channel, "someone", "i3")
+    wait_for(lambda: recommend(channel, "u1").recommendations[0].item_id == "i3")
+    response = recommend(channel, "u1", limit=3, exclude_item_ids=["i0"], platform="web")
+    ids = [r.item_id for r in response.recommendations]
+    assert ids[0] == "i3" and "i0" not in ids and len(ids) == 3
+    assert [r.rank for r in response.recommendations] == [1, 2, 3]
+    assert all(r.reason == "trending" for r in response.recommendations)
+    assert response.generated_at.seconds > 0
+    with database.reader() as s:
+        impression = s.get(m.Impression, response.recset_id)
+        assert (
+            impression is not None and impression.item_ids == ids and impression.platform == "web"
+        )
+        stored = s.scalars(
+            select(m.Recommendation.item_id)
+            .where(m.Recommendation.user_id == "u1")
+            .order_by(m.Recommendation.rank)
+        ).all()
+    assert list(stored) == ids
+
+
+def test_limit_defaults_and_is_coerced(channel: grpc.Channel) -> None:
+    _, catalog = stubs(channel)
+    catalog.UpsertItems(
+        cat_pb.UpsertItemsRequest(items=[cat_pb.Item(item_id=f"x{k}") for k in range(150)]),
+        timeout=10,
+    )
+    for k in range(150):
+        log(channel, f"pop{k}", f"x{k}", kind=pb.INTERACTION_TYPE_VIEW)
+    wait_for(lambda: len(recommend(channel, "u").recommendations) == 10)
+    assert len(recommend(channel, "u", limit=1000).recommendations) == 100
+    assert len(recommend(channel, "u", limit=3).recommendations) == 3
+
+
+def test_category_filter(channel: grpc.Channel) -> None:
+    seed_catalogue(channel)
+    for k in range(6):
+        log(channel, f"p{k}", f"i{k}")
+    wait_for(lambda: len(recommend(channel, "u").recommendations) == 6)
+    response = recommend(channel, "u", categories=["news"])
+    assert {r.item_id for r in response.recommendations} == {"i1", "i3", "i5"}
+
+
+def test_log_interaction_is_idempotent_on_event_id(
+    channel: grpc.Channel, database: Database
+) -> None:
+    seed_catalogue(channel)
+    first = log(channel, "u1", "i1", event_id="evt-1")
+    again = log(channel, "u1", "i1", event_id="evt-1")
+    assert (first.event_id, first.duplicate) == ("evt-1", False)
+    assert (again.event_id, again.duplicate) == ("evt-1", True)
+    generated = log(channel, "u1", "i2")
+    assert generated.event_id and not generated.duplicate
+    assert counts(database)["interactions"] == 2
+
+
+def test_twenty_concurrent_duplicates_store_exactly_one_row(
+    channel: grpc.Channel, database: Database
+) -> None:
+    seed_catalogue(channel)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: log(channel, "u1", "i1", event_id="same"), range(20)))
+    assert sum(not r.duplicate for r in results) == 1
+    assert sum(r.duplicate for r in results) == 19
+    assert counts(database)["interactions"] == 1
+
+
+def test_occurred_at_defaults_to_now_and_keeps_past_times(
+    channel: grpc.Channel, database: Database
+) -> None:
+    seed_catalogue(channel)
+    rec, _ = stubs(channel)
+    before = datetime.now(UTC)
+    log(channel, "u1", "i1", event_id="now")
+    past = datetime(2020, 5, 1, 12, tzinfo=UTC)
+    rec.LogInteraction(
+        pb.LogInteractionRequest(
+            event_id="past",
+            user_id="u1",
+            item_id="i1",
+            type=pb.INTERACTION_TYPE_RATING,
+            value=4,
+            occurred_at=ts(past),
+            metadata={"source": "import"},
+        ),
+        timeout=5,
+    )
+    with database.reader() as s:
+        rows = {r.event_id: r for r in s.scalars(select(m.Interaction))}
+    assert before - timedelta(seconds=1) <= rows["now"].occurred_at <= datetime.now(UTC)
+    assert rows["past"].occurred_at == past
+    assert rows["past"].type == "RATING" and rows["past"].value == 4
+    assert rows["past"].event_metadata == {"source": "import"}
+
+
+def test_dismissed_item_is_never_recommended_again(
+    channel: grpc.Channel, database: Database
+) -> None:
+    seed_catalogue(channel)
+    for k in range(6):
+        log(channel, f"p{k}", f"i{k}")
+    wait_for(lambda: len(recommend(channel, "u1").recommendations) == 6)
+    served = recommend(channel, "u1")
+    top = served.recommendations[0].item_id
+    rec, _ = stubs(channel)
+    ack = rec.SubmitFeedback(
+        pb.SubmitFeedbackRequest(
+            user_id="u1", item_id=top, recset_id=served.recset_id, dismissed=True
+        ),
+        timeout=5,
+    )
+    assert ack.recorded
+    for algorithm in (pb.ALGORITHM_AUTO, pb.ALGORITHM_POPULAR, pb.ALGORITHM_HYBRID):
+        again = recommend(channel, "u1", algorithm=algorithm, limit=100)
+        assert top not in [r.item_id for r in again.recommendations]
+    with database.reader() as s:
+        feedback = s.scalars(select(m.Feedback)).one()
+    assert (feedback.user_id, feedback.item_id, feedback.dismissed) == ("u1", top, True)
+
+
+def test_feedback_marks_the_stored_recommendation(
+    channel: grpc.Channel, database: Database
+) -> None:
+    seed_catalogue(channel)
+    for k in range(6):
+        log(channel, f"p{k}", f"i{k}")
+    wait_for(lambda: len(recommend(channel, "u1").recommendations) == 6)
+    served = recommend(channel, "u1")
+    clicked = served.recommendations[1].item_id
+    rec, _ = stubs(channel)
+    rec.SubmitFeedback(
+        pb.SubmitFeedbackRequest(
+            user_id="u1", item_id=clicked, recset_id=served.recset_id, clicked=True, rating=4.5
+        ),
+        timeout=5,
+    )
+    with database.reader() as s:
+        flags = {
+            r.item_id: r.is_clicked
+            for r in s.scalars(select(m.Recommendation).where(m.Recommendation.user_id == "u1"))
+        }
+        feedback = s.scalars(select(m.Feedback)).one()
+    assert flags[clicked] is True
+    assert sum(flags.values()) == 1
+    assert feedback.rating == 4.5
+
+
+def test_predict_churn_without_history_is_not_found(channel: grpc.Channel) -> None:
+    rec, _ = stubs(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        rec.PredictChurn(pb.PredictChurnRequest(user_id="ghost"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_catalog_upserts_are_idempotent(channel: grpc.Channel, database: Database) -> None:
+    _, catalog = stubs(channel)
+    created = datetime(2024, 1, 2, tzinfo=UTC)
+    item = cat_pb.Item(
+        item_id="a",
+        title="A",
+        categories=["c1", "c2"],
+        tags=["x"],
+        created_at=ts(created),
+        attributes={"lang": "en"},
+    )
+    user = cat_pb.User(
+        user_id="u", attributes={"country": "NL"}, preferences={"c1": 0.9, "c2": 0.2}
+    )
+    for _ in range(2):
+        assert catalog.UpsertItems(cat_pb.UpsertItemsRequest(items=[item]), timeout=5).upserted == 1
+        assert catalog.UpsertUsers(cat_pb.UpsertUsersRequest(users=[user]), timeout=5).upserted == 1
+    # Re-sending without created_at keeps the original; preferences are replaced as a whole.
+    catalog.UpsertItems(
+        cat_pb.UpsertItemsRequest(items=[cat_pb.Item(item_id="a", title="A2")]), timeout=5
+    )
+    catalog.UpsertUsers(
+        cat_pb.UpsertUsersRequest(users=[cat_pb.User(user_id="u", preferences={"c3": 1.0})]),
+        timeout=5,
+    )
+    with database.reader() as s:
+        stored = s.get(m.Item, "a")
+        assert stored is not None
+        assert (stored.title, stored.created_at, stored.active) == ("A2", created, True)
+        prefs = {p.category: p.score for p in s.scalars(select(m.Preference))}
+    assert prefs == {"c3": 1.0}
+    assert counts(database)["items"] == 1 and counts(database)["users"] == 1
+
+
+def test_inactive_items_are_not_recommended(channel: grpc.Channel) -> None:
+    seed_catalogue(channel, n=2)
+    log(channel, "p", "i0")
+    log(channel, "q", "i1")
+    wait_for(lambda: len(recommend(channel, "u").recommendations) == 2)
+    _, catalog = stubs(channel)
+    catalog.UpsertItems(
+        cat_pb.UpsertItemsRequest(items=[cat_pb.Item(item_id="i0", active=False)]), timeout=5
+    )
+    wait_for(lambda: [r.item_id for r in recommend(channel, "u").recommendations] == ["i1"])
+
+
+def test_delete_user_leaves_no_row_behind(
+    channel: grpc.Channel, database: Database, server: RunningServer
+) -> None:
+    seed_catalogue(channel)
+    _, catalog = stubs(channel)
+    catalog.UpsertUsers(
+        cat_pb.UpsertUsersRequest(users=[cat_pb.User(user_id="gone", preferences={"news": 1})]),
+        timeout=5,
+    )
+    log(channel, "gone", "i1")
+    log(channel, "stay", "i2")
+    served = recommend(channel, "gone")
+    rec, _ = stubs(channel)
+    rec.SubmitFeedback(
+        pb.SubmitFeedbackRequest(
+            user_id="gone", item_id="i3", recset_id=served.recset_id, dismissed=True
+        ),
+        timeout=5,
+    )
+    assert catalog.DeleteUser(cat_pb.DeleteUserRequest(user_id="gone"), timeout=5).deleted
+    with database.reader() as s:
+        for table in ALL_TABLES:
+            if "user_id" in table.__table__.c:
+                left = s.scalar(
+                    select(func.count())
+                    .select_from(table)
+                    .where(table.__table__.c.user_id == "gone")
+                )
+                assert left == 0, table.__tablename__
+    assert counts(database)["interactions"] == 1
+    assert not catalog.DeleteUser(cat_pb.DeleteUserRequest(user_id="gone"), timeout=5).deleted
+
+
+# -- validation ------------------------------------------------------------------------------
+
+LONG = "x" * 129
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"user_id": ""}, "user_id"),
+        ({"user_id": LONG}, "user_id"),
+        ({"user_id": "bad\x00id"}, "user_id"),
+        ({"user_id": "u", "limit": -1}, "limit"),
+        ({"user_id": "u", "algorithm": 99}, "algorithm"),
+        ({"user_id": "u", "exclude_item_ids": ["ok", ""]}, "exclude_item_ids[1]"),
+        ({"user_id": "u", "categories": [LONG]}, "categories[0]"),
+        ({"user_id": "u", "platform": "\n"}, "platform"),
+    ],
+)
+def test_get_recommendations_validation(
+    channel: grpc.Channel, database: Database, request_fields: dict[str, object], field: str
+) -> None:
+    rec, _ = stubs(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        rec.GetRecommendations(pb.GetRecommendationsRequest(**request_fields), timeout=5)
+    assert field in bad_fields(info.value)
+    assert counts(database)["impressions"] == 0
+
+
+FUTURE = datetime.now(UTC) + timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"user_id": "", "item_id": "i1", "type": 2}, "user_id"),
+        ({"user_id": "u", "item_id": "", "type": 2}, "item_id"),
+        ({"user_id": "u", "item_id": "i1", "type": 0}, "type"),
+        ({"user_id": "u", "item_id": "i1", "type": 77}, "type"),
+        ({"user_id": "u", "item_id": "i1", "type": 2, "event_id": LONG}, "event_id"),
+        ({"user_id": "u", "item_id": "i1", "type": 2, "value": float("nan")}, "value"),
+        ({"user_id": "u", "item_id": "i1", "type": 2, "value": float("inf")}, "value"),
+        ({"user_id": "u", "item_id": "i1", "type": 8, "value": 11}, "value"),
+        ({"user_id": "u", "item_id": "i1", "type": 2, "occurred_at": ts(FUTURE)}, "occurred_at"),
+        (
+            {
+                "user_id": "u",
+                "item_id": "i1",
+                "type": 2,
+                "occurred_at": timestamp_pb2.Timestamp(seconds=-86400),
+            },
+            "occurred_at",
+        ),
+        (
+            {
+                "user_id": "u",
+                "item_id": "i1",
+                "type": 2,
+                "metadata": {f"k{n}": "v" for n in range(65)},
+            },
+            "metadata",
+        ),
+        ({"user_id": "u", "item_id": "i1", "type": 2, "metadata": {"k": "v" * 5000}}, "metadata"),
+        ({"user_id": "u", "item_id": "i1", "type": 2, "recset_id": "\t"}, "recset_id"),
+        ({"user_id": "u", "item_id": "i1", "type": 2, "platform": LONG}, "platform"),
+    ],
+)
+def test_log_interaction_validation_writes_nothing(
+    channel: grpc.Channel, database: Database, request_fields: dict[str, object], field: str
+) -> None:
+    seed_catalogue(channel)
+    rec, _ = stubs(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        rec.LogInteraction(pb.LogInteractionRequest(**request_fields), timeout=5)
+    assert field in bad_fields(info.value)
+    assert counts(database)["interactions"] == 0
+    assert counts(database)["users"] == 0
+
+
+def test_all_bad_fields_reported_at_once(channel: grpc.Channel) -> None:
+    rec, _ = stubs(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        rec.LogInteraction(pb.LogInteractionRequest(user_id="", item_id="", type=0), timeout=5)
+    assert set(bad_fields(info.value)) == {"user_id", "item_id", "type"}
+
+
+def test_unknown_item_is_not_found_and_writes_nothing(
+    channel: grpc.Channel, database: Database
+) -> None:
+    rec, _ = stubs(channel)
+    for call, request in [
+        (rec.LogInteraction, pb.LogInteractionRequest(user_id="u", item_id="nope", type=2)),
+        (rec.SubmitFeedback, pb.SubmitFeedbackRequest(user_id="u", item_id="nope", clicked=True)),
+    ]:
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "nope" in (info.value.details() or "")
+    assert sum(counts(database).values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"user_id": "u", "item_id": "i1"}, "clicked"),
+        ({"user_id": "u", "item_id": "i1", "clicked": True, "dismissed": True}, "dismissed"),
+        ({"user_id": "u", "item_id": "i1", "rating": float("nan")}, "rating"),
+        ({"user_id": "u", "item_id": "i1", "rating": -1}, "rating"),
+        ({"user_id": "", "item_id": "i1", "clicked": True}, "user_id"),
+    ],
+)
+def test_submit_feedback_validation(
+    channel: grpc.Channel, database: Database, request_fields: dict[str, object], field: str
+) -> None:
+    seed_catalogue(channel)
+    rec, _ = stubs(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        rec.SubmitFeedback(pb.SubmitFeedbackRequest(**request_fields), timeout=5)
+    assert field in bad_fields(info.value)
+    assert counts(database)["feedback"] == 0
+
+
+def test_predict_churn_validation(channel: grpc.Channel) -> None:
+    rec, _ = stubs(channel)
+    for request, field in [
+        (pb.PredictChurnRequest(user_id=""), "user_id"),
+        (pb.PredictChurnRequest(user_id="u", as_of=ts(FUTURE)), "as_of"),
+    ]:
+        with pytest.raises(grpc.RpcError) as info:
+            rec.PredictChurn(request, timeout=5)
+        assert field in bad_fields(info.value)
+
+
+@pytest.mark.parametrize(
+    ("items", "field"),
+    [
+        ([], "items"),
+        ([cat_pb.Item(item_id=f"i{n}") for n in range(1001)], "items"),
+        ([cat_pb.Item(item_id="ok"), cat_pb.Item(item_id="")], "items[1].item_id"),
+        ([cat_pb.Item(item_id="a"), cat_pb.Item(item_id="a")], "items[1].item_id"),
+        ([cat_pb.Item(item_id="a", title="t" * 513)], "items[0].title"),
+        ([cat_pb.Item(item_id="a", categories=[""])], "items[0].categories[0]"),
+        ([cat_pb.Item(item_id="a", created_at=ts(FUTURE))], "items[0].created_at"),
+        ([cat_pb.Item(item_id="a", attributes={"": "v"})], "items[0].attributes"),
+    ],
+)
+def test_upsert_items_validation_writes_nothing(
+    channel: grpc.Channel, database: Database, items: list[cat_pb.Item], field: str
+) -> None:
+    _, catalog = stubs(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        catalog.UpsertItems(cat_pb.UpsertItemsRequest(items=items), timeout=5)
+    assert field in bad_fields(info.value)
+    assert counts(database)["items"] == 0
+
+
+@pytest.mark.parametrize(
+    ("users", "field"),
+    [
+        ([], "users"),
+        ([cat_pb.User(user_id=LONG)], "users[0].user_id"),
+        ([cat_pb.User(user_id="u", preferences={"c": float("nan")})], "users[0].preferences[c]"),
+        ([cat_pb.User(user_id="u", preferences={"c": -1.0})], "users[0].preferences[c]"),
+        ([cat_pb.User(user_id="u"), cat_pb.User(user_id="u")], "users[1].user_id"),
+    ],
+)
+def test_upsert_users_validation_writes_nothing(
+    channel: grpc.Channel, database: Database, users: list[cat_pb.User], field: str
+) -> None:
+    _, catalog = stubs(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        catalog.UpsertUsers(cat_pb.UpsertUsersRequest(users=users), timeout=5)
+    assert field in bad_fields(info.value)
+    assert counts(database)["users"] == 0 and counts(database)["preferences"] == 0
+
+
+def test_delete_user_validation(channel: grpc.Channel) -> None:
+    _, catalog = stubs(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        catalog.DeleteUser(cat_pb.DeleteUserRequest(user_id=""), timeout=5)
+    assert bad_fields(info.value) == ["user_id"]
+
+
+def test_garbage_bytes_are_invalid_argument_not_internal(server: RunningServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        raw = ch.unary_unary("/recgrpc.v1.RecommendationService/LogInteraction")
+        with pytest.raises(grpc.RpcError) as info:
+            raw(b"\xff\xff\xff\xff", timeout=5)
+    assert bad_fields(info.value) == ["request"]
