@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from recgrpc.config import Settings
 
@@ -38,6 +39,69 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings)
 
 
+def _as_of(text: str) -> datetime:
+    """ISO-8601 time for ``--as-of``; a time without a zone is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def cmd_train_churn(args: argparse.Namespace, settings: Settings) -> int:
+    from recgrpc.db import Database
+    from recgrpc.model import churn
+
+    horizon = args.horizon_days or settings.churn_horizon_days
+    db = Database(settings.database_url)
+    try:
+        now = datetime.now(UTC)
+        if args.as_of is not None:
+            as_of = args.as_of
+        else:
+            with db.reader() as session:
+                as_of = churn.default_as_of(session, now)
+        if as_of > now:
+            print("recgrpc: --as-of must not be in the future", file=sys.stderr)
+            return 2
+        try:
+            report = churn.train_churn(
+                db, as_of=as_of, horizon_days=horizon, step_days=args.step_days, now=now
+            )
+        except ValueError as exc:
+            print(f"recgrpc: cannot train the churn model: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        db.dispose()
+    print(churn.format_report(report))
+    return 0
+
+
+def cmd_score_churn(args: argparse.Namespace, settings: Settings) -> int:
+    from recgrpc.db import Database
+    from recgrpc.model import churn
+
+    db = Database(settings.database_url)
+    try:
+        scorer = churn.ActiveChurnModel(
+            settings.churn_medium_threshold, settings.churn_high_threshold
+        )
+        if not scorer.refresh(db):
+            print(f"recgrpc: {churn.NO_CHURN_MODEL}", file=sys.stderr)
+            return 1
+        now = datetime.now(UTC)
+        with db.writer() as session:
+            as_of = args.as_of or churn.default_as_of(session, now)
+            if as_of > now:
+                print("recgrpc: --as-of must not be in the future", file=sys.stderr)
+                return 2
+            predictions = scorer.score_all(session, as_of)
+    finally:
+        db.dispose()
+    print(churn.format_level_summary(predictions, as_of))
+    return 0
+
+
 def _display_url(url: str) -> str:
     from recgrpc.db import normalise_url
 
@@ -60,6 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="server processes sharing the port")
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("train-churn", help="train, evaluate and activate the churn model")
+    p.add_argument(
+        "--as-of",
+        type=_as_of,
+        help="ISO-8601 reference time (default: now, or where the recorded history ends)",
+    )
+    p.add_argument(
+        "--horizon-days", type=int, help="days without activity that count as churn (default 30)"
+    )
+    p.add_argument("--step-days", type=int, default=14, help="days between training cut-offs")
+    p.set_defaults(func=cmd_train_churn)
+
+    p = sub.add_parser("score-churn", help="score every user's churn risk into churn_predictions")
+    p.add_argument("--as-of", type=_as_of, help="ISO-8601 reference time (default: now)")
+    p.set_defaults(func=cmd_score_churn)
     return parser
 
 

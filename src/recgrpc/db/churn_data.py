@@ -1,0 +1,285 @@
+"""Churn queries: per-user activity aggregates as of a time, labels, models and predictions.
+
+Every aggregate is one grouped, set-based query whose only user filter is optional: serving
+passes one user id (the ``(user_id, occurred_at)``-style indexes then bound the scan to that
+user's rows), training passes none and gets every user at the cut-off in the same query. The SQL
+is therefore identical for both, which is what keeps training and serving features in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVarTuple
+
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Select,
+    case,
+    cast,
+    distinct,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from recgrpc.db import models as m
+
+CHURN_KIND = "churn"
+
+Columns = TypeVarTuple("Columns")
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityAggregates:
+    """One user's interaction counts as of a time (events at or before it only)."""
+
+    first_event_at: datetime
+    last_event_at: datetime
+    events_7d: int
+    events_28d: int
+    events_30d: int
+    events_90d: int
+    active_days_30d: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackAggregates:
+    """Feedback on recommendations in the windows before a time."""
+
+    feedback_30d: int = 0
+    clicks_30d: int = 0
+    dismissals_30d: int = 0
+    ratings_90d: int = 0
+    rating_sum_90d: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UserAggregates:
+    """Everything the churn features are computed from, for one user as of one time."""
+
+    activity: ActivityAggregates
+    feedback: FeedbackAggregates
+    impressions_30d: int
+    preferences: int
+
+
+def _count_since(column: InstrumentedAttribute[datetime], since: datetime) -> ColumnElement[Any]:
+    return func.sum(case((column > since, 1), else_=0))
+
+
+def _utc_day(session: Session, column: InstrumentedAttribute[datetime]) -> ColumnElement[Any]:
+    """The UTC calendar day of a timestamp (SQLite stores naive UTC text)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)
+
+
+def _for_users(
+    stmt: Select[*Columns],
+    column: InstrumentedAttribute[str],
+    user_ids: Sequence[str] | None,
+) -> Select[*Columns]:
+    if user_ids is None:
+        return stmt
+    if len(user_ids) == 1:
+        return stmt.where(column == user_ids[0])
+    return stmt.where(column.in_(user_ids))
+
+
+def user_aggregates(
+    session: Session, as_of: datetime, user_ids: Sequence[str] | None = None
+) -> dict[str, UserAggregates]:
+    """Aggregates as of ``as_of`` for ``user_ids`` (None: every user), keyed by user id.
+
+    Only users with at least one interaction at or before ``as_of`` appear. Four grouped
+    queries whatever the number of users; pass a short list of ids (serving) or None (training).
+    """
+    if user_ids is not None and not user_ids:
+        return {}
+    it = m.Interaction
+    day = _utc_day(session, it.occurred_at)
+    since_30d = as_of - timedelta(days=30)
+    activity_rows = session.execute(
+        _for_users(
+            select(
+                it.user_id,
+                func.min(it.occurred_at),
+                func.max(it.occurred_at),
+                _count_since(it.occurred_at, as_of - timedelta(days=7)),
+                _count_since(it.occurred_at, as_of - timedelta(days=28)),
+                _count_since(it.occurred_at, since_30d),
+                _count_since(it.occurred_at, as_of - timedelta(days=90)),
+                func.count(distinct(case((it.occurred_at > since_30d, day), else_=None))),
+            ).where(it.occurred_at <= as_of),
+            it.user_id,
+            user_ids,
+        ).group_by(it.user_id)
+    ).all()
+    activity = {
+        row[0]: ActivityAggregates(
+            first_event_at=row[1],
+            last_event_at=row[2],
+            events_7d=int(row[3] or 0),
+            events_28d=int(row[4] or 0),
+            events_30d=int(row[5] or 0),
+            events_90d=int(row[6] or 0),
+            active_days_30d=int(row[7] or 0),
+        )
+        for row in activity_rows
+    }
+    if not activity:
+        return {}
+    # Narrow the remaining queries to the users found when serving; a batch keeps scanning
+    # the windows once for everybody.
+    wanted = None if user_ids is None else sorted(activity)
+
+    fb = m.Feedback
+    feedback_rows = session.execute(
+        _for_users(
+            select(
+                fb.user_id,
+                _count_since(fb.created_at, since_30d),
+                func.sum(case(((fb.created_at > since_30d) & fb.clicked.is_(True), 1), else_=0)),
+                func.sum(case(((fb.created_at > since_30d) & fb.dismissed.is_(True), 1), else_=0)),
+                func.count(fb.rating),
+                func.sum(fb.rating),
+            ).where(fb.created_at > as_of - timedelta(days=90), fb.created_at <= as_of),
+            fb.user_id,
+            wanted,
+        ).group_by(fb.user_id)
+    ).all()
+    feedback = {
+        row[0]: FeedbackAggregates(
+            feedback_30d=int(row[1] or 0),
+            clicks_30d=int(row[2] or 0),
+            dismissals_30d=int(row[3] or 0),
+            ratings_90d=int(row[4] or 0),
+            rating_sum_90d=float(row[5] or 0.0),
+        )
+        for row in feedback_rows
+    }
+
+    imp = m.Impression
+    impressions = _counts(
+        session,
+        _for_users(
+            select(imp.user_id, func.count()).where(
+                imp.served_at > since_30d, imp.served_at <= as_of
+            ),
+            imp.user_id,
+            wanted,
+        ).group_by(imp.user_id),
+    )
+    pref = m.Preference
+    preferences = _counts(
+        session,
+        _for_users(select(pref.user_id, func.count()), pref.user_id, wanted).group_by(pref.user_id),
+    )
+    empty = FeedbackAggregates()
+    return {
+        user_id: UserAggregates(
+            activity=act,
+            feedback=feedback.get(user_id, empty),
+            impressions_30d=impressions.get(user_id, 0),
+            preferences=preferences.get(user_id, 0),
+        )
+        for user_id, act in activity.items()
+    }
+
+
+def _counts(session: Session, stmt: Select[str, int]) -> dict[str, int]:
+    return {row[0]: int(row[1] or 0) for row in session.execute(stmt).all()}
+
+
+def active_user_ids(session: Session, start: datetime, end: datetime) -> set[str]:
+    """Users with at least one interaction in ``(start, end]`` (the churn label window)."""
+    it = m.Interaction
+    return set(
+        session.scalars(
+            select(it.user_id).where(it.occurred_at > start, it.occurred_at <= end).distinct()
+        )
+    )
+
+
+def history_span(session: Session) -> tuple[datetime, datetime] | None:
+    """(first, last) interaction time in the database, or None when there is none."""
+    first, last = session.execute(
+        select(func.min(m.Interaction.occurred_at), func.max(m.Interaction.occurred_at))
+    ).one()
+    if first is None or last is None:
+        return None
+    return first, last
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredModel:
+    version: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    artifact: bytes
+
+
+def active_model_version(session: Session, kind: str = CHURN_KIND) -> str | None:
+    """Version of the newest active model of ``kind`` (a cheap poll for running servers)."""
+    version: str | None = session.scalar(
+        select(m.ModelArtifact.version)
+        .where(m.ModelArtifact.kind == kind, m.ModelArtifact.status == "active")
+        .order_by(m.ModelArtifact.activated_at.desc(), m.ModelArtifact.id.desc())
+        .limit(1)
+    )
+    return version
+
+
+def load_model(session: Session, version: str) -> StoredModel | None:
+    row = session.scalar(select(m.ModelArtifact).where(m.ModelArtifact.version == version))
+    if row is None:
+        return None
+    return StoredModel(row.version, dict(row.params), dict(row.metrics), bytes(row.artifact))
+
+
+def store_active_model(
+    session: Session,
+    *,
+    version: str,
+    artifact: bytes,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    now: datetime,
+    kind: str = CHURN_KIND,
+) -> None:
+    """Store a model as the active one of its kind, retiring the previous active ones."""
+    session.execute(
+        update(m.ModelArtifact)
+        .where(m.ModelArtifact.kind == kind, m.ModelArtifact.status == "active")
+        .values(status="retired")
+    )
+    session.execute(
+        insert(m.ModelArtifact).values(
+            kind=kind,
+            version=version,
+            status="active",
+            params=dict(params),
+            metrics=dict(metrics),
+            artifact=artifact,
+            created_at=now,
+            activated_at=now,
+        )
+    )
+
+
+# -- predictions --------------------------------------------------------------------------
+
+
+def record_predictions(session: Session, rows: Collection[Mapping[str, Any]]) -> None:
+    """Append churn predictions (``churn_predictions`` columns as keys) in bulk."""
+    batch = list(rows)
+    for start in range(0, len(batch), 2000):
+        session.execute(insert(m.ChurnPrediction), [dict(r) for r in batch[start : start + 2000]])

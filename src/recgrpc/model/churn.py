@@ -1,0 +1,718 @@
+"""Churn prediction (DESIGN.md §5): features as of a time, labels, training, serving.
+
+A user *churns* at ``as_of`` when they have no interaction in ``(as_of, as_of + horizon_days]``.
+Only users with an interaction at or before ``as_of`` are scored or labelled.
+
+Features come from :func:`churn_features`, the one function used by training (every user at a
+cut-off) and by serving (one user), so the two cannot drift apart.
+
+The model is a logistic regression on standardised features with Platt scaling fitted on
+out-of-fold scores. Being linear in log-odds, it explains itself exactly: the contribution of a
+factor is how much the user's risk would fall (or rise) if that factor alone were at the
+training average, so a factor reported as raising the risk does raise it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sqlalchemy.orm import Session
+
+from recgrpc import domain
+from recgrpc.db import Database, churn_data
+from recgrpc.errors import NotFound, Unavailable
+
+FloatArray = npt.NDArray[np.float64]
+
+NO_CHURN_MODEL = "no churn model has been trained yet; run `recgrpc train-churn`"
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "days_since_last_event",
+    "tenure_days",
+    "events_7d",
+    "events_30d",
+    "events_90d",
+    "trend_7d_vs_prev_3w",
+    "trend_30d_vs_prev_60d",
+    "active_days_30d",
+    "impressions_30d",
+    "click_through_rate_30d",
+    "dismiss_rate_30d",
+    "feedback_30d",
+    "mean_rating_90d",
+    "preferences",
+)
+"""Feature order in matrices and artifacts."""
+
+# Heavy-tailed counts and durations enter the model as log1p(x); the reported value stays raw.
+LOG_FEATURES = frozenset(
+    {
+        "days_since_last_event",
+        "tenure_days",
+        "events_7d",
+        "events_30d",
+        "events_90d",
+        "active_days_30d",
+        "impressions_30d",
+        "feedback_30d",
+        "preferences",
+    }
+)
+
+DAY_SECONDS = 86_400.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- features -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureTable:
+    """Feature rows as of one time: ``values[i]`` belongs to ``user_ids[i]``.
+
+    Undefined rates (no exposure, no ratings) are NaN; the model fills them with the training
+    average, which gives them no contribution.
+    """
+
+    as_of: datetime
+    user_ids: tuple[str, ...]
+    values: FloatArray
+
+    def row(self, user_id: str) -> FloatArray:
+        row: FloatArray = self.values[self.user_ids.index(user_id)]
+        return row
+
+
+def features_from_aggregates(agg: churn_data.UserAggregates, as_of: datetime) -> list[float]:
+    """One user's feature vector (order of ``FEATURE_NAMES``) from their aggregates."""
+    act = agg.activity
+    fb = agg.feedback
+    prev_3w_weekly = (act.events_28d - act.events_7d) / 3.0
+    prev_60d_monthly = (act.events_90d - act.events_30d) / 2.0
+    exposure = max(agg.impressions_30d, fb.feedback_30d)
+    nan = math.nan
+    return [
+        max((as_of - act.last_event_at).total_seconds(), 0.0) / DAY_SECONDS,
+        max((as_of - act.first_event_at).total_seconds(), 0.0) / DAY_SECONDS,
+        float(act.events_7d),
+        float(act.events_30d),
+        float(act.events_90d),
+        math.log((act.events_7d + 1.0) / (prev_3w_weekly + 1.0)),
+        math.log((act.events_30d + 1.0) / (prev_60d_monthly + 1.0)),
+        float(act.active_days_30d),
+        float(agg.impressions_30d),
+        # Impressions are served lists; without them (imported feedback) each feedback row
+        # stands for one item shown.
+        fb.clicks_30d / exposure if exposure else nan,
+        fb.dismissals_30d / fb.feedback_30d if fb.feedback_30d else nan,
+        float(fb.feedback_30d),
+        fb.rating_sum_90d / fb.ratings_90d if fb.ratings_90d else nan,
+        float(agg.preferences),
+    ]
+
+
+def churn_features(
+    session: Session, as_of: datetime, user_ids: Sequence[str] | None = None
+) -> FeatureTable:
+    """Features as of ``as_of`` for ``user_ids`` (None: every user with history by then).
+
+    The single source of features for training and serving. Users with no interaction at or
+    before ``as_of`` are absent from the table.
+    """
+    aggregates = churn_data.user_aggregates(session, as_of, user_ids)
+    ids = tuple(sorted(aggregates))
+    values = np.array(
+        [features_from_aggregates(aggregates[uid], as_of) for uid in ids], dtype=np.float64
+    ).reshape(len(ids), len(FEATURE_NAMES))
+    return FeatureTable(as_of=as_of, user_ids=ids, values=values)
+
+
+def churn_labels(
+    session: Session, user_ids: Sequence[str], as_of: datetime, horizon_days: int
+) -> npt.NDArray[np.int8]:
+    """1 where the user has no interaction in ``(as_of, as_of + horizon_days]``, else 0."""
+    returned = churn_data.active_user_ids(session, as_of, as_of + timedelta(days=horizon_days))
+    return np.array([0 if uid in returned else 1 for uid in user_ids], dtype=np.int8)
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnModel:
+    """A fitted churn model: plain arrays only.
+
+    risk = sigmoid(calib_slope * (intercept + coef . z) + calib_intercept), where
+    z = (transform(fill(x)) - means) / scales, fill replaces NaN by the training average and
+    transform is log1p for ``LOG_FEATURES``.
+    """
+
+    version: str
+    feature_names: tuple[str, ...]
+    log_mask: npt.NDArray[np.bool_]
+    fill_values: FloatArray
+    means: FloatArray
+    scales: FloatArray
+    coef: FloatArray
+    intercept: float
+    calib_slope: float
+    calib_intercept: float
+    horizon_days: int
+
+    def standardise(self, raw: FloatArray) -> FloatArray:
+        x = np.where(np.isnan(raw), self.fill_values, raw)
+        x = np.where(self.log_mask, np.log1p(np.maximum(x, 0.0)), x)
+        standardised: FloatArray = (x - self.means) / self.scales
+        return standardised
+
+    def logit_terms(self, raw: FloatArray) -> FloatArray:
+        """Per-feature calibrated log-odds terms (rows x features); 0 at the training mean."""
+        terms: FloatArray = self.calib_slope * self.coef * self.standardise(raw)
+        return terms
+
+    def base_logit(self) -> float:
+        return self.calib_slope * self.intercept + self.calib_intercept
+
+    def risk(self, raw: FloatArray) -> FloatArray:
+        """Calibrated churn probability per row of raw features."""
+        logit = self.base_logit() + self.logit_terms(np.atleast_2d(raw)).sum(axis=1)
+        return _sigmoid(logit)
+
+    def factors(self, raw_row: FloatArray, top: int = 5) -> list[domain.ChurnFactor]:
+        """The ``top`` factors by effect, each with its raw value and signed contribution.
+
+        The contribution is the user's risk minus the risk they would have with that factor
+        alone at the training average: positive means the factor raises this user's risk.
+        """
+        terms = self.logit_terms(np.atleast_2d(raw_row))[0]
+        logit = self.base_logit() + float(terms.sum())
+        risk = float(_sigmoid(np.array([logit]))[0])
+        without = _sigmoid(logit - terms)
+        contributions = risk - without
+        order = np.argsort(-np.abs(contributions), kind="stable")[:top]
+        return [
+            domain.ChurnFactor(
+                name=self.feature_names[j],
+                value=float(raw_row[j]) if not math.isnan(raw_row[j]) else 0.0,
+                contribution=float(contributions[j]),
+            )
+            for j in order
+            if contributions[j] != 0.0
+        ]
+
+    def to_bytes(self) -> bytes:
+        """Serialise as an ``.npz`` of numeric and fixed-width string arrays.
+
+        Nothing here is pickled: ``np.savez`` writes plain typed arrays, and :meth:`from_bytes`
+        loads with ``allow_pickle=False``, which refuses object arrays. Loading a stored model
+        can therefore only yield numbers and strings, never run code, whoever wrote the bytes.
+        """
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            version=np.array(self.version),
+            feature_names=np.array(self.feature_names, dtype=np.str_),
+            log_mask=self.log_mask.astype(np.bool_),
+            fill_values=self.fill_values,
+            means=self.means,
+            scales=self.scales,
+            coef=self.coef,
+            intercept=np.array([self.intercept]),
+            calibration=np.array([self.calib_slope, self.calib_intercept]),
+            horizon_days=np.array([self.horizon_days], dtype=np.int64),
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ChurnModel:
+        """Load and validate an artifact written by :meth:`to_bytes` (no pickle allowed)."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            names = tuple(str(n) for n in npz["feature_names"])
+            arrays = {
+                key: np.asarray(npz[key], dtype=np.float64)
+                for key in ("fill_values", "means", "scales", "coef")
+            }
+            model = cls(
+                version=str(npz["version"]),
+                feature_names=names,
+                log_mask=np.asarray(npz["log_mask"], dtype=np.bool_),
+                fill_values=arrays["fill_values"],
+                means=arrays["means"],
+                scales=arrays["scales"],
+                coef=arrays["coef"],
+                intercept=float(npz["intercept"][0]),
+                calib_slope=float(npz["calibration"][0]),
+                calib_intercept=float(npz["calibration"][1]),
+                horizon_days=int(npz["horizon_days"][0]),
+            )
+        model.validate()
+        return model
+
+    def validate(self) -> None:
+        if self.feature_names != FEATURE_NAMES:
+            raise ValueError(
+                "churn model was trained on other features; retrain with `recgrpc train-churn`"
+            )
+        n = len(self.feature_names)
+        for name in ("log_mask", "fill_values", "means", "scales", "coef"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"churn model array {name} has the wrong shape")
+        numbers = np.concatenate(
+            [
+                self.fill_values,
+                self.means,
+                self.scales,
+                self.coef,
+                np.array([self.intercept, self.calib_slope, self.calib_intercept]),
+            ]
+        )
+        if not np.all(np.isfinite(numbers)):
+            raise ValueError("churn model holds NaN or infinite values")
+        if np.any(self.scales <= 0) or self.calib_slope <= 0 or self.horizon_days < 1:
+            raise ValueError("churn model has non-positive scales, slope or horizon")
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    out: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(x, -50.0, 50.0)))
+    return out
+
+
+def new_version(now: datetime) -> str:
+    return f"churn-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def fit_churn_model(
+    values: FloatArray,
+    labels: npt.NDArray[np.int8],
+    *,
+    horizon_days: int,
+    version: str,
+    regularisation: float = 1.0,
+    feature_names: Sequence[str] = FEATURE_NAMES,
+    seed: int = 0,
+) -> ChurnModel:
+    """Fit the logistic regression and its Platt scaling on labelled snapshots."""
+    if len(set(labels.tolist())) < 2:
+        raise ValueError("training snapshots hold only one class; need churned and retained users")
+    names = tuple(feature_names)
+    log_mask = np.array([n in LOG_FEATURES for n in names], dtype=np.bool_)
+    present = ~np.isnan(values)
+    counts = present.sum(axis=0)
+    sums = np.where(present, values, 0.0).sum(axis=0)
+    fill_values = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+    x = np.where(np.isnan(values), fill_values, values)
+    x = np.where(log_mask, np.log1p(np.maximum(x, 0.0)), x)
+    means = x.mean(axis=0)
+    scales = x.std(axis=0)
+    scales = np.where(scales > 1e-12, scales, 1.0)
+    z = (x - means) / scales
+
+    classifier = LogisticRegression(C=regularisation, max_iter=2000)
+    folds = min(5, int(np.bincount(labels).min()))
+    if folds >= 2:
+        # Platt scaling on out-of-fold scores corrects the fit's over-confidence on its own data.
+        oof = cross_val_predict(
+            classifier,
+            z,
+            labels,
+            cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+            method="decision_function",
+        )
+        platt = LogisticRegression(C=1e6, max_iter=1000).fit(oof.reshape(-1, 1), labels)
+        slope, offset = float(platt.coef_[0][0]), float(platt.intercept_[0])
+    else:
+        slope, offset = 1.0, 0.0
+    if slope <= 0:  # scores carry no signal out of fold; keep the fit's own probabilities
+        slope, offset = 1.0, 0.0
+    classifier.fit(z, labels)
+    model = ChurnModel(
+        version=version,
+        feature_names=names,
+        log_mask=log_mask,
+        fill_values=fill_values.astype(np.float64),
+        means=means.astype(np.float64),
+        scales=scales.astype(np.float64),
+        coef=classifier.coef_[0].astype(np.float64),
+        intercept=float(classifier.intercept_[0]),
+        calib_slope=slope,
+        calib_intercept=offset,
+        horizon_days=horizon_days,
+    )
+    model.validate()
+    return model
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+
+def classification_metrics(
+    labels: npt.NDArray[np.int8], risk: FloatArray, bins: int = 5
+) -> dict[str, Any]:
+    """ROC-AUC, log loss, Brier score and a calibration table (equal-count bins)."""
+    clipped = np.clip(risk, 1e-6, 1 - 1e-6)
+    two_classes = len(set(labels.tolist())) == 2
+    order = np.argsort(risk, kind="stable")
+    table = []
+    ece = 0.0
+    for chunk in np.array_split(order, min(bins, len(order))):
+        if len(chunk) == 0:
+            continue
+        predicted = float(risk[chunk].mean())
+        observed = float(labels[chunk].mean())
+        ece += len(chunk) / len(labels) * abs(predicted - observed)
+        table.append({"users": len(chunk), "predicted": predicted, "observed": observed})
+    return {
+        "roc_auc": float(roc_auc_score(labels, risk)) if two_classes else float("nan"),
+        "log_loss": float(log_loss(labels, clipped, labels=[0, 1])),
+        "brier": float(brier_score_loss(labels, risk)),
+        "calibration_error": ece,
+        "calibration": table,
+    }
+
+
+def fit_recency_baseline(
+    values: FloatArray, labels: npt.NDArray[np.int8]
+) -> Callable[[FloatArray], FloatArray]:
+    """A logistic regression on log(days since last event) alone: the bar to beat."""
+    column = FEATURE_NAMES.index("days_since_last_event")
+
+    def recency(v: FloatArray) -> FloatArray:
+        feature: FloatArray = np.log1p(np.maximum(v[:, column], 0.0)).reshape(-1, 1)
+        return feature
+
+    baseline = LogisticRegression(max_iter=1000).fit(recency(values), labels)
+
+    def predict(v: FloatArray) -> FloatArray:
+        out: FloatArray = baseline.predict_proba(recency(v))[:, 1]
+        return out
+
+    return predict
+
+
+# -- training -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingReport:
+    model: ChurnModel
+    as_of: datetime
+    evaluation_cutoff: datetime
+    training_cutoffs: tuple[datetime, ...]
+    training_rows: int
+    training_churn_rate: float
+    evaluation_rows: int
+    evaluation_churn_rate: float
+    model_metrics: dict[str, Any]
+    baseline_metrics: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def training_cutoffs(
+    first_event: datetime,
+    evaluation_cutoff: datetime,
+    *,
+    horizon_days: int,
+    step_days: int,
+    max_cutoffs: int,
+    min_history_days: int = 7,
+) -> list[datetime]:
+    """Training cut-offs, newest first, whose label windows close by the evaluation cut-off.
+
+    Training therefore sees only outcomes known at the evaluation cut-off, as it would in
+    production, so the evaluation is an honest forecast.
+    """
+    cutoffs: list[datetime] = []
+    cutoff = evaluation_cutoff - timedelta(days=horizon_days)
+    while cutoff >= first_event + timedelta(days=min_history_days) and len(cutoffs) < max_cutoffs:
+        cutoffs.append(cutoff)
+        cutoff -= timedelta(days=step_days)
+    return cutoffs
+
+
+def default_as_of(session: Session, now: datetime) -> datetime:
+    """The end of the recorded history, never later than now.
+
+    On a live system this is (almost) now; on imported history it is where the data ends, so
+    the label windows are not empty because the data stopped.
+    """
+    span = churn_data.history_span(session)
+    if span is None:
+        return now
+    return min(span[1], now)
+
+
+def train_churn(
+    db: Database,
+    *,
+    as_of: datetime,
+    horizon_days: int,
+    step_days: int = 14,
+    max_cutoffs: int = 12,
+    regularisation: float = 1.0,
+    now: datetime | None = None,
+) -> TrainingReport:
+    """Build labelled snapshots, fit, evaluate on the latest unused cut-off, store as active.
+
+    The evaluation cut-off is ``as_of - horizon_days`` (its label window ends at ``as_of``);
+    training uses earlier cut-offs every ``step_days``.
+    """
+    if horizon_days < 1:
+        raise ValueError("horizon_days must be at least 1")
+    trained_at = now or utcnow()
+    evaluation_cutoff = as_of - timedelta(days=horizon_days)
+    with db.reader() as session:
+        span = churn_data.history_span(session)
+        if span is None or span[0] >= evaluation_cutoff:
+            raise ValueError(
+                f"not enough history: need interactions before {evaluation_cutoff.isoformat()} "
+                f"(as_of minus {horizon_days} days)"
+            )
+        cutoffs = training_cutoffs(
+            span[0],
+            evaluation_cutoff,
+            horizon_days=horizon_days,
+            step_days=step_days,
+            max_cutoffs=max_cutoffs,
+        )
+        if not cutoffs:
+            raise ValueError(
+                "not enough history for a training cut-off: need about "
+                f"{2 * horizon_days + 7} days of interactions before as_of"
+            )
+        train_tables = [churn_features(session, c) for c in cutoffs]
+        train_labels = [
+            churn_labels(session, t.user_ids, t.as_of, horizon_days) for t in train_tables
+        ]
+        evaluation = churn_features(session, evaluation_cutoff)
+        evaluation_labels = churn_labels(
+            session, evaluation.user_ids, evaluation_cutoff, horizon_days
+        )
+    x_train = np.vstack([t.values for t in train_tables])
+    y_train = np.concatenate(train_labels)
+    if len(evaluation.user_ids) == 0:
+        raise ValueError("no users with history at the evaluation cut-off")
+
+    version = new_version(trained_at)
+    model = fit_churn_model(
+        x_train, y_train, horizon_days=horizon_days, version=version, regularisation=regularisation
+    )
+    baseline = fit_recency_baseline(x_train, y_train)
+    model_metrics = classification_metrics(evaluation_labels, model.risk(evaluation.values))
+    baseline_metrics = classification_metrics(evaluation_labels, baseline(evaluation.values))
+    params: dict[str, Any] = {
+        "as_of": as_of.isoformat(),
+        "horizon_days": horizon_days,
+        "step_days": step_days,
+        "evaluation_cutoff": evaluation_cutoff.isoformat(),
+        "training_cutoffs": [c.isoformat() for c in cutoffs],
+        "regularisation": regularisation,
+        "features": list(FEATURE_NAMES),
+        "classifier": "logistic regression on standardised features + Platt scaling",
+    }
+    report = TrainingReport(
+        model=model,
+        as_of=as_of,
+        evaluation_cutoff=evaluation_cutoff,
+        training_cutoffs=tuple(cutoffs),
+        training_rows=len(y_train),
+        training_churn_rate=float(y_train.mean()),
+        evaluation_rows=len(evaluation_labels),
+        evaluation_churn_rate=float(evaluation_labels.mean()),
+        model_metrics=model_metrics,
+        baseline_metrics=baseline_metrics,
+        params=params,
+    )
+    metrics = {
+        **{k: _json_number(v) for k, v in model_metrics.items()},
+        "baseline": {k: _json_number(v) for k, v in baseline_metrics.items()},
+        "training_rows": report.training_rows,
+        "evaluation_rows": report.evaluation_rows,
+        "evaluation_churn_rate": report.evaluation_churn_rate,
+    }
+    with db.writer() as session:
+        churn_data.store_active_model(
+            session,
+            version=version,
+            artifact=model.to_bytes(),
+            params=params,
+            metrics=metrics,
+            now=trained_at,
+        )
+    return report
+
+
+def _json_number(value: Any) -> Any:
+    # JSON has no NaN; a one-class evaluation has no AUC.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def format_report(report: TrainingReport) -> str:
+    """The metrics table printed by ``recgrpc train-churn``."""
+    m, b = report.model_metrics, report.baseline_metrics
+    lines = [
+        f"churn model {report.model.version} (active), horizon {report.model.horizon_days} days",
+        f"training: {len(report.training_cutoffs)} cut-offs "
+        f"{report.training_cutoffs[-1]:%Y-%m-%d}..{report.training_cutoffs[0]:%Y-%m-%d}, "
+        f"{report.training_rows} user snapshots, churn rate {report.training_churn_rate:.3f}",
+        f"evaluation: cut-off {report.evaluation_cutoff:%Y-%m-%d %H:%M} UTC, "
+        f"{report.evaluation_rows} users, churn rate {report.evaluation_churn_rate:.3f}",
+        "",
+        f"{'metric':<20}{'model':>10}{'recency-only':>14}",
+    ]
+    for key, label in (
+        ("roc_auc", "ROC-AUC"),
+        ("log_loss", "log loss"),
+        ("brier", "Brier score"),
+        ("calibration_error", "calibration error"),
+    ):
+        lines.append(f"{label:<20}{m[key]:>10.4f}{b[key]:>14.4f}")
+    lines += [
+        "",
+        "calibration (model, equal-count bins):",
+        f"{'users':>8}{'predicted':>11}{'observed':>10}",
+    ]
+    lines += [
+        f"{row['users']:>8}{row['predicted']:>11.3f}{row['observed']:>10.3f}"
+        for row in m["calibration"]
+    ]
+    return "\n".join(lines)
+
+
+def format_level_summary(predictions: Sequence[domain.ChurnPrediction], as_of: datetime) -> str:
+    """The per-level table printed by ``recgrpc score-churn``."""
+    total = len(predictions)
+    version = predictions[0].model_version if predictions else "-"
+    lines = [
+        f"scored {total} users as of {as_of:%Y-%m-%d %H:%M} UTC with {version}",
+        f"{'level':<8}{'users':>8}{'share':>8}{'mean risk':>11}",
+    ]
+    for level in domain.RiskLevel:
+        risks = [p.risk for p in predictions if p.level is level]
+        share = len(risks) / total if total else 0.0
+        mean = sum(risks) / len(risks) if risks else 0.0
+        lines.append(f"{level.value:<8}{len(risks):>8}{share:>8.1%}{mean:>11.3f}")
+    return "\n".join(lines)
+
+
+# -- serving ------------------------------------------------------------------------------
+
+
+def risk_level(risk: float, medium: float, high: float) -> domain.RiskLevel:
+    if risk >= high:
+        return domain.RiskLevel.HIGH
+    if risk >= medium:
+        return domain.RiskLevel.MEDIUM
+    return domain.RiskLevel.LOW
+
+
+def prediction_row(prediction: domain.ChurnPrediction) -> dict[str, Any]:
+    return {
+        "user_id": prediction.user_id,
+        "as_of": prediction.as_of,
+        "risk": prediction.risk,
+        "level": prediction.level.value,
+        "factors": [
+            {"name": f.name, "value": f.value, "contribution": f.contribution}
+            for f in prediction.factors
+        ],
+        "model_version": prediction.model_version,
+        "horizon_days": prediction.horizon_days,
+        "predicted_at": prediction.predicted_at,
+    }
+
+
+class ActiveChurnModel:
+    """Serves the active churn model (a ``ChurnPredictor``) and swaps in newly trained ones.
+
+    ``refresh`` polls the ``models`` table (a running server calls it periodically); until a
+    model exists, ``predict`` raises Unavailable naming the command that trains one.
+    """
+
+    def __init__(
+        self,
+        medium_threshold: float,
+        high_threshold: float,
+        model: ChurnModel | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        top_factors: int = 5,
+    ) -> None:
+        self.medium_threshold = medium_threshold
+        self.high_threshold = high_threshold
+        self.model = model
+        self.clock = clock
+        self.top_factors = top_factors
+
+    @property
+    def version(self) -> str | None:
+        """Version of the model in use, None before one is loaded."""
+        model = self.model
+        return model.version if model is not None else None
+
+    def refresh(self, db: Database) -> bool:
+        """Load the active churn model if it changed; True when a new one was loaded."""
+        with db.reader() as session:
+            version = churn_data.active_model_version(session)
+            current = self.model.version if self.model is not None else None
+            if version is None or version == current:
+                return False
+            stored = churn_data.load_model(session, version)
+        if stored is None:
+            return False
+        self.model = ChurnModel.from_bytes(stored.artifact)  # one reference swap: thread-safe
+        return True
+
+    def predict(self, session: Session, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
+        """Score one user as of ``as_of`` and record the prediction in the given writer session."""
+        model = self.model
+        if model is None:
+            raise Unavailable(NO_CHURN_MODEL)
+        table = churn_features(session, as_of, [user_id])
+        if not table.user_ids:
+            raise NotFound(f"user {user_id!r} has no recorded activity before {as_of.isoformat()}")
+        prediction = self._prediction(model, user_id, table.values[0], as_of)
+        churn_data.record_predictions(session, [prediction_row(prediction)])
+        return prediction
+
+    def score_all(self, session: Session, as_of: datetime) -> list[domain.ChurnPrediction]:
+        """Score every user with history by ``as_of`` and record the predictions (batch)."""
+        model = self.model
+        if model is None:
+            raise Unavailable(NO_CHURN_MODEL)
+        table = churn_features(session, as_of)
+        predictions = [
+            self._prediction(model, uid, table.values[i], as_of)
+            for i, uid in enumerate(table.user_ids)
+        ]
+        churn_data.record_predictions(session, [prediction_row(p) for p in predictions])
+        return predictions
+
+    def _prediction(
+        self, model: ChurnModel, user_id: str, raw: FloatArray, as_of: datetime
+    ) -> domain.ChurnPrediction:
+        risk = float(model.risk(raw)[0])
+        return domain.ChurnPrediction(
+            user_id=user_id,
+            risk=risk,
+            level=risk_level(risk, self.medium_threshold, self.high_threshold),
+            factors=model.factors(raw, self.top_factors),
+            model_version=model.version,
+            predicted_at=self.clock(),
+            as_of=as_of,
+            horizon_days=model.horizon_days,
+        )
