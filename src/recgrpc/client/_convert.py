@@ -1,0 +1,204 @@
+"""Python values <-> protobuf messages, shared by the sync and the asyncio client.
+
+Only what cannot be encoded is refused here (``ValueError``/``TypeError``: an unknown enum name, a
+naive datetime); everything else is validated by the server, which names each bad field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from recgrpc.client._errors import InternalError
+from recgrpc.client._types import (
+    Algorithm,
+    ChurnFactor,
+    ChurnPrediction,
+    InteractionLogged,
+    InteractionType,
+    Item,
+    Recommendations,
+    RecommendedItem,
+    RiskLevel,
+    User,
+)
+from recgrpc.v1 import catalog_pb2 as cat_pb
+from recgrpc.v1 import recommendation_pb2 as pb
+
+
+def _timestamp(field: str, value: datetime) -> timestamp_pb2.Timestamp:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{field} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        # A naive time would be read as UTC silently; make the caller say which zone they mean.
+        raise ValueError(f"{field} must be timezone-aware (e.g. datetime.now(UTC))")
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _datetime(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _strings(values: Iterable[str] | str) -> list[str]:
+    # A bare string is almost always a mistake for a one-element list.
+    if isinstance(values, str):
+        return [values]
+    return list(values)
+
+
+_ALGORITHM_NUMBERS = {algo: pb.Algorithm.Value("ALGORITHM_" + algo.value) for algo in Algorithm}
+_ALGORITHMS = {number: algo for algo, number in _ALGORITHM_NUMBERS.items()}
+_INTERACTION_TYPE_NUMBERS = {
+    kind: pb.InteractionType.Value("INTERACTION_TYPE_" + kind.value) for kind in InteractionType
+}
+_RISK_LEVELS = {pb.RiskLevel.Value("RISK_LEVEL_" + level.value): level for level in RiskLevel}
+
+
+def recommendations_request(
+    user_id: str,
+    *,
+    limit: int,
+    algorithm: Algorithm | str,
+    exclude_item_ids: Iterable[str],
+    categories: Iterable[str],
+    platform: str,
+) -> pb.GetRecommendationsRequest:
+    return pb.GetRecommendationsRequest(
+        user_id=user_id,
+        limit=limit,
+        algorithm=_ALGORITHM_NUMBERS[Algorithm(algorithm)],
+        exclude_item_ids=_strings(exclude_item_ids),
+        categories=_strings(categories),
+        platform=platform,
+    )
+
+
+def recommendations(response: pb.GetRecommendationsResponse) -> Recommendations:
+    return Recommendations(
+        recset_id=response.recset_id,
+        items=tuple(
+            RecommendedItem(item_id=r.item_id, score=r.score, rank=r.rank, reason=r.reason)
+            for r in response.recommendations
+        ),
+        # UNSPECIFIED (or a source newer than this client) reads as AUTO: the server chose.
+        algorithm=_ALGORITHMS.get(response.algorithm, Algorithm.AUTO),
+        model_version=response.model_version,
+        fallback_reason=response.fallback_reason,
+        generated_at=_datetime(response.generated_at),
+    )
+
+
+def interaction_request(
+    user_id: str,
+    item_id: str,
+    type: InteractionType | str,
+    *,
+    value: float,
+    event_id: str | None,
+    content_type: str,
+    platform: str,
+    metadata: Mapping[str, str] | None,
+    occurred_at: datetime | None,
+    recset_id: str,
+) -> pb.LogInteractionRequest:
+    request = pb.LogInteractionRequest(
+        # Generated here, not on the server, so that a retried send carries the same key.
+        event_id=str(uuid.uuid4()) if event_id is None else event_id,
+        user_id=user_id,
+        item_id=item_id,
+        type=_INTERACTION_TYPE_NUMBERS[InteractionType(type)],
+        value=value,
+        content_type=content_type,
+        platform=platform,
+        metadata=dict(metadata or {}),
+        recset_id=recset_id,
+    )
+    if occurred_at is not None:
+        request.occurred_at.CopyFrom(_timestamp("occurred_at", occurred_at))
+    return request
+
+
+def interaction_logged(response: pb.LogInteractionResponse) -> InteractionLogged:
+    return InteractionLogged(event_id=response.event_id, duplicate=response.duplicate)
+
+
+def feedback_request(
+    user_id: str,
+    item_id: str,
+    *,
+    recset_id: str,
+    clicked: bool,
+    dismissed: bool,
+    rating: float | None,
+) -> pb.SubmitFeedbackRequest:
+    request = pb.SubmitFeedbackRequest(
+        user_id=user_id, item_id=item_id, recset_id=recset_id, clicked=clicked, dismissed=dismissed
+    )
+    if rating is not None:
+        request.rating = rating
+    return request
+
+
+def churn_request(user_id: str, *, as_of: datetime | None) -> pb.PredictChurnRequest:
+    request = pb.PredictChurnRequest(user_id=user_id)
+    if as_of is not None:
+        request.as_of.CopyFrom(_timestamp("as_of", as_of))
+    return request
+
+
+def churn_prediction(user_id: str, response: pb.PredictChurnResponse) -> ChurnPrediction:
+    if response.risk_level not in _RISK_LEVELS:
+        # Not guessable: an unspecified level is a server bug, a newer one needs a newer client.
+        raise InternalError(f"the server sent an unknown risk level ({response.risk_level})")
+    return ChurnPrediction(
+        user_id=user_id,
+        risk=response.churn_risk,
+        level=_RISK_LEVELS[response.risk_level],
+        factors=tuple(
+            ChurnFactor(name=f.name, value=f.value, contribution=f.contribution)
+            for f in response.factors
+        ),
+        model_version=response.model_version,
+        predicted_at=_datetime(response.predicted_at),
+        horizon_days=response.horizon_days,
+    )
+
+
+def _item(item: Item) -> cat_pb.Item:
+    message = cat_pb.Item(
+        item_id=item.item_id,
+        title=item.title,
+        categories=_strings(item.categories),
+        tags=_strings(item.tags),
+        attributes=dict(item.attributes),
+        active=item.active,
+    )
+    if item.created_at is not None:
+        message.created_at.CopyFrom(_timestamp("created_at", item.created_at))
+    return message
+
+
+def items_request(items: Sequence[Item]) -> cat_pb.UpsertItemsRequest:
+    return cat_pb.UpsertItemsRequest(items=[_item(item) for item in items])
+
+
+def users_request(users: Sequence[User]) -> cat_pb.UpsertUsersRequest:
+    return cat_pb.UpsertUsersRequest(
+        users=[
+            cat_pb.User(
+                user_id=user.user_id,
+                attributes=dict(user.attributes),
+                preferences=dict(user.preferences),
+            )
+            for user in users
+        ]
+    )
+
+
+def delete_user_request(user_id: str) -> cat_pb.DeleteUserRequest:
+    return cat_pb.DeleteUserRequest(user_id=user_id)
