@@ -69,10 +69,15 @@ class Settings:
     """Server processes sharing the port (SO_REUSEPORT)."""
     grace_seconds: float = 10.0
     """On SIGTERM, how long in-flight calls may take to finish."""
+    drain_delay_seconds: float = 0.0
+    """On SIGTERM, keep answering this long with health NOT_SERVING before refusing new calls,
+    so probes and load balancers stop routing here first."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest request or response message accepted."""
     keepalive_time_seconds: float = 60.0
     """Server pings idle connections this often to keep load balancers from dropping them."""
+    max_connection_age_seconds: float = 300.0
+    """Connections are closed (gracefully) after this long so clients re-resolve new replicas."""
 
     log_level: str = "INFO"
     """Python logging level."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -14,11 +15,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot, utcnow
+from recgrpc.server.interceptors import load_tokens, standard_interceptors
+from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
 from recgrpc.server.registry import service_handler
 from recgrpc.server.servicers import CatalogServicer, RecommendationServicer
 from recgrpc.v1 import catalog_pb2, recommendation_pb2
@@ -90,18 +94,23 @@ class RunningServer:
     health: health.HealthServicer
     refresher: Refresher
     owns_db: bool = True
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         return self.refresher.ready.wait(timeout)
 
-    def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let in-flight ones finish within ``grace`` seconds, release all."""
+    def stop(self, grace: float | None = None, drain_delay: float = 0.0) -> None:
+        """Report NOT_SERVING, keep answering for ``drain_delay`` seconds, then refuse new calls
+        and let in-flight ones finish within ``grace`` seconds; release everything."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        set_serving(self.health, False)
+        # Permanent: a refresh finishing during the drain cannot flip it back to SERVING.
+        self.health.enter_graceful_shutdown()
         self.refresher.stop()
+        if drain_delay > 0:
+            time.sleep(drain_delay)
         self.server.stop(grace).wait()
         if self.owns_db:
             self.handlers.db.dispose()
@@ -119,6 +128,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # Clients may ping every 10 s without data in flight (matches the client's keepalive).
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Close connections after a while (callers reconnect transparently) so clients that
+        # resolve a headless Service spread over replicas added since they first connected.
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.grace_seconds * 1000)),
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
 
@@ -129,16 +142,30 @@ def create_server(
     db: Database | None = None,
     churn: ChurnPredictor | None = None,
     interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
+    metrics: ServerMetrics | None = None,
 ) -> RunningServer:
-    """Build, bind and start a server; returns once it listens (health NOT_SERVING until ready)."""
+    """Build, bind and start a server; returns once it listens (health NOT_SERVING until ready).
+
+    The standard interceptors (access log, metrics, auth and rate limit as configured) run
+    outside any given ``interceptors``. ``metrics`` defaults to a fresh registry per server.
+    """
     owns_db = db is None
+    metrics = metrics if metrics is not None else ServerMetrics()
+    tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
     database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    metrics.watch_pool(database.engine.pool)  # type: ignore[arg-type]
     engine = RankingEngine(ServingSnapshot.empty(utcnow()))
-    handlers = Handlers(settings, database, engine, churn=churn)
+    handlers = Handlers(settings, database, engine, churn=churn, metrics=metrics)
+    chain = standard_interceptors(
+        metrics,
+        tokens=tokens,
+        rate_limit_per_second=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
+    )
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=list(interceptors),
+        interceptors=[*chain, *interceptors],
         options=server_options(settings),
     )
     server.add_generic_rpc_handlers(
@@ -160,19 +187,48 @@ def create_server(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{settings.host}:{settings.port}"
-    port = server.add_insecure_port(address)
+    if settings.tls_cert_file:
+        credentials = grpc.ssl_server_credentials(
+            [(_read_bytes(settings.tls_key_file), _read_bytes(settings.tls_cert_file))]
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
     server.start()
     refresher = Refresher(handlers, health_servicer, settings.refresh_seconds)
     refresher.start()
-    log.info("gRPC server listening on %s:%d", settings.host, port)
-    return RunningServer(server, port, handlers, health_servicer, refresher, owns_db=owns_db)
+    log.info(
+        "gRPC server listening on %s:%d (%s%s%s)",
+        settings.host,
+        port,
+        "TLS" if settings.tls_cert_file else "plaintext",
+        ", bearer tokens" if tokens else "",
+        f", {settings.rate_limit_per_second:g} calls/s per caller"
+        if settings.rate_limit_per_second > 0
+        else "",
+    )
+    return RunningServer(
+        server, port, handlers, health_servicer, refresher, owns_db=owns_db, metrics=metrics
+    )
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT, then drain in-flight calls for ``grace_seconds``."""
-    running = create_server(settings)
+    metrics = ServerMetrics()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=metrics.registry)
+    running = create_server(settings, metrics=metrics)
+    endpoint = None
+    if settings.metrics_port:
+        endpoint = MetricsEndpoint(metrics.registry, settings.metrics_port, settings.host)
+        log.info("Prometheus metrics on %s:%d/metrics", settings.host, endpoint.port)
     done = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -182,6 +238,8 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     done.wait()
-    running.stop(settings.grace_seconds)
+    running.stop(settings.grace_seconds, drain_delay=settings.drain_delay_seconds)
+    if endpoint is not None:
+        endpoint.close()
     log.info("server stopped")
     return 0

@@ -43,6 +43,20 @@ class ChurnPredictor(Protocol):
     ) -> domain.ChurnPrediction: ...
 
 
+class ServiceObserver(Protocol):
+    """Told about domain events after they happen (``server.metrics.ServerMetrics`` is one)."""
+
+    def recommendations_served(self, ranking: domain.RecommendationList) -> None: ...
+
+    def interaction_logged(
+        self, interaction_type: domain.InteractionType, duplicate: bool
+    ) -> None: ...
+
+    def feedback_recorded(self, feedback: domain.Feedback) -> None: ...
+
+    def churn_predicted(self, prediction: domain.ChurnPrediction) -> None: ...
+
+
 def build_snapshot(db: Database, settings: Settings, now: datetime) -> ServingSnapshot:
     """Catalogue and trending scores, read from the database in one read session."""
     since = now - timedelta(days=settings.trending_window_days)
@@ -65,11 +79,14 @@ class Handlers:
         engine: RankingEngine,
         churn: ChurnPredictor | None = None,
         clock: Clock = utcnow,
+        *,
+        metrics: ServiceObserver | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.engine = engine
         self.churn = churn
+        self.metrics = metrics
         self.clock = clock
         # Set by catalogue writes so the refresher rebuilds the snapshot without waiting.
         self.catalog_changed = threading.Event()
@@ -106,6 +123,8 @@ class Handlers:
                 if not is_database_outage(exc):
                     raise
                 log.warning("impression %s not recorded: database unavailable", served.recset_id)
+        if self.metrics is not None:
+            self.metrics.recommendations_served(served.ranking)
         return served
 
     def log_interaction(self, event: domain.Interaction) -> tuple[str, bool]:
@@ -113,6 +132,8 @@ class Handlers:
         with self.db.writer() as session:
             self._require_items(session, [event.item_id], "item_id")
             inserted = queries.insert_interactions(session, [event], self.clock())
+        if self.metrics is not None:
+            self.metrics.interaction_logged(event.type, inserted == 0)
         return event.event_id, inserted == 0
 
     def submit_feedback(self, feedback: domain.Feedback) -> bool:
@@ -120,6 +141,8 @@ class Handlers:
             self._require_items(session, [feedback.item_id], "item_id")
             queries.ensure_users(session, [feedback.user_id], self.clock())
             queries.record_feedback(session, feedback, self.clock())
+        if self.metrics is not None:
+            self.metrics.feedback_recorded(feedback)
         return True
 
     def predict_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
@@ -128,7 +151,10 @@ class Handlers:
                 raise NotFound(f"user {user_id!r} has no recorded activity")
             if self.churn is None:
                 raise Unavailable(NO_CHURN_MODEL)
-            return self.churn.predict(session, user_id, as_of)
+            prediction = self.churn.predict(session, user_id, as_of)
+        if self.metrics is not None:
+            self.metrics.churn_predicted(prediction)
+        return prediction
 
     # -- CatalogService -------------------------------------------------------------------
 
