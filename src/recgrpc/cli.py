@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from recgrpc.config import Settings
+from recgrpc.logs import configure_logging
 
 log = logging.getLogger("recgrpc")
 
@@ -150,10 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"recgrpc: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=(args.log_level or settings.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level or settings.log_level, json_lines=settings.log_json)
     func: Command = args.func
     return func(args, settings)
 
