@@ -42,7 +42,7 @@ proto: $(STAMP)
 		--mypy_out=src --mypy_grpc_out=src $(PROTOS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/harness.py
 
 clean:
 	rm -rf $(VENV) recgrpc.db build dist *.egg-info src/*.egg-info

@@ -103,6 +103,14 @@ def cmd_score_churn(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from recgrpc import bench
+
+    # Only an explicit URL is benchmarked: seeding must never touch the configured database.
+    args.bench_database_url = args.bench_database_url or args.database_url or ""
+    return bench.run(args)
+
+
 def _display_url(url: str) -> str:
     from recgrpc.db import normalise_url
 
@@ -141,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score-churn", help="score every user's churn risk into churn_predictions")
     p.add_argument("--as-of", type=_as_of, help="ISO-8601 reference time (default: now)")
     p.set_defaults(func=cmd_score_churn)
+
+    from recgrpc.bench import add_arguments as add_bench_arguments
+
+    p = sub.add_parser(
+        "bench",
+        help="throughput and latency of every RPC beside the health check (seeds its own data)",
+    )
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,612 @@
+"""Benchmark harness (``recgrpc bench``): every RPC measured beside the gRPC health check.
+
+``grpc.health.v1.Health/Check`` is the ceiling of the Python gRPC stack on this machine (an
+almost empty handler on the same server, in the same run), so every figure is also reported as a
+ratio to it.
+
+One run: seed a database with generated data, start ``recgrpc serve`` as a subprocess on a
+loopback port, and drive it from separate load-generating processes (each with its own channel
+and asyncio event loop):
+
+- closed loop at each concurrency level (every in-flight slot sends its next request as soon as
+  the previous one is answered): throughput and latency percentiles;
+- open loop at a fixed offered rate: latency measured from each request's *scheduled* send time,
+  so a stalled server cannot hide its queueing delay (no coordinated omission).
+
+Prints a table, writes JSON and a PNG plot (latency against throughput) under ``bench/results``.
+Benchmarks print numbers; they are not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from recgrpc import domain
+from recgrpc.db import Database, models, normalise_url, queries, upgrade
+from recgrpc.v1 import recommendation_pb2 as pb
+from recgrpc.v1 import recommendation_pb2_grpc
+
+HEALTH = "Health/Check"
+RPC_PATHS = {
+    HEALTH: "/grpc.health.v1.Health/Check",
+    "GetRecommendations": "/recgrpc.v1.RecommendationService/GetRecommendations",
+    "LogInteraction": "/recgrpc.v1.RecommendationService/LogInteraction",
+    "SubmitFeedback": "/recgrpc.v1.RecommendationService/SubmitFeedback",
+    "PredictChurn": "/recgrpc.v1.RecommendationService/PredictChurn",
+}
+CATEGORIES = [f"category-{i:02d}" for i in range(24)]
+TAGS = [f"tag-{i:03d}" for i in range(80)]
+EVENT_TYPES = ["VIEW"] * 12 + ["CLICK"] * 5 + ["LIKE", "ADD_TO_CART", "PURCHASE", "SHARE"]
+
+
+# -- generated data ---------------------------------------------------------------------------
+
+
+def item_id(index: int) -> str:
+    return f"item-{index:06d}"
+
+
+def user_id(index: int) -> str:
+    return f"user-{index:06d}"
+
+
+def seed_database(url: str, items: int, users: int, events: int, seed: int = 7) -> None:
+    """Migrate and fill ``url`` with a deterministic catalogue and history (idempotent)."""
+
+    upgrade(url)
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    db = Database(url)
+    try:
+        with db.reader() as session:
+            have_items = queries.count_rows(session, models.Item)
+            have_events = queries.count_rows(session, models.Interaction)
+        if have_items < items:
+            catalogue = [
+                domain.Item(
+                    item_id=item_id(i),
+                    title=f"Item {i}",
+                    categories=tuple(rng.sample(CATEGORIES, rng.randint(1, 2))),
+                    tags=tuple(rng.sample(TAGS, 3)),
+                    created_at=now - timedelta(days=rng.uniform(0, 365)),
+                )
+                for i in range(items)
+            ]
+            for start in range(0, items, 5000):
+                with db.writer() as session:
+                    queries.upsert_items(session, catalogue[start : start + 5000], now)
+        if have_events < events:
+            # Popularity follows a power law, as real catalogues do.
+            weights = [1.0 / (rank + 1) ** 0.8 for rank in range(items)]
+            chosen = rng.choices(range(items), weights=weights, k=events)
+            history = [
+                domain.Interaction(
+                    event_id=f"seed-{k}",
+                    user_id=user_id(rng.randrange(users)),
+                    item_id=item_id(chosen[k]),
+                    type=domain.InteractionType(rng.choice(EVENT_TYPES)),
+                    occurred_at=now - timedelta(days=rng.uniform(0, 45)),
+                )
+                for k in range(events)
+            ]
+            for start in range(0, events, 5000):
+                with db.writer() as session:
+                    queries.insert_interactions(session, history[start : start + 5000], now)
+    finally:
+        db.dispose()
+
+
+# -- load generation (runs in separate processes) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """One measurement, split evenly over the load processes."""
+
+    rpc: str
+    mode: str  # "closed" or "open"
+    concurrency: int  # in-flight requests per process (closed loop)
+    rate: float  # requests/s per process (open loop)
+    duration: float
+    max_requests: int  # per process
+    start_at: float  # wall-clock time all processes start together
+    users: int
+    items: int
+
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, OK answers only
+    codes: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+
+def request_maker(rpc: str, users: int, items: int, worker: int) -> Callable[[], bytes]:
+    """Serialized request bodies; pre-built where they may repeat, fresh where ids must differ."""
+    rng = random.Random(worker * 7919 + len(rpc))
+    if rpc == HEALTH:
+        body = health_pb2.HealthCheckRequest().SerializeToString()
+        return lambda: body
+    if rpc == "LogInteraction":
+        prefix = f"bench-{uuid.uuid4().hex[:12]}-"
+        counter = iter(range(1 << 62))
+
+        def log_interaction() -> bytes:
+            return pb.LogInteractionRequest(
+                event_id=f"{prefix}{next(counter)}",
+                user_id=user_id(rng.randrange(users)),
+                item_id=item_id(rng.randrange(items)),
+                type=pb.INTERACTION_TYPE_VIEW,
+            ).SerializeToString()
+
+        return log_interaction
+    pool: list[bytes] = []
+    for _ in range(512):
+        uid = user_id(rng.randrange(users))
+        if rpc == "GetRecommendations":
+            pool.append(pb.GetRecommendationsRequest(user_id=uid, limit=10).SerializeToString())
+        elif rpc == "SubmitFeedback":
+            pool.append(
+                pb.SubmitFeedbackRequest(
+                    user_id=uid, item_id=item_id(rng.randrange(items)), clicked=True
+                ).SerializeToString()
+            )
+        elif rpc == "PredictChurn":
+            pool.append(pb.PredictChurnRequest(user_id=uid).SerializeToString())
+        else:
+            raise ValueError(f"unknown RPC {rpc!r}")
+    return lambda: rng.choice(pool)
+
+
+async def _run_spec(channel: Any, spec: LoadSpec, worker: int) -> LoadResult:
+    call = channel.unary_unary(RPC_PATHS[spec.rpc])
+    make = request_maker(spec.rpc, spec.users, spec.items, worker)
+    result = LoadResult()
+    codes: Counter[str] = Counter()
+    latencies = result.latencies
+    clock = time.perf_counter
+
+    async def send(body: bytes, since: float) -> None:
+        try:
+            await call(body, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            codes[exc.code().name] += 1
+        else:
+            codes["OK"] += 1
+            latencies.append(clock() - since)
+
+    await asyncio.sleep(max(0.0, spec.start_at - time.time()))
+    begin = clock()
+    deadline = begin + spec.duration
+    if spec.mode == "closed":
+        sent = 0
+
+        async def slot() -> None:
+            nonlocal sent
+            while sent < spec.max_requests and clock() < deadline:
+                sent += 1
+                await send(make(), clock())
+
+        await asyncio.gather(*(slot() for _ in range(spec.concurrency)))
+    else:
+        interval = 1.0 / spec.rate
+        total = min(spec.max_requests, int(spec.duration * spec.rate))
+        pending = []
+        for i in range(total):
+            scheduled = begin + i * interval
+            delay = scheduled - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.ensure_future(send(make(), scheduled)))
+        await asyncio.gather(*pending)
+    result.elapsed = clock() - begin
+    result.codes = dict(codes)
+    return result
+
+
+async def _worker_loop(conn: Connection, target: str, worker: int) -> None:
+    loop = asyncio.get_running_loop()
+    async with grpc.aio.insecure_channel(target) as channel:
+        while True:
+            spec: LoadSpec | None = await loop.run_in_executor(None, conn.recv)
+            if spec is None:
+                return
+            conn.send(await _run_spec(channel, spec, worker))
+
+
+def load_process(conn: Connection, target: str, worker: int) -> None:
+    """Entry point of one load-generating process: runs the specs it is sent until None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(_worker_loop(conn, target, worker))
+
+
+class LoadGenerators:
+    """N load processes (spawned: no gRPC state is inherited) driven over pipes."""
+
+    def __init__(self, target: str, processes: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+        for worker in range(processes):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=load_process, args=(child, target, worker), daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def run(self, specs: Sequence[LoadSpec]) -> LoadResult:
+        """Run ``specs[i]`` in process ``i`` (fewer specs leave the other processes idle)."""
+        for conn, spec in zip(self.conns, specs, strict=False):
+            conn.send(spec)
+        merged = LoadResult()
+        codes: Counter[str] = Counter()
+        for conn in self.conns[: len(specs)]:
+            part: LoadResult = conn.recv()
+            merged.latencies.extend(part.latencies)
+            codes.update(part.codes)
+            merged.elapsed = max(merged.elapsed, part.elapsed)
+        merged.codes = dict(codes)
+        return merged
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.send(None)
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
+
+
+# -- the server under test --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """``recgrpc serve`` in a subprocess on a loopback port; stopped with SIGTERM (drain)."""
+
+    def __init__(self, url: str, workers: int, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "recgrpc.cli",
+            "--database-url",
+            url,
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--metrics-port",
+            "0",
+            "--workers",
+            str(workers),
+        ]
+        self.proc = subprocess.Popen(command, env={**os.environ, **(env or {})})
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def wait_serving(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with code {self.proc.returncode}")
+            with grpc.insecure_channel(self.target) as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=2
+                    )
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.3)
+        raise RuntimeError("server did not become SERVING in time")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# -- measurement and reporting ----------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    rpc: str
+    mode: str
+    workers: int
+    concurrency: int
+    offered_rate: float
+    requests: int
+    errors: dict[str, int]
+    seconds: float
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def summarise(specs: Sequence[LoadSpec], result: LoadResult, workers: int) -> Measurement:
+    ok = len(result.latencies)
+    pct = (
+        np.percentile(np.asarray(result.latencies) * 1000.0, [50, 95, 99])
+        if ok
+        else np.full(3, float("nan"))
+    )
+    spec = specs[0]
+    return Measurement(
+        rpc=spec.rpc,
+        mode=spec.mode,
+        workers=workers,
+        concurrency=sum(s.concurrency for s in specs) if spec.mode == "closed" else 0,
+        offered_rate=sum(s.rate for s in specs) if spec.mode == "open" else 0.0,
+        requests=ok,
+        errors={k: v for k, v in result.codes.items() if k != "OK"},
+        seconds=round(result.elapsed, 3),
+        throughput=round(ok / result.elapsed, 1) if result.elapsed else 0.0,
+        p50_ms=round(float(pct[0]), 3),
+        p95_ms=round(float(pct[1]), 3),
+        p99_ms=round(float(pct[2]), 3),
+    )
+
+
+def churn_available(target: str) -> bool:
+    """PredictChurn answers UNAVAILABLE until a churn model has been trained."""
+    with grpc.insecure_channel(target) as channel:
+        stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
+        try:
+            stub.PredictChurn(pb.PredictChurnRequest(user_id=user_id(0)), timeout=10)
+        except grpc.RpcError as exc:
+            print(f"PredictChurn skipped: {exc.code().name} ({exc.details()})")
+            return False
+    return True
+
+
+def ratios(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
+    """Each RPC against the health check measured at the same level, workers and mode."""
+    ceiling = {
+        (m.mode, m.workers, m.concurrency, m.offered_rate): m
+        for m in measurements
+        if m.rpc == HEALTH
+    }
+    rows = []
+    for m in measurements:
+        base = ceiling.get((m.mode, m.workers, m.concurrency, m.offered_rate))
+        if m.rpc == HEALTH or base is None or not base.throughput:
+            continue
+        rows.append(
+            {
+                "rpc": m.rpc,
+                "mode": m.mode,
+                "workers": m.workers,
+                "concurrency": m.concurrency,
+                "offered_rate": m.offered_rate,
+                "throughput_vs_health": round(m.throughput / base.throughput, 3),
+                "p99_vs_health": round(m.p99_ms / base.p99_ms, 3) if base.p99_ms else None,
+            }
+        )
+    return rows
+
+
+def print_table(measurements: Sequence[Measurement], ratio_rows: Sequence[dict[str, Any]]) -> None:
+    header = (
+        f"{'rpc':<20}{'mode':<7}{'wrk':>4}{'conc':>6}{'rate':>7}{'ok':>8}{'err':>6}"
+        f"{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'x tput':>8}{'x p99':>7}"
+    )
+    by_key = {
+        (r["rpc"], r["mode"], r["workers"], r["concurrency"], r["offered_rate"]): r
+        for r in ratio_rows
+    }
+    print(header)
+    print("-" * len(header))
+    for m in measurements:
+        r = by_key.get((m.rpc, m.mode, m.workers, m.concurrency, m.offered_rate), {})
+        xt = f"{r['throughput_vs_health']:.2f}" if r else ""
+        xp = f"{r['p99_vs_health']:.2f}" if r and r.get("p99_vs_health") is not None else ""
+        rate = f"{m.offered_rate:.0f}" if m.mode == "open" else "-"
+        print(
+            f"{m.rpc:<20}{m.mode:<7}{m.workers:>4}{m.concurrency:>6}{rate:>7}{m.requests:>8}"
+            f"{sum(m.errors.values()):>6}{m.throughput:>9.1f}{m.p50_ms:>9.2f}{m.p95_ms:>9.2f}"
+            f"{m.p99_ms:>9.2f}{xt:>8}{xp:>7}"
+        )
+
+
+def plot(measurements: Sequence[Measurement], path: Path, title: str) -> bool:
+    """Latency (p50 and p99) against throughput, one line per RPC; False without matplotlib."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional (dev extra), only needed for the plot
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    closed = [m for m in measurements if m.mode == "closed"]
+    worker_counts = sorted({m.workers for m in closed})
+    for ax, quantile in zip(axes, ("p50_ms", "p99_ms"), strict=True):
+        for rpc in dict.fromkeys(m.rpc for m in closed):
+            for workers in worker_counts:
+                points = sorted(
+                    (m.throughput, getattr(m, quantile))
+                    for m in closed
+                    if m.rpc == rpc and m.workers == workers
+                )
+                if not points:
+                    continue
+                label = rpc if len(worker_counts) == 1 else f"{rpc} ({workers} workers)"
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", label=label)
+        ax.set_xlabel("throughput (requests/s)")
+        ax.set_title(f"{quantile.removesuffix('_ms')} latency vs throughput (closed loop)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency (ms)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Seed, serve, measure, report. Returns a process exit code."""
+    with tempfile.TemporaryDirectory(prefix="recgrpc-bench-") as scratch:
+        url = args.bench_database_url or f"sqlite:///{Path(scratch) / 'bench.db'}"
+        return _run(args, url)
+
+
+def _run(args: argparse.Namespace, url: str) -> int:
+    backend = normalise_url(url).get_backend_name()
+    rpcs = [r.strip() for r in args.rpcs.split(",") if r.strip()]
+    unknown = [r for r in rpcs if r not in RPC_PATHS or r == HEALTH]
+    if unknown:
+        print(f"unknown RPC(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    levels = _ints(args.concurrency)
+    processes = max(1, args.processes)
+    t0 = time.monotonic()
+    print(f"seeding {backend}: {args.items} items, {args.users} users, {args.events} events")
+    seed_database(url, args.items, args.users, args.events)
+    print(f"seeded in {time.monotonic() - t0:.1f}s")
+    measurements: list[Measurement] = []
+    for workers in _ints(args.workers):
+        server = ServerProcess(url, workers)
+        generators: LoadGenerators | None = None
+        try:
+            server.wait_serving()
+            present = [r for r in rpcs if r != "PredictChurn" or churn_available(server.target)]
+            generators = LoadGenerators(server.target, processes)
+            measurements.extend(_measure(args, generators, present, levels, processes, workers))
+        finally:
+            if generators is not None:
+                generators.close()
+            server.stop()
+    ratio_rows = ratios(measurements)
+    print()
+    print(f"backend={backend} items={args.items} processes={processes} cores={os.cpu_count()}")
+    print_table(measurements, ratio_rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{stamp}-{backend}-{args.items}" + (f"-{args.label}" if args.label else "")
+    report = {
+        "backend": backend,
+        "items": args.items,
+        "users": args.users,
+        "events": args.events,
+        "load_processes": processes,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "started": stamp,
+        "measurements": [asdict(m) for m in measurements],
+        "ratios_vs_health": ratio_rows,
+    }
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out / f'{name}.json'}")
+    title = f"recgrpc on {backend}, {args.items} items, {os.cpu_count()} cores"
+    if plot(measurements, out / f"{name}.png", title):
+        print(f"wrote {out / f'{name}.png'}")
+    return 0
+
+
+def _measure(  # noqa: PLR0917
+    args: argparse.Namespace,
+    generators: LoadGenerators,
+    rpcs: Sequence[str],
+    levels: Sequence[int],
+    processes: int,
+    workers: int,
+) -> list[Measurement]:
+    def specs(rpc: str, mode: str, level: int, duration: float) -> list[LoadSpec]:
+        # Closed loop: spread ``level`` slots over at most ``level`` processes; open loop: split
+        # the offered rate over all of them.
+        active = min(processes, level) if mode == "closed" else processes
+        start_at = time.time() + 0.2
+        return [
+            LoadSpec(
+                rpc=rpc,
+                mode=mode,
+                concurrency=level // active + (1 if i < level % active else 0),
+                rate=args.rate / active,
+                duration=duration,
+                max_requests=max(1, args.max_requests // active),
+                start_at=start_at,
+                users=args.users,
+                items=args.items,
+            )
+            for i in range(active)
+        ]
+
+    def report(m: Measurement) -> None:
+        where = (
+            f"closed c={m.concurrency:<3}" if m.mode == "closed" else f"open {m.offered_rate:.0f}/s"
+        )
+        errors = f"  errors {m.errors}" if m.errors else ""
+        print(
+            f"  workers={workers} {where} {m.rpc:<20} {m.throughput:8.1f} req/s"
+            f"  p99 {m.p99_ms:7.2f} ms{errors}"
+        )
+
+    results: list[Measurement] = []
+    everything = [HEALTH, *rpcs]
+    for rpc in everything:
+        generators.run(specs(rpc, "closed", 8, args.warmup))
+    for level in levels:
+        for rpc in everything:
+            s = specs(rpc, "closed", level, args.duration)
+            results.append(summarise(s, generators.run(s), workers))
+            report(results[-1])
+    if not args.no_open_loop:
+        for rpc in everything:
+            s = specs(rpc, "open", 0, args.duration)
+            results.append(summarise(s, generators.run(s), workers))
+            report(results[-1])
+    return results
