@@ -430,9 +430,7 @@ def standard_interceptors(
     if tokens is not None:
         chain.append(BearerTokenAuthInterceptor(tokens))
     if rate_limit_per_second > 0:
-        chain.append(
-            RateLimitInterceptor(TokenBuckets(rate_limit_per_second, rate_limit_burst))
-        )
+        chain.append(RateLimitInterceptor(TokenBuckets(rate_limit_per_second, rate_limit_burst)))
     return chain
 
 

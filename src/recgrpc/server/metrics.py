@@ -28,7 +28,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
 OTHER = "other"
-_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# Words only: no digits or spaces, which is where ids and sentences would creep in.
+_SLUG = re.compile(r"^[a-z][a-z_]{0,31}$")
 _METRIC_KEY = re.compile(r"[^a-zA-Z0-9_]+")
 
 # Fallback reasons are sentences written for people; metrics get a fixed code for each.
@@ -67,7 +68,7 @@ class BoundedLabel:
         self._lock = threading.Lock()
 
     def __call__(self, value: str) -> str:
-        value = value.strip().lower().replace("-", "_").replace(" ", "_")
+        value = value.strip().lower().replace("-", "_")
         if value in self._seen:
             return value
         if not _SLUG.match(value):

@@ -1,0 +1,407 @@
+"""Operating the server: metrics over HTTP, access logs, bearer tokens, rate limits, TLS.
+
+Every test runs a real server on a free loopback port and talks to it over gRPC (through the
+published client where it has the option, through raw stubs where the test needs the wire).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from recgrpc import domain
+from recgrpc.client import (
+    InvalidArgumentError,
+    Item,
+    RecommendationClient,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+)
+from recgrpc.config import Settings
+from recgrpc.logs import JsonFormatter
+from recgrpc.server import RunningServer, create_server
+from recgrpc.server.interceptors import TokenBuckets, load_tokens, peer_host
+from recgrpc.server.metrics import (
+    LATENCY_BUCKETS,
+    BoundedLabel,
+    MetricsEndpoint,
+    ServerMetrics,
+    fallback_code,
+)
+from recgrpc.v1 import recommendation_pb2 as pb
+from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
+
+REC_SERVICE = "recgrpc.v1.RecommendationService"
+CATALOG_SERVICE = "recgrpc.v1.CatalogService"
+
+
+@pytest.fixture
+def start_server(settings: Settings) -> Iterator[object]:
+    """Start servers with changed settings; all are stopped at the end of the test."""
+    started: list[RunningServer] = []
+
+    def start(**changes: object) -> RunningServer:
+        running = create_server(settings.replace(**changes))
+        started.append(running)
+        assert running.wait_ready(30), "server never became ready"
+        return running
+
+    yield start
+    for running in started:
+        running.stop(grace=1)
+
+
+def scrape(port: int) -> dict[str, list[Sample]]:
+    """GET /metrics and parse it with prometheus-client's own parser: samples by metric name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(
+        s.value
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+def test_metrics_endpoint_counts_real_calls_by_method_and_code(server: RunningServer) -> None:
+    endpoint = MetricsEndpoint(server.metrics.registry, 0, "127.0.0.1")
+    try:
+        with RecommendationClient(f"127.0.0.1:{server.port}") as client:
+            client.upsert_items([Item(item_id=f"item-{n}", categories=["news"]) for n in range(4)])
+            for n in range(3):
+                client.log_interaction(f"reader-{n}", "item-1", "click")
+            client.log_interaction("reader-0", "item-2", "view")
+            with pytest.raises(InvalidArgumentError):
+                client.get_recommendations("")  # an empty user id is the caller's fault
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the refresher has trending scores
+                recs = client.get_recommendations("reader-9", limit=3)
+                if recs.items:
+                    break
+                time.sleep(0.2)
+            assert recs.items
+            client.submit_feedback(
+                "reader-9", recs.items[0].item_id, recset_id=recs.recset_id, clicked=True
+            )
+            client.submit_feedback(
+                "reader-9",
+                recs.items[1].item_id,
+                recset_id=recs.recset_id,
+                dismissed=True,
+                rating=1.0,
+            )
+            assert client.check_health()
+
+        families = scrape(endpoint.port)
+    finally:
+        endpoint.close()
+
+    def handled(service: str, method: str, code: str) -> float:
+        return value(
+            families["grpc_server_handled"],
+            "grpc_server_handled_total",
+            grpc_type="unary",
+            grpc_service=service,
+            grpc_method=method,
+            grpc_code=code,
+        )
+
+    assert handled(REC_SERVICE, "GetRecommendations", "OK") >= 1
+    assert handled(REC_SERVICE, "GetRecommendations", "INVALID_ARGUMENT") == 1
+    assert handled(REC_SERVICE, "LogInteraction", "OK") == 4
+    assert handled(CATALOG_SERVICE, "UpsertItems", "OK") == 1
+    assert handled("grpc.health.v1.Health", "Check", "OK") >= 1
+    get_recs = {"grpc_service": REC_SERVICE, "grpc_method": "GetRecommendations"}
+    started = value(families["grpc_server_started"], "grpc_server_started_total", **get_recs)
+    total = value(families["grpc_server_handled"], "grpc_server_handled_total", **get_recs)
+    assert started == total
+
+    latency = families["grpc_server_handling_seconds"]
+    buckets = {
+        float(s.labels["le"])
+        for s in latency
+        if s.name.endswith("_bucket") and s.labels["grpc_method"] == "LogInteraction"
+    }
+    assert buckets == {*LATENCY_BUCKETS, float("inf")}
+    count = value(latency, "grpc_server_handling_seconds_count", grpc_method="LogInteraction")
+    assert count == 4
+    assert 0 < value(latency, "grpc_server_handling_seconds_sum", grpc_method="LogInteraction") < 4
+
+    assert value(families["recgrpc_interactions"], "recgrpc_interactions_total", type="CLICK") == 3
+    feedback = families["recgrpc_feedback"]
+    for kind in ("clicked", "dismissed", "rated"):
+        assert value(feedback, "recgrpc_feedback_total", kind=kind) == 1, kind
+    items = families["recgrpc_recommended_items"]
+    assert value(items, "recgrpc_recommended_items_total") >= len(recs.items)
+    lists = families["recgrpc_recommendation_lists"]
+    assert value(lists, "recgrpc_recommendation_lists_total") >= 1
+    assert families["recgrpc_db_pool_size"][0].value >= 1
+    assert families["recgrpc_db_pool_checked_out"][0].value >= 0
+
+    # Never a user or item id in any label value.
+    for samples in families.values():
+        for sample in samples:
+            for label in sample.labels.values():
+                assert "reader-" not in label, sample
+                assert "item-" not in label, sample
+
+
+def test_domain_metrics_use_bounded_labels() -> None:
+    registry = CollectorRegistry()
+    metrics = ServerMetrics(registry, clock=lambda: 1_000_000.0)
+    now = datetime.fromtimestamp(1_000_000.0, UTC)
+    metrics.model_loaded(
+        "recommender",
+        "rec-20260101",
+        now - timedelta(hours=2),
+        {"precision@10": 0.25, "auc": 0.9, "note": "text is not exported", "flag": True},
+    )
+    reasons = [f"similar to item-{n}" for n in range(50)] + ["hybrid"] * 3 + ["trending"]
+    metrics.recommendations_served(
+        domain.RecommendationList(
+            items=[domain.ScoredItem(f"i{n}", 1.0, reason) for n, reason in enumerate(reasons)],
+            algorithm=domain.Algorithm.HYBRID,
+            model_version="rec-20260101",
+            fallback_reason="user u-123 is not in the model: served trending items",
+        )
+    )
+    metrics.churn_predicted(
+        domain.ChurnPrediction(
+            user_id="u-123",
+            risk=0.8,
+            level=domain.RiskLevel.HIGH,
+            factors=[],
+            model_version="churn-1",
+            predicted_at=now,
+            as_of=now,
+            horizon_days=30,
+        )
+    )
+    families = {
+        f.name: f.samples
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    info = families["recgrpc_model_info"][0]
+    assert info.labels == {"kind": "recommender", "version": "rec-20260101"}
+    assert value(families["recgrpc_model_age_seconds"], "recgrpc_model_age_seconds") == 7200
+    training = {s.labels["metric"]: s.value for s in families["recgrpc_model_training_metric"]}
+    assert training == {"precision_10": 0.25, "auc": 0.9}
+    items = {
+        s.labels["reason"]: s.value
+        for s in families["recgrpc_recommended_items"]
+        if s.name.endswith("_total")
+    }
+    assert items == {"other": 50, "hybrid": 3, "trending": 1}
+    fallbacks = [
+        s.labels["reason"]
+        for s in families["recgrpc_recommendation_fallbacks"]
+        if s.name.endswith("_total")
+    ]
+    assert fallbacks == ["cold_start"]
+    churn = families["recgrpc_churn_predictions"]
+    assert value(churn, "recgrpc_churn_predictions_total", risk_level="HIGH") == 1
+
+
+def test_fallback_codes_and_bounded_label() -> None:
+    assert fallback_code("database unavailable: served without the user's history") == (
+        "database_unavailable"
+    )
+    assert fallback_code("no trained model is active") == "no_model"
+    assert fallback_code("something new from 'user-42'") == "other"
+    label = BoundedLabel(limit=2)
+    assert [label(v) for v in ("hybrid", "Trending", "content", "hybrid", "item 42!")] == [
+        "hybrid",
+        "trending",
+        "other",
+        "hybrid",
+        "other",
+    ]
+
+
+# -- access logs -----------------------------------------------------------------------------
+
+
+def test_access_log_has_method_code_duration_peer_and_request_id(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="recgrpc.access")
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.RecommendationServiceStub(channel)
+        _, call = stub.GetRecommendations.with_call(
+            pb.GetRecommendationsRequest(user_id="u1"),
+            metadata=[("x-request-id", "req-abc-123"), ("authorization", "Bearer s3cret-tok")],
+            timeout=5,
+        )
+        assert ("x-request-id", "req-abc-123") in tuple(call.trailing_metadata())
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.GetRecommendations(
+                pb.GetRecommendationsRequest(user_id="u1", limit=-1),
+                metadata=[("x-request-id", "x" * 500)],  # too long: a fresh one is made
+                timeout=5,
+            )
+        made = dict(failed.value.trailing_metadata())["x-request-id"]
+        assert len(made) == 32
+
+    records = [r for r in caplog.records if r.name == "recgrpc.access"]
+    by_id = {r.request_id: r for r in records}  # type: ignore[attr-defined]
+    ok, bad = by_id["req-abc-123"], by_id[made]
+    assert ok.method == "/recgrpc.v1.RecommendationService/GetRecommendations"  # type: ignore[attr-defined]
+    assert ok.code == "OK"  # type: ignore[attr-defined]
+    assert bad.code == "INVALID_ARGUMENT"  # type: ignore[attr-defined]
+    assert ok.duration_ms > 0  # type: ignore[attr-defined]
+    assert ok.peer.startswith("ipv4:127.0.0.1:")  # type: ignore[attr-defined]
+    line = json.loads(JsonFormatter().format(ok))
+    assert {"method", "code", "duration_ms", "peer", "request_id", "time", "level"} <= set(line)
+    assert line["request_id"] == "req-abc-123"
+    assert "s3cret-tok" not in caplog.text
+    assert all("s3cret-tok" not in JsonFormatter().format(r) for r in caplog.records)
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+def test_bearer_tokens(start_server: object, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# callers\ntoken-for-bff\n\ntoken-for-jobs\n")
+    assert load_tokens(tokens) == {"token-for-bff", "token-for-jobs"}
+    running = start_server(auth_tokens_file=str(tokens))  # type: ignore[operator]
+    target = f"127.0.0.1:{running.port}"
+
+    with RecommendationClient(target, max_attempts=1) as anonymous:
+        with pytest.raises(UnauthenticatedError, match="missing bearer token"):
+            anonymous.get_recommendations("u1")
+        # The health service stays open: Kubernetes probes cannot send a token.
+        assert anonymous.check_health()
+    with RecommendationClient(target, token="token-for-intruder", max_attempts=1) as wrong:
+        with pytest.raises(UnauthenticatedError, match="invalid bearer token"):
+            wrong.get_recommendations("u1")
+        with pytest.raises(UnauthenticatedError):
+            wrong.upsert_items([Item(item_id="i1")])
+    with RecommendationClient(target, token="token-for-jobs") as right:
+        assert right.upsert_items([Item(item_id="i1")]) == 1
+        assert right.get_recommendations("u1").recset_id
+
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.RecommendationServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetRecommendations(
+                pb.GetRecommendationsRequest(user_id="u1"),
+                metadata=[("authorization", "Basic dG9rZW4tZm9yLWJmZjo=")],
+                timeout=5,
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+    refusals = running.metrics.handled.labels(
+        "unary", REC_SERVICE, "GetRecommendations", "UNAUTHENTICATED"
+    )
+    assert refusals._value.get() == 3
+
+
+def test_missing_tokens_file_content_is_refused(settings: Settings, tmp_path: Path) -> None:
+    empty = tmp_path / "tokens"
+    empty.write_text("# nobody yet\n")
+    with pytest.raises(ValueError, match="holds no tokens"):
+        create_server(settings.replace(auth_tokens_file=str(empty)))
+
+
+# -- rate limits ------------------------------------------------------------------------------
+
+
+def test_rate_limit_per_caller(start_server: object, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("greedy\npolite\n")
+    running = start_server(  # type: ignore[operator]
+        auth_tokens_file=str(tokens), rate_limit_per_second=0.5, rate_limit_burst=3
+    )
+    target = f"127.0.0.1:{running.port}"
+    with RecommendationClient(target, token="greedy", max_attempts=1) as greedy:
+        for _ in range(3):
+            greedy.get_recommendations("u1")
+        with pytest.raises(ResourceExhaustedError, match="rate limit exceeded"):
+            greedy.get_recommendations("u1")
+        for _ in range(5):  # health checks are never limited
+            assert greedy.check_health()
+    with RecommendationClient(target, token="polite", max_attempts=1) as polite:
+        assert polite.get_recommendations("u1").recset_id  # its own bucket
+
+
+def test_token_bucket_refills_at_the_configured_rate() -> None:
+    now = [100.0]
+    buckets = TokenBuckets(rate=2.0, burst=2, clock=lambda: now[0], max_callers=2)
+    assert [buckets.take("a"), buckets.take("a")] == [0, 0]
+    assert buckets.take("a") == pytest.approx(0.5)
+    now[0] += 0.5
+    assert buckets.take("a") == 0
+    assert buckets.take("a") > 0
+    assert [buckets.take("b"), buckets.take("c")] == [0, 0]  # "a" is forgotten: at most 2
+    assert buckets.take("a") == 0
+    assert peer_host("ipv4:10.1.2.3:50123") == "ipv4:10.1.2.3"
+    assert peer_host("ipv6:[::1]:50123") == "ipv6:[::1]"
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=localhost"),
+            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_tls_with_token(start_server: object, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tls-token\n")
+    running = start_server(  # type: ignore[operator]
+        tls_cert_file=str(cert), tls_key_file=str(key), auth_tokens_file=str(tokens)
+    )
+    target = f"127.0.0.1:{running.port}"
+    root = cert.read_bytes()
+    # Over TLS the token travels as call credentials.
+    with RecommendationClient(target, root_certificates=root, token="tls-token") as client:
+        assert client.upsert_items([Item(item_id="i1")]) == 1
+        assert client.get_recommendations("u1").recset_id
+    with (
+        RecommendationClient(target, root_certificates=root, max_attempts=1) as no_token,
+        pytest.raises(UnauthenticatedError),
+    ):
+        no_token.get_recommendations("u1")
+    # A plaintext client cannot talk to a TLS port.
+    with grpc.insecure_channel(target) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
