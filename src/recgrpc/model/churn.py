@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import secrets
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -240,13 +241,23 @@ class ChurnModel:
     @classmethod
     def from_bytes(cls, data: bytes) -> ChurnModel:
         """Load and validate an artifact written by :meth:`to_bytes` (no pickle allowed)."""
+        try:
+            model = cls._read(data)
+        except (ValueError, KeyError, IndexError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"churn model artifact is unreadable: {exc}") from exc
+        model.validate()
+        return model
+
+    @classmethod
+    def _read(cls, data: bytes) -> ChurnModel:
+        # np.load raises ValueError on object arrays: they would need pickle.
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             names = tuple(str(n) for n in npz["feature_names"])
             arrays = {
                 key: np.asarray(npz[key], dtype=np.float64)
                 for key in ("fill_values", "means", "scales", "coef")
             }
-            model = cls(
+            return cls(
                 version=str(npz["version"]),
                 feature_names=names,
                 log_mask=np.asarray(npz["log_mask"], dtype=np.bool_),
@@ -259,8 +270,6 @@ class ChurnModel:
                 calib_intercept=float(npz["calibration"][1]),
                 horizon_days=int(npz["horizon_days"][0]),
             )
-        model.validate()
-        return model
 
     def validate(self) -> None:
         if self.feature_names != FEATURE_NAMES:

@@ -1,0 +1,153 @@
+"""Training the churn model on generated histories with planted churners; its artifact and
+its explanations."""
+
+from __future__ import annotations
+
+import io
+import math
+import shutil
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from recgrpc.db import Database, churn_data
+from recgrpc.model.churn import (
+    FEATURE_NAMES,
+    LOG_FEATURES,
+    ActiveChurnModel,
+    ChurnModel,
+    churn_features,
+    train_churn,
+)
+from tests import churn_history
+from tests.conftest import BACKENDS, _truncate_postgres
+
+END = datetime(2026, 6, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def trained(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Database, churn_history.History, ChurnModel, dict]]:
+    """One generated history and trained model per backend, shared by this module's tests."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("churn") / "churn.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("postgres_migrated")
+        _truncate_postgres(url)
+    db = Database(url)
+    history = churn_history.generate(db, END, users=120, days=150)
+    report = train_churn(db, as_of=END, horizon_days=30)
+    metrics = {"model": report.model_metrics, "baseline": report.baseline_metrics}
+    yield db, history, report.model, metrics
+    db.dispose()
+
+
+def test_model_beats_recency_on_the_later_cutoff(trained) -> None:
+    _db, _history, _model, metrics = trained
+    assert metrics["model"]["roc_auc"] >= 0.85
+    assert metrics["model"]["roc_auc"] > metrics["baseline"]["roc_auc"]
+    assert metrics["model"]["log_loss"] < metrics["baseline"]["log_loss"]
+
+
+def test_planted_churners_rank_above_loyal_users(trained) -> None:
+    db, history, model, _metrics = trained
+    # Users fading now: their churn day is within three weeks either side of the reference.
+    as_of = END - 25 * DAY
+    fading = {u for u, day in history.churn_day.items() if abs((day - as_of).days) <= 21}
+    with db.reader() as session:
+        table = churn_features(session, as_of)
+    risk = dict(zip(table.user_ids, model.risk(table.values).tolist(), strict=True))
+    scored = [u for u in table.user_ids if u in fading or u in history.loyal]
+    labels = [1 if u in fading else 0 for u in scored]
+    assert sum(labels) >= 5
+    assert roc_auc_score(labels, [risk[u] for u in scored]) >= 0.9
+
+
+def test_stored_model_is_active_and_loads_without_pickle(trained) -> None:
+    db, _history, model, _metrics = trained
+    with db.reader() as session:
+        version = churn_data.active_model_version(session)
+        stored = churn_data.load_model(session, version or "")
+    assert version == model.version
+    assert stored is not None
+    assert stored.metrics["roc_auc"] == pytest.approx(_metrics["model"]["roc_auc"])
+    assert stored.metrics["baseline"]["roc_auc"] is not None
+    assert stored.params["horizon_days"] == 30
+    with zipfile.ZipFile(io.BytesIO(stored.artifact)) as archive:
+        for name in archive.namelist():
+            # .npy headers of plain arrays; an object array would need pickle to load
+            header = archive.read(name)[:128].decode("latin-1")
+            assert "'descr': '|O'" not in header
+    loaded = ChurnModel.from_bytes(stored.artifact)
+    sample = np.array([[3.0, 90, 2, 9, 30, 0.1, -0.2, 6, 4, 0.3, 0.2, 3, math.nan, 1]])
+    np.testing.assert_allclose(loaded.risk(sample), model.risk(sample))
+
+    # A retrain retires the previous model.
+    newer = train_churn(db, as_of=END, horizon_days=30).model
+    with db.reader() as session:
+        assert churn_data.active_model_version(session) == newer.version
+        assert churn_data.load_model(session, model.version) is not None
+
+
+def test_tampered_artifact_is_refused(trained) -> None:
+    _db, _history, model, _metrics = trained
+    with np.load(io.BytesIO(model.to_bytes()), allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    data = io.BytesIO()
+    np.savez(data, **{**arrays, "coef": np.array([object()] * len(FEATURE_NAMES), dtype=object)})
+    with pytest.raises(ValueError, match="pickle"):
+        ChurnModel.from_bytes(data.getvalue())
+    data = io.BytesIO()
+    np.savez(data, **{k: v for k, v in arrays.items() if k != "means"})
+    with pytest.raises(ValueError, match="unreadable"):
+        ChurnModel.from_bytes(data.getvalue())
+    with pytest.raises(ValueError, match="unreadable"):
+        ChurnModel.from_bytes(b"not an archive")
+    broken = ChurnModel(**{**_fields(model), "scales": model.scales * 0})
+    with pytest.raises(ValueError, match="non-positive"):
+        ChurnModel.from_bytes(broken.to_bytes())
+
+
+def test_factors_are_honest(trained) -> None:
+    """A factor listed as raising risk does raise it: at the training average, risk falls."""
+    db, _history, model, _metrics = trained
+    with db.reader() as session:
+        table = churn_features(session, END)
+    predictor = ActiveChurnModel(0.35, 0.65, model=model, top_factors=len(FEATURE_NAMES))
+    checked = 0
+    for i, user_id in enumerate(table.user_ids[:40]):
+        raw = table.values[i]
+        risk = float(model.risk(raw)[0])
+        factors = predictor._prediction(model, user_id, raw, END).factors
+        assert factors, user_id
+        for factor in factors:
+            j = FEATURE_NAMES.index(factor.name)
+            if not math.isnan(raw[j]):
+                assert factor.value == pytest.approx(raw[j])
+            average = raw.copy()
+            mean = model.means[j]
+            average[j] = math.expm1(mean) if factor.name in LOG_FEATURES else mean
+            without = float(model.risk(average)[0])
+            assert factor.contribution == pytest.approx(risk - without, abs=1e-9)
+            if factor.contribution > 1e-6:
+                assert without < risk
+            elif factor.contribution < -1e-6:
+                assert without > risk
+            checked += 1
+    assert checked > 100
+    # The strongest signal points the expected way: a long silence raises the risk.
+    assert model.coef[FEATURE_NAMES.index("days_since_last_event")] > 0 or (
+        model.coef[FEATURE_NAMES.index("events_7d")] < 0
+    )
+
+
+def _fields(model: ChurnModel) -> dict:
+    return {name: getattr(model, name) for name in ChurnModel.__dataclass_fields__}
