@@ -111,6 +111,33 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return bench.run(args)
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from recgrpc.db import Database, upgrade
+    from recgrpc.demo import generate_demo, write_demo
+
+    try:
+        data = generate_demo(
+            seed=args.seed, n_users=args.users, n_items=args.items, n_interactions=args.interactions
+        )
+    except ValueError as exc:
+        print(f"recgrpc: {exc}", file=sys.stderr)
+        return 2
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    try:
+        report = write_demo(db, data)
+    finally:
+        db.dispose()
+    print(
+        f"demo (seed {args.seed}) in {_display_url(settings.database_url)}: "
+        f"{report.items} items, {report.users} users ({report.preferences} preferences), "
+        f"{report.interactions} interactions ({report.new_interactions} new), "
+        f"{report.impressions} impressions ({report.new_impressions} new), "
+        f"{report.new_feedback} new feedback; {len(data.churner_ids)} planted churners"
+    )
+    return 0
+
+
 def _display_url(url: str) -> str:
     from recgrpc.db import normalise_url
 
@@ -149,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score-churn", help="score every user's churn risk into churn_predictions")
     p.add_argument("--as-of", type=_as_of, help="ISO-8601 reference time (default: now)")
     p.set_defaults(func=cmd_score_churn)
+
+    p = sub.add_parser("demo", help="generate the demo catalogue and history into the database")
+    p.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
+    p.add_argument("--users", type=int, default=3000, help="number of users (default 3000)")
+    p.add_argument("--items", type=int, default=2000, help="number of items (default 2000)")
+    p.add_argument(
+        "--interactions", type=int, default=100_000, help="number of interactions (default 100k)"
+    )
+    p.set_defaults(func=cmd_demo)
 
     from recgrpc.bench import add_arguments as add_bench_arguments
 

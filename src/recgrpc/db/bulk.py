@@ -1,0 +1,193 @@
+"""Bulk ingestion for the demo and CSV imports: executemany in chunks, idempotent on keys.
+
+A multi-row ``VALUES`` statement is compiled afresh for every chunk, which costs more than the
+insert itself at these sizes; one compiled statement executed with many parameter sets (the
+DBAPI's executemany, batched by SQLAlchemy) runs an order of magnitude faster. Like the other
+query functions these take the caller's session and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from recgrpc import domain
+from recgrpc.db import models as m
+from recgrpc.db.queries import _insert, _interaction_row
+
+CHUNK_ROWS = 5000
+"""Rows per executemany call; bounds memory and the size of each IN (...) lookup."""
+
+
+def _chunks(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def insert_new(
+    session: Session,
+    table: type[m.Base],
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    *,
+    chunk_size: int = CHUNK_ROWS,
+) -> int:
+    """Insert rows whose ``key`` is not stored yet; returns how many rows were new."""
+    conn = session.connection()
+    column = table.__table__.c[key]
+    stmt = _insert(session, table).on_conflict_do_nothing(index_elements=[key])
+    # SQLite reports executemany's rowcount; psycopg's batched inserts report -1, so count the
+    # keys already there first (an indexed lookup).
+    count_first = conn.dialect.name != "sqlite"
+    inserted = 0
+    for chunk in _chunks(rows, chunk_size):
+        keys = {row[key] for row in chunk}
+        before = 0
+        if count_first:
+            before = len(conn.execute(select(column).where(column.in_(keys))).all())
+        result = conn.execute(stmt, list(chunk))
+        inserted += result.rowcount if not count_first else len(keys) - before
+    return inserted
+
+
+def upsert(
+    session: Session,
+    table: type[m.Base],
+    rows: Sequence[Mapping[str, Any]],
+    key: Sequence[str],
+    update_columns: Sequence[str],
+    *,
+    chunk_size: int = CHUNK_ROWS,
+) -> None:
+    """Insert rows, or update ``update_columns`` of rows whose ``key`` is stored."""
+    if not rows:
+        return
+    conn = session.connection()
+    stmt = _insert(session, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(key), set_={c: stmt.excluded[c] for c in update_columns}
+    )
+    for chunk in _chunks(rows, chunk_size):
+        conn.execute(stmt, list(chunk))
+
+
+def ensure_users(session: Session, user_ids: Iterable[str], now: datetime) -> int:
+    """Create bare users for ids not stored yet; returns how many were created."""
+    rows = [
+        {"user_id": uid, "attributes": {}, "created_at": now, "updated_at": now}
+        for uid in sorted(set(user_ids))
+    ]
+    return insert_new(session, m.User, rows, "user_id")
+
+
+def ensure_items(session: Session, item_ids: Iterable[str], now: datetime) -> int:
+    """Create bare items (no features) for ids not stored yet; returns how many were created.
+
+    History files often come without a catalogue; a bare item can still be learned from
+    behaviour, and a later items import fills in its features.
+    """
+    rows = [
+        {
+            "item_id": iid,
+            "title": "",
+            "categories": [],
+            "tags": [],
+            "attributes": {},
+            "active": True,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for iid in sorted(set(item_ids))
+    ]
+    return insert_new(session, m.Item, rows, "item_id")
+
+
+def upsert_items(session: Session, items: Sequence[domain.Item], now: datetime) -> None:
+    """Insert or replace items (features, title, active); items without created_at keep theirs."""
+    features = ["title", "categories", "tags", "attributes", "active", "updated_at"]
+
+    def row(it: domain.Item) -> dict[str, Any]:
+        return {
+            "item_id": it.item_id,
+            "title": it.title,
+            "categories": list(it.categories),
+            "tags": list(it.tags),
+            "attributes": dict(it.attributes),
+            "active": it.active,
+            "created_at": it.created_at or now,
+            "updated_at": now,
+        }
+
+    dated = [row(it) for it in items if it.created_at is not None]
+    undated = [row(it) for it in items if it.created_at is None]
+    upsert(session, m.Item, dated, ["item_id"], [*features, "created_at"])
+    upsert(session, m.Item, undated, ["item_id"], features)
+
+
+def upsert_users(session: Session, users: Sequence[domain.User], now: datetime) -> None:
+    """Insert users or replace their attributes; preferences are left alone (see below)."""
+    rows = [
+        {
+            "user_id": u.user_id,
+            "attributes": dict(u.attributes),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for u in users
+    ]
+    upsert(session, m.User, rows, ["user_id"], ["attributes", "updated_at"])
+
+
+def upsert_preferences(session: Session, preferences: Sequence[tuple[str, str, float]]) -> None:
+    """Set (user_id, category) -> score; other categories of the same users stay as they are."""
+    rows = [{"user_id": u, "category": c, "score": s} for u, c, s in preferences]
+    upsert(session, m.Preference, rows, ["user_id", "category"], ["score"])
+
+
+def insert_interactions(
+    session: Session, events: Sequence[domain.Interaction], now: datetime
+) -> int:
+    """Store events whose event_id is new (users must exist); returns how many were new."""
+    rows = [_interaction_row(e, now) for e in events]
+    return insert_new(session, m.Interaction, rows, "event_id")
+
+
+def insert_impressions(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Store served lists (``impressions`` rows) whose recset_id is new; returns how many."""
+    return insert_new(session, m.Impression, rows, "recset_id")
+
+
+def insert_feedback(session: Session, feedback: Sequence[tuple[domain.Feedback, datetime]]) -> int:
+    """Append feedback rows with the time each was given; returns how many."""
+    rows = [
+        {
+            "recset_id": f.recset_id,
+            "user_id": f.user_id,
+            "item_id": f.item_id,
+            "clicked": f.clicked,
+            "dismissed": f.dismissed,
+            "rating": f.rating,
+            "created_at": at,
+        }
+        for f, at in feedback
+    ]
+    conn = session.connection()
+    for chunk in _chunks(rows, CHUNK_ROWS):
+        conn.execute(insert(m.Feedback), list(chunk))
+    return len(rows)
+
+
+def stored_keys(session: Session, table: type[m.Base], key: str, values: Iterable[str]) -> set[str]:
+    """Which of ``values`` are stored in ``table.key``."""
+    column = table.__table__.c[key]
+    wanted = sorted(set(values))
+    found: set[str] = set()
+    for chunk in _chunks(wanted, CHUNK_ROWS):
+        found.update(
+            session.connection().execute(select(column).where(column.in_(chunk))).scalars()
+        )
+    return found
