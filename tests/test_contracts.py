@@ -42,9 +42,8 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
     )
     assert generated == checked_in, "generated file set differs: run `make proto`"
     _, mismatch, errors = filecmp.cmpfiles(fresh, GENERATED, generated, shallow=False)
-    assert not mismatch and not errors, (
-        f"stale generated code {mismatch + errors}: run `make proto`"
-    )
+    stale = mismatch + errors
+    assert not stale, f"stale generated code {stale}: run `make proto`"
 
 
 def test_enums_follow_the_prefix_convention() -> None:

@@ -96,15 +96,17 @@ def test_recommendations_are_recorded_as_impression_and_stored_top_n(
     wait_for(lambda: recommend(channel, "u1").recommendations[0].item_id == "i3")
     response = recommend(channel, "u1", limit=3, exclude_item_ids=["i0"], platform="web")
     ids = [r.item_id for r in response.recommendations]
-    assert ids[0] == "i3" and "i0" not in ids and len(ids) == 3
+    assert ids[0] == "i3"
+    assert "i0" not in ids
+    assert len(ids) == 3
     assert [r.rank for r in response.recommendations] == [1, 2, 3]
     assert all(r.reason == "trending" for r in response.recommendations)
     assert response.generated_at.seconds > 0
     with database.reader() as s:
         impression = s.get(m.Impression, response.recset_id)
-        assert (
-            impression is not None and impression.item_ids == ids and impression.platform == "web"
-        )
+        assert impression is not None
+        assert impression.item_ids == ids
+        assert impression.platform == "web"
         stored = s.scalars(
             select(m.Recommendation.item_id)
             .where(m.Recommendation.user_id == "u1")
@@ -144,7 +146,8 @@ def test_log_interaction_is_idempotent_on_event_id(
     assert (first.event_id, first.duplicate) == ("evt-1", False)
     assert (again.event_id, again.duplicate) == ("evt-1", True)
     generated = log(channel, "u1", "i2")
-    assert generated.event_id and not generated.duplicate
+    assert generated.event_id
+    assert not generated.duplicate
     assert counts(database)["interactions"] == 2
 
 
@@ -183,7 +186,8 @@ def test_occurred_at_defaults_to_now_and_keeps_past_times(
         rows = {r.event_id: r for r in s.scalars(select(m.Interaction))}
     assert before - timedelta(seconds=1) <= rows["now"].occurred_at <= datetime.now(UTC)
     assert rows["past"].occurred_at == past
-    assert rows["past"].type == "RATING" and rows["past"].value == 4
+    assert rows["past"].type == "RATING"
+    assert rows["past"].value == 4
     assert rows["past"].event_metadata == {"source": "import"}
 
 
@@ -277,7 +281,8 @@ def test_catalog_upserts_are_idempotent(channel: grpc.Channel, database: Databas
         assert (stored.title, stored.created_at, stored.active) == ("A2", created, True)
         prefs = {p.category: p.score for p in s.scalars(select(m.Preference))}
     assert prefs == {"c3": 1.0}
-    assert counts(database)["items"] == 1 and counts(database)["users"] == 1
+    assert counts(database)["items"] == 1
+    assert counts(database)["users"] == 1
 
 
 def test_inactive_items_are_not_recommended(channel: grpc.Channel) -> None:
@@ -497,7 +502,8 @@ def test_upsert_users_validation_writes_nothing(
     with pytest.raises(grpc.RpcError) as info:
         catalog.UpsertUsers(cat_pb.UpsertUsersRequest(users=users), timeout=5)
     assert field in bad_fields(info.value)
-    assert counts(database)["users"] == 0 and counts(database)["preferences"] == 0
+    assert counts(database)["users"] == 0
+    assert counts(database)["preferences"] == 0
 
 
 def test_delete_user_validation(channel: grpc.Channel) -> None:
