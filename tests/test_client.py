@@ -1,0 +1,527 @@
+"""The typed client against a real server on a free port: every method through the blocking and
+the asyncio client, typed errors, retries, deadlines, credentials and channel ownership."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+
+from recgrpc.client import (
+    Algorithm,
+    AsyncRecommendationClient,
+    DeadlineExceededError,
+    FieldViolation,
+    InteractionLogged,
+    InteractionType,
+    InvalidArgumentError,
+    Item,
+    NotFoundError,
+    RecGrpcError,
+    RecommendationClient,
+    Recommendations,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+    User,
+    channel_options,
+)
+from recgrpc.config import Settings
+from recgrpc.server import RunningServer, create_server
+from recgrpc.v1 import recommendation_pb2 as pb
+from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+
+CATALOGUE = [
+    Item(
+        "i1",
+        title="Election night",
+        categories=["news"],
+        tags=["politics"],
+        attributes={"lang": "en"},
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    ),
+    Item("i2", title="Cup final", categories=["sport"]),
+    Item("i3", title="Budget", categories=["news"]),
+    Item("retired", categories=["news"], active=False),
+]
+# Clicks by other users make i3 the most popular item, then i1.
+CLICKS = [("bob", "i3"), ("carol", "i3"), ("bob", "i1")]
+
+
+def target(server: RunningServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+def eventually(fetch: Callable[[], T], ok: Callable[[T], bool], seconds: float = 10.0) -> T:
+    """The server refreshes trending in the background; poll until it shows the new events."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = fetch()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+async def eventually_async(
+    fetch: Callable[[], Awaitable[T]], ok: Callable[[T], bool], seconds: float = 10.0
+) -> T:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = await fetch()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.1)
+
+
+def most_popular_first(recs: Recommendations) -> bool:
+    return recs.item_ids[:1] == ["i3"]
+
+
+def assert_served_list(recs: Recommendations) -> None:
+    assert uuid.UUID(recs.recset_id)
+    assert [r.rank for r in recs.items] == list(range(1, len(recs.items) + 1))
+    assert recs.algorithm is Algorithm.POPULAR  # no trained model: trending for everyone
+    assert recs.fallback_reason
+    assert all(r.reason == "trending" for r in recs.items)
+    assert recs.generated_at.tzinfo is not None
+    assert abs(datetime.now(UTC) - recs.generated_at) < timedelta(minutes=1)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- a real server with a test interceptor in front of the service -------------------------
+
+
+class Faults(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Records every attempt at ``method``; fails the first ``failures`` with ``code`` and
+    delays the rest by ``delay`` seconds."""
+
+    def __init__(
+        self,
+        method: str,
+        *,
+        failures: int = 0,
+        code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+        delay: float = 0.0,
+    ) -> None:
+        self.method = method
+        self.failures = failures
+        self.code = code
+        self.delay = delay
+        self.attempts = 0
+        self.requests: list[bytes] = []
+        self.metadata: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or not details.method.endswith("/" + self.method):
+            return handler
+        headers = {key: value for key, value in details.invocation_metadata}
+
+        def behaviour(request: bytes, context: grpc.ServicerContext) -> Any:
+            with self._lock:
+                attempt = self.attempts
+                self.attempts += 1
+                self.requests.append(request)
+                self.metadata.append(headers)
+            if attempt < self.failures:
+                context.abort(self.code, f"injected failure {attempt + 1}")
+            time.sleep(self.delay)
+            return handler.unary_unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@pytest.fixture
+def start_server(settings: Settings) -> Iterator[Callable[..., RunningServer]]:
+    """Starts extra servers (with interceptors or other settings); stops them afterwards."""
+    started: list[RunningServer] = []
+
+    def start(*interceptors: Faults, **changes: Any) -> RunningServer:
+        running = create_server(settings.replace(**changes), interceptors=interceptors)
+        started.append(running)
+        assert running.wait_ready(30), "server never became ready"
+        return running
+
+    yield start
+    for running in started:
+        running.stop(grace=0)
+
+
+# -- every method, blocking ---------------------------------------------------------------
+
+
+def test_blocking_client_every_method(server: RunningServer) -> None:
+    with RecommendationClient(target(server)) as client:
+        assert client.wait_until_serving(10)
+        assert client.check_health()
+        assert client.check_health("recgrpc.v1.CatalogService")
+
+        assert client.upsert_items(CATALOGUE) == len(CATALOGUE)
+        assert client.upsert_items(CATALOGUE[:1]) == 1  # idempotent by item_id
+        assert client.upsert_users([User("alice", {"country": "NL"}, {"news": 1.0})]) == 1
+
+        for user, item in CLICKS:
+            logged = client.log_interaction(user, item, InteractionType.CLICK)
+            assert not logged.duplicate
+            assert uuid.UUID(logged.event_id)  # made by the client
+        first = client.log_interaction(
+            "bob",
+            "i2",
+            "view",
+            event_id="bob-view-1",
+            value=12.5,
+            content_type="video",
+            platform="web",
+            metadata={"source": "home"},
+            occurred_at=datetime.now(UTC) - timedelta(minutes=3),
+        )
+        assert first == InteractionLogged("bob-view-1", duplicate=False)
+        assert client.log_interaction("bob", "i2", "VIEW", event_id="bob-view-1").duplicate
+
+        recs = eventually(lambda: client.get_recommendations("alice"), most_popular_first)
+        assert_served_list(recs)
+        assert recs.item_ids[0] == "i3"
+        assert sorted(recs.item_ids) == ["i1", "i2", "i3"]  # the inactive item never shows
+
+        assert client.get_recommendations("alice", limit=1).item_ids == ["i3"]
+        assert "i3" not in client.get_recommendations("alice", exclude_item_ids=["i3"]).item_ids
+        assert client.get_recommendations("alice", categories=["sport"]).item_ids == ["i2"]
+        assert (
+            client.get_recommendations("alice", algorithm="hybrid", platform="ios").item_ids
+            == recs.item_ids
+        )
+
+        assert client.submit_feedback("alice", "i3", recset_id=recs.recset_id, dismissed=True)
+        assert client.submit_feedback("alice", "i1", recset_id=recs.recset_id, clicked=True)
+        assert client.submit_feedback("alice", "i2", rating=4.0)
+        assert "i3" not in client.get_recommendations("alice").item_ids  # dismissed for good
+
+        with pytest.raises(NotFoundError):
+            client.predict_churn("nobody")
+
+        assert client.delete_user("alice") is True
+        assert client.delete_user("alice") is False
+
+
+# -- every method, asyncio -----------------------------------------------------------------
+
+
+def test_async_client_every_method(server: RunningServer) -> None:
+    async def scenario() -> None:
+        async with AsyncRecommendationClient(target(server)) as client:
+            assert await client.wait_until_serving(10)
+            assert await client.check_health()
+
+            assert await client.upsert_items(CATALOGUE) == len(CATALOGUE)
+            assert await client.upsert_users([User("alice", preferences={"news": 0.5})]) == 1
+            for user, item in CLICKS:
+                assert not (await client.log_interaction(user, item, "click")).duplicate
+            again = await client.log_interaction("bob", "i2", "view", event_id="bob-view")
+            assert again == InteractionLogged("bob-view", duplicate=False)
+            assert (
+                await client.log_interaction("bob", "i2", "view", event_id="bob-view")
+            ).duplicate
+
+            recs = await eventually_async(
+                lambda: client.get_recommendations("alice"), most_popular_first
+            )
+            assert_served_list(recs)
+            assert recs.item_ids[0] == "i3"
+            assert sorted(recs.item_ids) == ["i1", "i2", "i3"]
+            limited = await client.get_recommendations(
+                "alice", limit=2, exclude_item_ids=["i3"], categories=["news", "sport"]
+            )
+            assert len(limited.item_ids) == 2
+            assert "i3" not in limited.item_ids
+
+            assert await client.submit_feedback(
+                "alice", "i3", recset_id=recs.recset_id, dismissed=True
+            )
+            assert "i3" not in (await client.get_recommendations("alice")).item_ids
+
+            with pytest.raises(NotFoundError):
+                await client.predict_churn("nobody")
+            assert await client.delete_user("alice") is True
+            assert await client.delete_user("alice") is False
+
+    asyncio.run(scenario())
+
+
+# -- typed errors --------------------------------------------------------------------------
+
+
+def test_invalid_argument_names_each_bad_field(server: RunningServer) -> None:
+    with RecommendationClient(target(server)) as client:
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.get_recommendations("")
+        assert refused.value.fields == ["user_id"]
+        assert refused.value.field_violations == (FieldViolation("user_id", "is required"),)
+        assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert isinstance(refused.value.__cause__, grpc.RpcError)
+
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.get_recommendations("x" * 200, limit=-1)
+        assert refused.value.fields == ["user_id", "limit"]
+
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.upsert_items([Item("ok"), Item("")])
+        assert refused.value.fields == ["items[1].item_id"]
+
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.submit_feedback("alice", "i1", clicked=True, dismissed=True)
+        assert refused.value.fields == ["dismissed"]
+
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.log_interaction(
+                "alice", "i1", "view", occurred_at=datetime.now(UTC) + timedelta(hours=1)
+            )
+        assert refused.value.fields == ["occurred_at"]
+
+
+def test_async_invalid_argument_and_not_found(server: RunningServer) -> None:
+    async def scenario() -> None:
+        async with AsyncRecommendationClient(target(server)) as client:
+            with pytest.raises(InvalidArgumentError) as refused:
+                await client.delete_user("")
+            assert refused.value.fields == ["user_id"]
+            with pytest.raises(NotFoundError) as missing:
+                await client.log_interaction("alice", "no-such-item", "view")
+            assert "no-such-item" in missing.value.message
+
+    asyncio.run(scenario())
+
+
+def test_not_found_for_an_unknown_item(server: RunningServer) -> None:
+    with RecommendationClient(target(server)) as client:
+        with pytest.raises(NotFoundError) as missing:
+            client.log_interaction("alice", "no-such-item", InteractionType.VIEW)
+        assert missing.value.code is grpc.StatusCode.NOT_FOUND
+        assert "no-such-item" in str(missing.value)
+        with pytest.raises(NotFoundError):
+            client.submit_feedback("alice", "no-such-item", clicked=True)
+
+
+def test_predict_churn_errors(server: RunningServer) -> None:
+    with RecommendationClient(target(server)) as client:
+        client.upsert_items([Item("i1")])
+        client.log_interaction("alice", "i1", "view")
+        with pytest.raises(NotFoundError):
+            client.predict_churn("nobody")
+        with pytest.raises(UnavailableError) as no_model:
+            client.predict_churn("alice", as_of=datetime.now(UTC))
+        assert "churn" in no_model.value.message
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.predict_churn("alice", as_of=datetime.now(UTC) + timedelta(days=2))
+        assert refused.value.fields == ["as_of"]
+
+
+def test_values_that_cannot_be_encoded_fail_before_sending() -> None:
+    # No server: these never reach the network.
+    with RecommendationClient(f"127.0.0.1:{closed_port()}") as client:
+        with pytest.raises(ValueError, match="not a valid InteractionType"):
+            client.log_interaction("alice", "i1", "clack")
+        with pytest.raises(ValueError, match="timezone-aware"):
+            client.log_interaction("alice", "i1", "view", occurred_at=datetime(2026, 1, 1))
+        with pytest.raises(ValueError):
+            client.get_recommendations("alice", algorithm="magic")
+        with pytest.raises(ValueError, match="timeout"):
+            client.get_recommendations("alice", timeout=0)
+
+
+def test_enum_names_are_accepted_in_any_case() -> None:
+    assert InteractionType("click") is InteractionType.CLICK
+    assert InteractionType("CLICK") is InteractionType.CLICK
+    assert InteractionType("interaction_type_add_to_cart") is InteractionType.ADD_TO_CART
+    assert Algorithm("Hybrid") is Algorithm.HYBRID
+    with pytest.raises(ValueError):
+        InteractionType("clack")
+
+
+def test_unavailable_when_nothing_listens() -> None:
+    address = f"127.0.0.1:{closed_port()}"
+    with RecommendationClient(address, timeout=10) as client:
+        with pytest.raises(UnavailableError) as down:
+            client.get_recommendations("alice")
+        assert down.value.code is grpc.StatusCode.UNAVAILABLE
+        assert not client.wait_until_serving(0.3)
+
+    async def scenario() -> None:
+        async with AsyncRecommendationClient(address, timeout=10) as client:
+            with pytest.raises(UnavailableError):
+                await client.log_interaction("alice", "i1", "view")
+
+    asyncio.run(scenario())
+
+
+# -- retries, deadlines --------------------------------------------------------------------
+
+
+def test_unavailable_is_retried_with_the_same_event_id(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    faults = Faults("LogInteraction", failures=2)
+    running = start_server(faults)
+    with RecommendationClient(target(running)) as client:
+        client.upsert_items([Item("i1")])
+        logged = client.log_interaction("alice", "i1", "purchase")
+        assert not logged.duplicate
+        sent = [pb.LogInteractionRequest.FromString(raw).event_id for raw in faults.requests]
+        assert sent == [logged.event_id] * 3
+        assert [m.get("grpc-previous-rpc-attempts") for m in faults.metadata] == [None, "1", "2"]
+        # The retried write was stored once.
+        assert client.log_interaction("alice", "i1", "purchase", event_id=logged.event_id).duplicate
+
+        # Refusals are the caller's fault: never retried.
+        faults.requests.clear()
+        with pytest.raises(InvalidArgumentError):
+            client.log_interaction("", "i1", "view")
+        assert len(faults.requests) == 1
+
+    faults = Faults("LogInteraction", failures=5)
+    running = start_server(faults)
+    with RecommendationClient(target(running), max_attempts=2) as client:
+        with pytest.raises(UnavailableError) as down:
+            client.log_interaction("alice", "i1", "view")
+        assert down.value.message == "injected failure 2"
+        assert len(faults.requests) == 2
+
+
+def test_async_client_retries_too(start_server: Callable[..., RunningServer]) -> None:
+    faults = Faults("UpsertUsers", failures=1)
+    running = start_server(faults)
+
+    async def scenario() -> int:
+        async with AsyncRecommendationClient(target(running)) as client:
+            return await client.upsert_users([User("alice")])
+
+    assert asyncio.run(scenario()) == 1
+    assert len(faults.requests) == 2
+
+
+def test_deadlines_default_and_per_call(start_server: Callable[..., RunningServer]) -> None:
+    slow = Faults("GetRecommendations", delay=1.0)
+    running = start_server(slow)
+    with RecommendationClient(target(running), timeout=0.2) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError) as late:
+            client.get_recommendations("alice")
+        assert time.monotonic() - started < 0.9
+        assert late.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert len(slow.requests) == 1  # a deadline is not retried
+        # A longer per-call timeout wins over the client's default.
+        assert client.get_recommendations("alice", timeout=5).recset_id
+
+    async def scenario() -> None:
+        async with AsyncRecommendationClient(target(running)) as client:
+            with pytest.raises(DeadlineExceededError):
+                await client.get_recommendations("alice", timeout=0.2)
+
+    asyncio.run(scenario())
+
+
+# -- credentials and metadata --------------------------------------------------------------
+
+
+def test_token_and_metadata_reach_the_server(
+    start_server: Callable[..., RunningServer], tmp_path: Any
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret\n")
+    seen = Faults("GetRecommendations")
+    running = start_server(seen, auth_tokens_file=str(tokens))
+    with RecommendationClient(
+        target(running), token="s3cret", metadata={"x-caller": "bff"}
+    ) as client:
+        client.get_recommendations("alice", call_metadata={"x-request-id": "req-42"})
+    headers = seen.metadata[-1]
+    assert headers["authorization"] == "Bearer s3cret"
+    assert headers["x-caller"] == "bff"
+    assert headers["x-request-id"] == "req-42"
+    assert headers["user-agent"].startswith("recgrpc-python/")
+
+    with RecommendationClient(target(running)) as anonymous:
+        with pytest.raises(UnauthenticatedError):
+            anonymous.get_recommendations("alice")
+        assert anonymous.check_health()  # health stays open for probes
+    with (
+        RecommendationClient(target(running), token="wrong") as impostor,
+        pytest.raises(UnauthenticatedError),
+    ):
+        impostor.get_recommendations("alice")
+
+
+def test_rate_limit_is_resource_exhausted(start_server: Callable[..., RunningServer]) -> None:
+    running = start_server(rate_limit_per_second=0.1, rate_limit_burst=1)
+    with RecommendationClient(target(running)) as client:
+        client.get_recommendations("alice")
+        with pytest.raises(ResourceExhaustedError) as limited:
+            client.get_recommendations("alice")
+        assert isinstance(limited.value, RecGrpcError)
+        assert "rate limit" in limited.value.message
+
+
+# -- channel ownership ---------------------------------------------------------------------
+
+
+def test_a_given_channel_stays_open(server: RunningServer) -> None:
+    with grpc.insecure_channel(target(server), options=channel_options()) as channel:
+        with RecommendationClient(channel=channel) as client:
+            assert client.get_recommendations("alice").recset_id
+        stub = pb_grpc.RecommendationServiceStub(channel)
+        response = stub.GetRecommendations(pb.GetRecommendationsRequest(user_id="alice"), timeout=5)
+        assert response.recset_id
+
+    owned = RecommendationClient(target(server))
+    with owned:
+        owned.get_recommendations("alice")
+    with pytest.raises(ValueError, match="closed"):
+        owned.get_recommendations("alice")
+
+
+def test_a_given_aio_channel_stays_open(server: RunningServer) -> None:
+    async def scenario() -> None:
+        async with grpc.aio.insecure_channel(target(server)) as channel:
+            async with AsyncRecommendationClient(channel=channel) as client:
+                assert (await client.get_recommendations("alice")).recset_id
+            stub = pb_grpc.RecommendationServiceStub(channel)
+            response = await stub.GetRecommendations(
+                pb.GetRecommendationsRequest(user_id="alice"), timeout=5
+            )
+            assert response.recset_id
+
+    asyncio.run(scenario())
+
+
+def test_constructor_refuses_contradictions() -> None:
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        with pytest.raises(ValueError, match="either a channel or a target"):
+            RecommendationClient("127.0.0.1:1", channel=channel)
+        with pytest.raises(ValueError, match="max_attempts"):
+            RecommendationClient(channel=channel, max_attempts=2)
+    with pytest.raises(ValueError, match="target"):
+        RecommendationClient()
+    with pytest.raises(ValueError, match="max_attempts"):
+        RecommendationClient("127.0.0.1:1", max_attempts=6)
+    with pytest.raises(ValueError, match="timeout"):
+        RecommendationClient("127.0.0.1:1", timeout=-1)
