@@ -43,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-requests", type=int, default=50_000, help="cap per measurement (all processes)"
     )
     parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
-    parser.add_argument("--workers", default="1", help="server process counts to compare, e.g. 1,2")
+    parser.add_argument(
+        "--server-workers",
+        default="1",
+        help="`recgrpc serve --workers` values to compare, e.g. 1,2",
+    )
     parser.add_argument("--no-open-loop", action="store_true", help="skip the fixed-rate runs")
     parser.add_argument("--out", default="bench/results", help="directory for JSON and PNG")
     parser.add_argument("--label", default="", help="name for the result files")

@@ -517,7 +517,7 @@ def _run(args: argparse.Namespace, url: str) -> int:
     seed_database(url, args.items, args.users, args.events)
     print(f"seeded in {time.monotonic() - t0:.1f}s")
     measurements: list[Measurement] = []
-    for workers in _ints(args.workers):
+    for workers in _ints(args.server_workers):
         server = ServerProcess(url, workers)
         generators: LoadGenerators | None = None
         try:
