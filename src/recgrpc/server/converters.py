@@ -6,29 +6,25 @@ round trip; nothing reaches the handler layer unless the whole request is valid.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 
-from recgrpc import domain
+from recgrpc import domain, validation
 from recgrpc.errors import FieldViolation, InvalidArgument
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 
-MAX_ID_LENGTH = 128
-MAX_TEXT_LENGTH = 128
-MAX_TITLE_LENGTH = 512
-MAX_METADATA_ENTRIES = 64
-MAX_METADATA_BYTES = 4096
+# The rules themselves live in recgrpc.validation, shared with the CSV importer.
+MAX_TEXT_LENGTH = validation.MAX_TEXT_LENGTH
+MAX_TITLE_LENGTH = validation.MAX_TITLE_LENGTH
 MAX_BATCH = 1000
 MAX_LIST_FIELD = 1000
-MAX_LABELS = 100
-MAX_FUTURE = timedelta(minutes=5)
-MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_RATING = 10.0
+MAX_LABELS = validation.MAX_LABELS
+MIN_TIME = validation.MIN_TIME
+MAX_RATING = validation.MAX_RATING
 
 _ALGORITHMS = {
     pb.ALGORITHM_UNSPECIFIED: domain.Algorithm.AUTO,
@@ -67,21 +63,17 @@ class _Checker:
             raise InvalidArgument(self.violations)
 
     def identifier(self, field: str, value: str, *, required: bool = True) -> str:
-        if not value:
-            if required:
-                self.add(field, "is required")
+        if not value and not required:
             return value
-        if len(value) > MAX_ID_LENGTH:
-            self.add(field, f"must be at most {MAX_ID_LENGTH} characters")
-        elif not value.isprintable():
-            self.add(field, "must contain only printable characters")
+        problem = validation.identifier_problem(value)
+        if problem:
+            self.add(field, problem)
         return value
 
     def text(self, field: str, value: str, limit: int = MAX_TEXT_LENGTH) -> str:
-        if len(value) > limit:
-            self.add(field, f"must be at most {limit} characters")
-        elif value and not value.isprintable():
-            self.add(field, "must contain only printable characters")
+        problem = validation.text_problem(value, limit)
+        if problem:
+            self.add(field, problem)
         return value
 
     def identifiers(self, field: str, values: Iterable[str], limit: int) -> list[str]:
@@ -95,23 +87,14 @@ class _Checker:
 
     def string_map(self, field: str, values: Mapping[str, str]) -> dict[str, str]:
         entries = dict(values)
-        if len(entries) > MAX_METADATA_ENTRIES:
-            self.add(field, f"must have at most {MAX_METADATA_ENTRIES} entries")
-        size = sum(len(k.encode()) + len(v.encode()) for k, v in entries.items())
-        if size > MAX_METADATA_BYTES:
-            self.add(field, f"must be at most {MAX_METADATA_BYTES} bytes in total")
-        for key, value in entries.items():
-            if not key or not key.isprintable() or len(key) > MAX_TEXT_LENGTH:
-                self.add(
-                    field, f"key {key[:32]!r} must be 1-{MAX_TEXT_LENGTH} printable characters"
-                )
-            elif not value.isprintable():
-                self.add(f"{field}[{key}]", "must contain only printable characters")
+        for key, problem in validation.string_map_problems(entries):
+            self.add(f"{field}[{key}]" if key else field, problem)
         return entries
 
     def finite(self, field: str, value: float, low: float, high: float) -> float:
-        if not math.isfinite(value) or not low <= value <= high:
-            self.add(field, f"must be a finite number within {low:g}..{high:g}")
+        problem = validation.number_problem(value, low, high)
+        if problem:
+            self.add(field, problem)
         return value
 
     def timestamp(
@@ -123,11 +106,9 @@ class _Checker:
         except (ValueError, OverflowError, OSError):
             self.add(field, "is not a valid timestamp")
             return None
-        if when < MIN_TIME:
-            self.add(field, "must not be before 1970-01-01")
-            return None
-        if when > now + MAX_FUTURE:
-            self.add(field, "must not be in the future")
+        problem = validation.time_problem(when, now)
+        if problem:
+            self.add(field, problem)
             return None
         return when
 
@@ -187,7 +168,7 @@ def interaction_from_proto(request: pb.LogInteractionRequest, now: datetime) -> 
     kind = _INTERACTION_TYPES.get(request.type)
     if kind is None:
         check.add("type", "must be a known interaction type other than UNSPECIFIED")
-    value = check.finite("value", request.value, -1e9, 1e9)
+    value = check.finite("value", request.value, -validation.MAX_VALUE, validation.MAX_VALUE)
     if kind is domain.InteractionType.RATING:
         check.finite("value", request.value, 0.0, MAX_RATING)
     occurred_at = now
