@@ -19,6 +19,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
+from recgrpc.model.churn import ActiveChurnModel
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot, utcnow
 from recgrpc.server.interceptors import load_tokens, standard_interceptors
@@ -53,6 +54,7 @@ class Refresher(threading.Thread):
 
     def refresh_once(self) -> bool:
         h = self.handlers
+        refresh_churn_model(h)
         try:
             h.engine.swap(build_snapshot(h.db, h.settings, h.clock()))
         except Exception:
@@ -72,6 +74,17 @@ class Refresher(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.handlers.catalog_changed.set()
+
+
+def refresh_churn_model(handlers: Handlers) -> None:
+    """Pick up a newly trained churn model; on failure the one in use stays."""
+    if not isinstance(handlers.churn, ActiveChurnModel):
+        return
+    try:
+        if handlers.churn.refresh(handlers.db):
+            log.info("churn model %s loaded", handlers.churn.version)
+    except Exception:
+        log.exception("churn model refresh failed; keeping the previous one")
 
 
 def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
@@ -155,6 +168,9 @@ def create_server(
     database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     metrics.watch_pool(database.engine.pool)  # type: ignore[arg-type]
     engine = RankingEngine(ServingSnapshot.empty(utcnow()))
+    if churn is None:
+        # Serves the active churn model; the refresher loads it and any newer one.
+        churn = ActiveChurnModel(settings.churn_medium_threshold, settings.churn_high_threshold)
     handlers = Handlers(settings, database, engine, churn=churn, metrics=metrics)
     chain = standard_interceptors(
         metrics,

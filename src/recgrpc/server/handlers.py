@@ -19,6 +19,7 @@ from recgrpc.config import Settings
 from recgrpc.db import Database, queries
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.model.catalog import CatalogIndex
+from recgrpc.model.churn import NO_CHURN_MODEL
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.model.trending import trending_scores
 from recgrpc.server.errors import is_database_outage
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-NO_CHURN_MODEL = "no churn model has been trained yet; run `recgrpc train-churn`"
 DATABASE_DOWN_FALLBACK = "database unavailable: served without the user's history"
 
 
