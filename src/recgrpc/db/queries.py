@@ -219,6 +219,7 @@ def record_served_list(
     session: Session, user_id: str, served: domain.ServedList, platform: str
 ) -> None:
     """Store the impression and make it the user's current stored top-N."""
+    lock_user(session, user_id)
     ranking = served.ranking
     session.execute(
         insert(m.Impression).values(
@@ -238,6 +239,18 @@ def record_served_list(
         generated_at=served.generated_at,
         recset_id=served.recset_id,
     )
+
+
+def lock_user(session: Session, user_id: str) -> None:
+    """Serialise writers of one user's stored top-N until the transaction ends.
+
+    Two lists served at once to the same user would otherwise both delete the old rows (neither
+    sees the other's uncommitted insert) and then collide on (user_id, item_id). SQLite already
+    runs one writer at a time; PostgreSQL takes a transaction-scoped advisory lock (which works
+    for users without a row, too).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(user_id))))
 
 
 def replace_recommendations(
