@@ -103,6 +103,66 @@ def cmd_score_churn(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from recgrpc.db import Database
+    from recgrpc.model import training
+
+    db = Database(settings.database_url)
+    try:
+        params = training.params_from_settings(
+            settings,
+            loss=args.loss,
+            components=args.components,
+            learning_rate=args.learning_rate,
+        )
+        report = training.train(db, settings, params=params, epochs=args.epochs, force=args.force)
+    except training.NotEnoughData as exc:
+        print(f"recgrpc: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"recgrpc: cannot train: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    print(training.format_training_report(report))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from recgrpc.db import Database
+    from recgrpc.db import training_data as td
+    from recgrpc.model import evaluation, training
+
+    db = Database(settings.database_url)
+    status = 0
+    try:
+        try:
+            offline = training.evaluate_active(db, settings)
+            print(f"offline: active model {offline.version} vs trending on the temporal holdout")
+            print(
+                training.metrics_table([("model", offline.model), ("trending", offline.trending)])
+            )
+        except (LookupError, training.NotEnoughData) as exc:
+            print(f"recgrpc: {exc}", file=sys.stderr)
+            status = 1
+        window = timedelta(hours=args.window_hours)
+        since = datetime.now(UTC) - timedelta(days=args.days)
+        with db.reader() as session:
+            online = evaluation.online_metrics(
+                td.impressions_since(session, since),
+                td.feedback_since(session, since),
+                td.interactions_since(session, since),
+                window=window,
+            )
+    finally:
+        db.dispose()
+    print(f"\nonline (last {args.days} days; hits within {args.window_hours}h of serving):")
+    print(evaluation.format_online_metrics(online))
+    return status
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from recgrpc import bench
 
@@ -176,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score-churn", help="score every user's churn risk into churn_predictions")
     p.add_argument("--as-of", type=_as_of, help="ISO-8601 reference time (default: now)")
     p.set_defaults(func=cmd_score_churn)
+
+    p = sub.add_parser("train", help="train the recommender; promote it if not worse than active")
+    p.add_argument("--force", action="store_true", help="promote even if worse than the active")
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument("--components", type=int, help="latent dimensions (default 64)")
+    p.add_argument("--loss", choices=["warp", "bpr", "warp-kos", "logistic"], help="LightFM loss")
+    p.add_argument("--learning-rate", type=float, help="LightFM learning rate (default 0.05)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="active model vs trending on the holdout; online metrics")
+    p.add_argument("--days", type=float, default=30.0, help="online metrics look-back (days)")
+    p.add_argument(
+        "--window-hours", type=float, default=24.0, help="a hit counts within this many hours"
+    )
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="generate the demo catalogue and history into the database")
     p.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")

@@ -1,18 +1,70 @@
-"""The ranking engine the server calls: picks a source per request and ranks the catalogue."""
+"""The ranking engine the server calls: picks a source per request and ranks the catalogue.
+
+Sources: HYBRID (identity + features), COLLABORATIVE (behaviour only), CONTENT (features only;
+ranks items nobody touched), POPULAR (trending). AUTO picks trending for a user with nothing,
+CONTENT for a user with preferences only and HYBRID otherwise. When a requested personalised
+source is impossible for this user, the next meaningful one is used and ``fallback_reason``
+says why. Scoring is one matrix-vector product over precomputed float32 item representations,
+then argpartition, then re-ranking of a small pool (model.rerank).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
 from recgrpc import domain
+from recgrpc.config import DEFAULT_INTERACTION_WEIGHTS, Settings
 from recgrpc.domain import Algorithm
 from recgrpc.model.catalog import CatalogIndex
+from recgrpc.model.representations import ModelView
+from recgrpc.model.rerank import (
+    FRESH_REASON,
+    FRESH_SIGNIFICANT,
+    RerankConfig,
+    freshness,
+    rerank,
+)
 
 TRENDING_REASON = "trending"
+NO_MODEL = "no trained model is active"
+NOTHING_KNOWN = "no history or preferences for this user yet"
+WHY_IMPOSSIBLE = {
+    Algorithm.HYBRID: NOTHING_KNOWN,
+    Algorithm.COLLABORATIVE: "collaborative needs interactions the model can use; user has none",
+    Algorithm.CONTENT: "content needs preferences, attributes or interactions with featured items",
+}
+SOURCE_REASON = {
+    Algorithm.HYBRID: "hybrid",
+    Algorithm.COLLABORATIVE: "collaborative",
+    Algorithm.CONTENT: "content",
+    Algorithm.POPULAR: TRENDING_REASON,
+}
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """Serving knobs taken from Settings when the snapshot is built."""
+
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    interaction_weights: Mapping[str, float] = field(
+        default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RankingConfig:
+        return cls(
+            rerank=RerankConfig(
+                diversity=settings.diversity,
+                freshness_boost=settings.freshness_boost,
+                freshness_half_life_days=settings.freshness_half_life_days,
+            ),
+            interaction_weights=settings.interaction_weights,
+        )
 
 
 @dataclass(frozen=True)
@@ -22,11 +74,50 @@ class ServingSnapshot:
     catalog: CatalogIndex
     trending: npt.NDArray[np.float32]
     built_at: datetime
+    model: ModelView | None = None
+    freshness: npt.NDArray[np.float32] | None = None
+    fresh_items: npt.NDArray[np.int64] | None = None
+    """Positions whose freshness is significant (the only ones the boost can lift)."""
+    config: RankingConfig = field(default_factory=RankingConfig)
+    rejected_model_version: str = ""
+    """An active model version that failed to load; not retried until it changes."""
 
     @classmethod
     def empty(cls, now: datetime) -> ServingSnapshot:
         catalog = CatalogIndex.build([])
         return cls(catalog=catalog, trending=np.zeros(0, dtype=np.float32), built_at=now)
+
+    @classmethod
+    def assemble(
+        cls,
+        catalog: CatalogIndex,
+        trending: npt.NDArray[np.float32],
+        built_at: datetime,
+        *,
+        model: ModelView | None,
+        config: RankingConfig,
+        rejected_model_version: str = "",
+    ) -> ServingSnapshot:
+        """A snapshot with item freshness precomputed as of ``built_at``."""
+        if model is not None and model.hybrid.shape[0] != len(catalog):
+            raise ValueError("model representations are not aligned with the catalogue")
+        fresh = freshness(
+            catalog.created_at, built_at.timestamp(), config.rerank.freshness_half_life_days
+        )
+        return cls(
+            catalog=catalog,
+            trending=trending,
+            built_at=built_at,
+            model=model,
+            freshness=fresh,
+            fresh_items=np.flatnonzero(fresh >= FRESH_SIGNIFICANT).astype(np.int64),
+            config=config,
+            rejected_model_version=rejected_model_version,
+        )
+
+    @property
+    def model_version(self) -> str:
+        return "" if self.model is None else self.model.version
 
 
 def top_k(
@@ -57,6 +148,23 @@ def allowed_mask(
     return allowed
 
 
+def _candidate_sources(
+    requested: Algorithm, has_behaviour: bool, has_profile: bool
+) -> tuple[Algorithm, ...]:
+    """Sources to try in order; the first is what the caller asked for (or AUTO's pick)."""
+    if requested == Algorithm.AUTO:
+        if has_behaviour:
+            return (Algorithm.HYBRID, Algorithm.CONTENT)
+        if has_profile:
+            return (Algorithm.CONTENT, Algorithm.HYBRID)
+        return ()
+    if requested == Algorithm.COLLABORATIVE:
+        return (Algorithm.COLLABORATIVE, Algorithm.HYBRID)
+    if requested == Algorithm.HYBRID:
+        return (Algorithm.HYBRID, Algorithm.CONTENT)
+    return (requested,)
+
+
 class RankingEngine:
     """Serves lists from the current snapshot. Thread-safe: readers take one reference."""
 
@@ -80,18 +188,76 @@ class RankingEngine:
     ) -> domain.RecommendationList:
         snap = self._snapshot
         allowed = allowed_mask(snap.catalog, context, query)
-        fallback = "" if query.algorithm == Algorithm.POPULAR else "no trained model is active"
-        return self._trending(snap, allowed, query.limit, fallback)
+        model = snap.model
+        if query.algorithm == Algorithm.POPULAR:
+            return self._ranked(
+                snap,
+                Algorithm.POPULAR,
+                scores=snap.trending,
+                allowed=allowed,
+                limit=query.limit,
+                fallback="",
+            )
+        if model is None:
+            return self._ranked(
+                snap, Algorithm.POPULAR, scores=snap.trending, allowed=allowed,
+                limit=query.limit, fallback=NO_MODEL,
+            )  # fmt: skip
+        has_behaviour = context.user_id in model.user_index or bool(context.recent)
+        has_profile = bool(context.preferences or context.attributes)
+        sources = _candidate_sources(query.algorithm, has_behaviour, has_profile)
+        weights = snap.config.interaction_weights
+        for n, source in enumerate(sources):
+            vector = model.user_vector(source, context, snap.catalog.position, weights)
+            if vector is None:
+                continue
+            items = model.items_for(source)
+            scores: npt.NDArray[np.float32] = items @ vector
+            usable = allowed
+            if source == Algorithm.COLLABORATIVE:
+                usable = allowed & model.trained
+            elif source == Algorithm.CONTENT:
+                usable = allowed & model.has_content
+            fallback = "" if n == 0 else f"{sources[0].value.lower()}: {WHY_IMPOSSIBLE[sources[0]]}"
+            return self._ranked(
+                snap, source, scores=scores, allowed=usable, limit=query.limit, fallback=fallback
+            )
+        why = NOTHING_KNOWN if not sources else WHY_IMPOSSIBLE[sources[0]]
+        return self._ranked(
+            snap, Algorithm.POPULAR, scores=snap.trending, allowed=allowed, limit=query.limit,
+            fallback=why,
+        )  # fmt: skip
 
     @staticmethod
-    def _trending(
-        snap: ServingSnapshot, allowed: npt.NDArray[np.bool_], limit: int, fallback: str
+    def _ranked(
+        snap: ServingSnapshot,
+        source: Algorithm,
+        *,
+        scores: npt.NDArray[np.float32],
+        allowed: npt.NDArray[np.bool_],
+        limit: int,
+        fallback: str,
     ) -> domain.RecommendationList:
-        picked = top_k(snap.trending, allowed, limit)
+        result = rerank(
+            scores,
+            allowed,
+            limit,
+            categories=snap.catalog.categories,
+            fresh=snap.freshness,
+            fresh_items=snap.fresh_items,
+            config=snap.config.rerank,
+        )
+        reason = SOURCE_REASON[source]
+        ids = snap.catalog.item_ids
         items = [
-            domain.ScoredItem(snap.catalog.item_ids[i], float(snap.trending[i]), TRENDING_REASON)
-            for i in picked
+            domain.ScoredItem(ids[i], s, FRESH_REASON if fresh else reason)
+            for i, s, fresh in zip(
+                result.indices.tolist(), result.scores.tolist(), result.fresh.tolist(), strict=True
+            )
         ]
         return domain.RecommendationList(
-            items=items, algorithm=Algorithm.POPULAR, fallback_reason=fallback
+            items=items,
+            algorithm=source,
+            model_version="" if source == Algorithm.POPULAR else snap.model_version,
+            fallback_reason=fallback,
         )

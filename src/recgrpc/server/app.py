@@ -56,7 +56,7 @@ class Refresher(threading.Thread):
         h = self.handlers
         refresh_churn_model(h)
         try:
-            h.engine.swap(build_snapshot(h.db, h.settings, h.clock()))
+            h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), h.engine.snapshot))
         except Exception:
             log.exception("serving snapshot refresh failed; keeping the previous one")
             return False

@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 
 from recgrpc import domain
 from recgrpc.config import Settings
-from recgrpc.db import Database, queries
+from recgrpc.db import Database, queries, training_data
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.churn import NO_CHURN_MODEL
-from recgrpc.model.ranking import RankingEngine, ServingSnapshot
+from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
+from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
 from recgrpc.server.errors import is_database_outage
 
@@ -57,16 +58,40 @@ class ServiceObserver(Protocol):
     def churn_predicted(self, prediction: domain.ChurnPrediction) -> None: ...
 
 
-def build_snapshot(db: Database, settings: Settings, now: datetime) -> ServingSnapshot:
-    """Catalogue and trending scores, read from the database in one read session."""
+def build_snapshot(
+    db: Database, settings: Settings, now: datetime, previous: ServingSnapshot | None = None
+) -> ServingSnapshot:
+    """Catalogue, trending scores and the active model, read in one read session.
+
+    The model artifact is fetched only when the active version differs from ``previous``'s
+    (polling is one indexed query on kind/status); its item representations are recomputed
+    only when the catalogue changed.
+    """
     since = now - timedelta(days=settings.trending_window_days)
+    old_view = None if previous is None else previous.model
+    rejected = "" if previous is None else previous.rejected_model_version
     with db.reader() as session:
-        catalog = CatalogIndex.build(queries.catalogue(session))
+        rows = queries.catalogue(session)
         events = queries.recent_events(session, since)
+        version = training_data.active_model_version(session)
+        stored = None
+        if needs_load(old_view, rejected, version):
+            stored = training_data.load_model(session, version or "")
+    catalog = CatalogIndex.build(rows)
     trending = trending_scores(
         events, catalog, now, settings.trending_half_life_days, settings.interaction_weights
     )
-    return ServingSnapshot(catalog=catalog, trending=trending, built_at=now)
+    view, rejected = refresh_view(
+        old_view, rejected, version, None if stored is None else stored.artifact, rows
+    )
+    return ServingSnapshot.assemble(
+        catalog,
+        trending,
+        now,
+        model=view,
+        config=RankingConfig.from_settings(settings),
+        rejected_model_version=rejected,
+    )
 
 
 class Handlers:

@@ -1,0 +1,201 @@
+"""The recommender artifact: an ``.npz`` archive with explicit id and feature mappings.
+
+No pickle anywhere: every array is numeric or fixed-width unicode, read back with
+``np.load(..., allow_pickle=False)``, and validated (keys, dtypes, shapes, finiteness,
+unique ids, sparse structure) so a truncated or tampered artifact is refused with a
+``ValueError`` that says what is wrong instead of serving garbage.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FORMAT_VERSION = 1
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I32 = npt.NDArray[np.int32]
+Strings = npt.NDArray[np.str_]
+
+
+@dataclass(frozen=True)
+class RecommenderArrays:
+    """Everything a trained recommender is, as arrays.
+
+    The first ``len(user_ids)`` user feature names are the identity features ``user:<id>`` in
+    ``user_ids`` order (likewise for items); the rest are preference/attribute (category/tag)
+    features. ``item_features_*`` is the CSR feature matrix of the trained items.
+    """
+
+    version: str
+    params: dict[str, Any]
+    user_ids: Strings
+    item_ids: Strings
+    user_feature_names: Strings
+    item_feature_names: Strings
+    user_feature_embeddings: F32
+    user_feature_biases: F32
+    item_feature_embeddings: F32
+    item_feature_biases: F32
+    item_features_indptr: I32
+    item_features_indices: I32
+    item_features_data: F32
+    user_trained_until: F64
+    """Unix seconds of each user's newest event in the training set (-inf if none)."""
+    user_train_weight: F32
+    """Each user's summed training weight: how much evidence their vector rests on."""
+    typical_user_norm: float
+    newest_event: float
+
+
+_FLOAT32 = (
+    "user_feature_embeddings",
+    "user_feature_biases",
+    "item_feature_embeddings",
+    "item_feature_biases",
+    "item_features_data",
+    "user_train_weight",
+)
+_INT32 = ("item_features_indptr", "item_features_indices")
+_STRINGS = ("user_ids", "item_ids", "user_feature_names", "item_feature_names")
+
+
+def encode(arrays: RecommenderArrays) -> bytes:
+    """The artifact as npz bytes (compressed)."""
+    buffer = io.BytesIO()
+    payload: dict[str, Any] = {
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int32),
+        "version": np.array(arrays.version),
+        "params_json": np.array(json.dumps(arrays.params, sort_keys=True)),
+        "user_trained_until": arrays.user_trained_until.astype(np.float64),
+        "typical_user_norm": np.array(arrays.typical_user_norm, dtype=np.float64),
+        "newest_event": np.array(arrays.newest_event, dtype=np.float64),
+    }
+    for name in _FLOAT32:
+        payload[name] = np.ascontiguousarray(getattr(arrays, name), dtype=np.float32)
+    for name in _INT32:
+        payload[name] = np.ascontiguousarray(getattr(arrays, name), dtype=np.int32)
+    for name in _STRINGS:
+        payload[name] = np.asarray(getattr(arrays, name), dtype=np.str_)
+    np.savez_compressed(buffer, **payload)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> RecommenderArrays:
+    """Parse and validate artifact bytes; ``ValueError`` naming the problem if invalid."""
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
+        raise ValueError("recommender artifact is empty")
+    try:
+        with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as exc:
+        raise ValueError(f"recommender artifact is not a readable npz archive: {exc}") from None
+    required = {
+        "format_version", "version", "params_json", "user_trained_until",
+        "typical_user_norm", "newest_event", *_FLOAT32, *_INT32, *_STRINGS,
+    }  # fmt: skip
+    missing = sorted(required - arrays.keys())
+    if missing:
+        raise ValueError(f"recommender artifact lacks arrays: {', '.join(missing)}")
+    if int(arrays["format_version"]) != FORMAT_VERSION:
+        raise ValueError(f"unsupported artifact format {int(arrays['format_version'])}")
+    for name in _FLOAT32:
+        _require_kind(name, arrays[name], "f")
+    for name in _INT32:
+        _require_kind(name, arrays[name], "iu")
+    for name in _STRINGS:
+        _require_kind(name, arrays[name], "U")
+        if arrays[name].ndim != 1:
+            raise ValueError(f"{name} must be one-dimensional")
+    try:
+        params = json.loads(str(arrays["params_json"]))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"artifact params are not JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise ValueError("artifact params must be a JSON object")
+    result = RecommenderArrays(
+        version=str(arrays["version"]),
+        params=params,
+        user_ids=arrays["user_ids"],
+        item_ids=arrays["item_ids"],
+        user_feature_names=arrays["user_feature_names"],
+        item_feature_names=arrays["item_feature_names"],
+        user_feature_embeddings=arrays["user_feature_embeddings"].astype(np.float32, copy=False),
+        user_feature_biases=arrays["user_feature_biases"].astype(np.float32, copy=False),
+        item_feature_embeddings=arrays["item_feature_embeddings"].astype(np.float32, copy=False),
+        item_feature_biases=arrays["item_feature_biases"].astype(np.float32, copy=False),
+        item_features_indptr=arrays["item_features_indptr"].astype(np.int32, copy=False),
+        item_features_indices=arrays["item_features_indices"].astype(np.int32, copy=False),
+        item_features_data=arrays["item_features_data"].astype(np.float32, copy=False),
+        user_trained_until=arrays["user_trained_until"].astype(np.float64, copy=False),
+        user_train_weight=arrays["user_train_weight"].astype(np.float32, copy=False),
+        typical_user_norm=float(arrays["typical_user_norm"]),
+        newest_event=float(arrays["newest_event"]),
+    )
+    validate(result)
+    return result
+
+
+def _require_kind(name: str, array: npt.NDArray[Any], kinds: str) -> None:
+    if array.dtype.kind not in kinds:
+        raise ValueError(f"{name} has dtype {array.dtype}, expected kind {kinds!r}")
+
+
+def validate(a: RecommenderArrays) -> None:
+    """Shapes agree, identity features line up with the ids, values are finite, ids unique."""
+    n_users, n_items = a.user_ids.shape[0], a.item_ids.shape[0]
+    if n_users == 0 or n_items == 0:
+        raise ValueError("artifact has no users or no items")
+    for label, ids in (("user_ids", a.user_ids), ("item_ids", a.item_ids)):
+        if np.unique(ids).size != ids.size:
+            raise ValueError(f"{label} are not unique")
+    for label, names in (
+        ("user_feature_names", a.user_feature_names),
+        ("item_feature_names", a.item_feature_names),
+    ):
+        if np.unique(names).size != names.size:
+            raise ValueError(f"{label} are not unique")
+    for side, emb, bias, names, n in (
+        ("user", a.user_feature_embeddings, a.user_feature_biases, a.user_feature_names, n_users),
+        ("item", a.item_feature_embeddings, a.item_feature_biases, a.item_feature_names, n_items),
+    ):
+        if emb.ndim != 2 or emb.shape[0] != names.shape[0]:
+            raise ValueError(
+                f"{side}_feature_embeddings has shape {emb.shape}, "
+                f"expected ({names.shape[0]}, components)"
+            )
+        if bias.shape != (names.shape[0],):
+            raise ValueError(f"{side}_feature_biases has shape {bias.shape}")
+        if names.shape[0] < n:
+            raise ValueError(f"fewer {side} features than {side}s")
+        if not (np.isfinite(emb).all() and np.isfinite(bias).all()):
+            raise ValueError(f"{side} embeddings contain NaN or infinite values")
+    prefix_ok = np.char.startswith(a.user_feature_names[:n_users], "user:").all() and (
+        np.char.startswith(a.item_feature_names[:n_items], "item:").all()
+    )
+    if not prefix_ok:
+        raise ValueError("identity features do not line up with the ids")
+    if a.user_feature_embeddings.shape[1] != a.item_feature_embeddings.shape[1]:
+        raise ValueError("user and item embeddings have different numbers of components")
+    indptr, indices, data = a.item_features_indptr, a.item_features_indices, a.item_features_data
+    if indptr.shape != (n_items + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+        raise ValueError("item_features_indptr is malformed")
+    if indices.shape != data.shape or indptr[-1] != indices.shape[0]:
+        raise ValueError("item feature matrix has inconsistent lengths")
+    if indices.size and (indices.min() < 0 or indices.max() >= a.item_feature_names.shape[0]):
+        raise ValueError("item feature index out of range")
+    if not np.isfinite(data).all():
+        raise ValueError("item feature weights contain NaN or infinite values")
+    if a.user_trained_until.shape != (n_users,) or a.user_train_weight.shape != (n_users,):
+        raise ValueError("per-user arrays do not match user_ids")
+    if np.isnan(a.user_trained_until).any() or not np.isfinite(a.user_train_weight).all():
+        raise ValueError("per-user arrays contain NaN")
+    if not (np.isfinite(a.typical_user_norm) and np.isfinite(a.newest_event)):
+        raise ValueError("artifact scalars are not finite")

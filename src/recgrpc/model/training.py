@@ -1,0 +1,404 @@
+"""``recgrpc train``: fit, evaluate against trending, store, gate, promote, write top-N.
+
+The flow: read the database in bulk -> features and weights -> per-user temporal holdout ->
+LightFM epochs with early stopping on holdout NDCG@10 -> metrics for the model and the trending
+baseline -> store the artifact as a candidate -> re-evaluate the active model on the SAME
+holdout -> promote only if not worse (or forced) -> write the top-N of every active user.
+Too little data raises ``NotEnoughData`` before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+from tqdm import tqdm
+
+from recgrpc.config import Settings
+from recgrpc.db import Database
+from recgrpc.db import training_data as td
+from recgrpc.domain import Algorithm
+from recgrpc.model import artifact
+from recgrpc.model.evaluation import (
+    Holdout,
+    Metrics,
+    ScoreFn,
+    constant_scores,
+    evaluate,
+    sample_users,
+    temporal_holdout,
+    trending_baseline,
+)
+from recgrpc.model.features import InteractionData, build_interaction_data
+from recgrpc.model.recommender import HybridRecommender, TrainingParams
+from recgrpc.model.representations import ModelView
+
+log = logging.getLogger(__name__)
+
+MIN_TRAIN_PAIRS = 10
+EARLY_STOPPING_USERS = 2000
+FINAL_EVALUATION_USERS = 5000
+PATIENCE = 3
+K = 10
+
+
+class NotEnoughData(ValueError):
+    """Training refused: the database holds too little to fit and evaluate a model."""
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    version: str
+    promoted: bool
+    decision: str
+    model: Metrics
+    trending: Metrics
+    active: Metrics | None
+    active_version: str | None
+    epochs: int
+    best_epoch: int
+    users: int
+    items: int
+    train_pairs: int
+    test_pairs: int
+    seconds: float
+    lists_written: int
+
+
+def params_from_settings(settings: Settings, **overrides: object) -> TrainingParams:
+    values: dict[str, object] = {
+        "loss": settings.loss,
+        "components": settings.components,
+        "learning_rate": settings.learning_rate,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainingParams(**values)  # type: ignore[arg-type]
+
+
+def train(
+    db: Database,
+    settings: Settings,
+    *,
+    params: TrainingParams | None = None,
+    epochs: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+    write_lists: bool = True,
+    now: datetime | None = None,
+    num_threads: int = 2,
+) -> TrainingReport:
+    """Train, evaluate, store and (if not worse than the active model) promote a model."""
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    params = params or params_from_settings(settings)
+    max_epochs = settings.epochs if epochs is None else epochs
+    if max_epochs < 1:
+        raise ValueError("epochs must be at least 1")
+
+    with db.reader() as session:
+        rows = td.load_training_rows(session)
+        active = td.active_model(session)
+    data = build_interaction_data(rows, settings)
+    holdout = temporal_holdout(data)
+    _require_enough(data, holdout)
+
+    rec = HybridRecommender(
+        params,
+        data.user_ids,
+        data.item_ids,
+        user_feature_names=data.user_feature_names,
+        item_feature_names=data.item_feature_names,
+        item_features=data.item_features,
+        user_features=data.user_features,
+    )
+    weight_scale = float(holdout.train_weight.mean())
+    shape = (data.n_users, data.n_items)
+    interactions = sparse.coo_matrix(
+        (np.ones(holdout.n_train, dtype=np.float32), (holdout.train_user, holdout.train_item)),
+        shape=shape,
+    )
+    weights = sparse.coo_matrix(
+        (holdout.train_weight / weight_scale, (holdout.train_user, holdout.train_item)),
+        shape=shape,
+    )
+    stopping_users = sample_users(holdout.users, EARLY_STOPPING_USERS)
+    best_ndcg, best_epoch, best_state, waited = -1.0, 0, None, 0
+    bar = tqdm(range(1, max_epochs + 1), desc="training", unit="epoch", file=sys.stderr,
+               disable=not progress)  # fmt: skip
+    for epoch in bar:
+        rec.fit_partial(interactions, weights, epochs=1, num_threads=num_threads)
+        ndcg = evaluate(rec.scores, holdout, k=K, users=stopping_users, with_auc=False).ndcg
+        bar.set_postfix(ndcg=f"{ndcg:.4f}", best=f"{max(ndcg, best_ndcg):.4f}")
+        if ndcg > best_ndcg + 1e-5:
+            best_ndcg, best_epoch, best_state, waited = ndcg, epoch, rec.snapshot_state(), 0
+        else:
+            waited += 1
+            if waited >= PATIENCE:
+                break
+    bar.close()
+    assert best_state is not None
+    rec.restore_state(best_state)
+
+    trained_until, train_weight = _per_user_training(data, holdout, weight_scale)
+    arrays = rec.to_arrays(
+        "pending",
+        user_trained_until=trained_until,
+        user_train_weight=train_weight,
+        newest_event=data.newest_event,
+        extra_params={"weight_scale": weight_scale, "epochs": best_epoch},
+    )
+    digest = hashlib.sha256(artifact.encode(arrays)).hexdigest()[:8]
+    version = f"{now:%Y%m%dT%H%M%S}-{digest}"
+    arrays = _with_version(arrays, version)
+    blob = artifact.encode(arrays)
+
+    # Both models are scored through the serving path on the same users and exclusions.
+    final_users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
+    user_rows = _user_rows(rows, data)
+    view = ModelView.build(arrays, rows.items)
+    model_metrics = evaluate(_view_scores(view, user_rows), holdout, k=K, users=final_users)
+    trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)
+    trending_metrics = evaluate(constant_scores(trending), holdout, k=K, users=final_users)
+
+    active_metrics: Metrics | None = None
+    if active is not None:
+        try:
+            active_view = ModelView.build(artifact.decode(active.artifact), rows.items)
+            active_metrics = evaluate(
+                _view_scores(active_view, user_rows), holdout, k=K, users=final_users
+            )
+        except ValueError as exc:
+            log.warning("active model %s cannot be evaluated: %s", active.version, exc)
+
+    promoted, decision = _gate(model_metrics, active_metrics, active, force)
+    metrics = {
+        "model": model_metrics.as_dict(),
+        "trending": trending_metrics.as_dict(),
+        "active": None if active_metrics is None else active_metrics.as_dict(),
+        "holdout": {"users": int(holdout.users.size), "test_pairs": holdout.n_test},
+        "decision": decision,
+    }
+    with db.writer() as session:
+        td.store_model(
+            session,
+            kind=td.RECOMMENDER,
+            version=version,
+            params=arrays.params,
+            metrics=metrics,
+            artifact=blob,
+            now=now,
+        )
+        if promoted:
+            td.activate_model(session, td.RECOMMENDER, version, now)
+    written = 0
+    if promoted and write_lists:
+        written = write_top_n(db, view, data, user_rows, top_n=settings.top_n, now=now)
+    return TrainingReport(
+        version=version,
+        promoted=promoted,
+        decision=decision,
+        model=model_metrics,
+        trending=trending_metrics,
+        active=active_metrics,
+        active_version=None if active is None else active.version,
+        epochs=rec.epochs_trained,
+        best_epoch=best_epoch,
+        users=data.n_users,
+        items=data.n_items,
+        train_pairs=holdout.n_train,
+        test_pairs=holdout.n_test,
+        seconds=time.perf_counter() - started,
+        lists_written=written,
+    )
+
+
+def _require_enough(data: InteractionData, holdout: Holdout) -> None:
+    if data.n_items < 2 or holdout.n_train < MIN_TRAIN_PAIRS or holdout.users.size == 0:
+        raise NotEnoughData(
+            f"not enough data to train: {data.pair_user.size} positive (user, item) pairs, "
+            f"{data.n_items} active items, {holdout.users.size} users with a holdout; need at "
+            f"least {MIN_TRAIN_PAIRS} training pairs, 2 items and one user with 3 or more "
+            "distinct items. The active model is unchanged."
+        )
+
+
+def _gate(
+    new: Metrics, active: Metrics | None, stored: td.StoredModel | None, force: bool
+) -> tuple[bool, str]:
+    if stored is None:
+        return True, "promoted: no model was active"
+    if active is None:
+        return True, f"promoted: active model {stored.version} could not be evaluated"
+    comparison = f"NDCG@{K} {new.ndcg:.4f} vs active {active.ndcg:.4f} on the same holdout"
+    if new.ndcg >= active.ndcg:
+        return True, f"promoted: {comparison}"
+    if force:
+        return True, f"promoted by --force although worse: {comparison}"
+    return False, f"kept as candidate (worse than active {stored.version}): {comparison}"
+
+
+def _with_version(arrays: artifact.RecommenderArrays, version: str) -> artifact.RecommenderArrays:
+    return replace(arrays, version=version)
+
+
+def _per_user_training(
+    data: InteractionData, holdout: Holdout, weight_scale: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+    until = np.full(data.n_users, -np.inf)
+    np.maximum.at(until, holdout.train_user, holdout.train_time)
+    weight = np.bincount(
+        holdout.train_user, weights=holdout.train_weight / weight_scale, minlength=data.n_users
+    ).astype(np.float32)
+    return until, weight
+
+
+UserRow = tuple[str, Mapping[str, float], Mapping[str, str]]
+
+
+def _user_rows(rows: td.TrainingRows, data: InteractionData) -> list[UserRow]:
+    prefs: dict[str, dict[str, float]] = {}
+    for uid, cat, score in rows.preferences:
+        prefs.setdefault(uid, {})[cat] = score
+    attrs = dict(rows.users)
+    return [(uid, prefs.get(uid, {}), attrs.get(uid, {})) for uid in data.user_ids]
+
+
+def _view_scores(view: ModelView, user_rows: Sequence[UserRow]) -> ScoreFn:
+    items = view.hybrid
+
+    def score(rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        users, _ = view.user_matrix(Algorithm.HYBRID, [user_rows[r] for r in rows])
+        out: npt.NDArray[np.float32] = users @ items[:, 1:].T
+        out += items[:, 0][None, :]
+        return out
+
+    return score
+
+
+def write_top_n(
+    db: Database,
+    view: ModelView,
+    data: InteractionData,
+    user_rows: Sequence[UserRow],
+    *,
+    top_n: int,
+    now: datetime,
+    block: int = 2048,
+) -> int:
+    """Score every active user (interactions or preferences) in blocks, keep the top-N unseen
+    items, and replace their stored lists in one bulk write. Returns the number of lists."""
+    items = view.hybrid
+    n_items = items.shape[0]
+    n = min(top_n, n_items)
+    users, known = view.user_matrix(Algorithm.HYBRID, user_rows)
+    active = np.flatnonzero(known)
+    seen = sparse.csr_matrix(
+        (
+            np.ones(data.pair_user.size + data.negative_user.size, dtype=np.float32),
+            (
+                np.concatenate([data.pair_user, data.negative_user]),
+                np.concatenate([data.pair_item, data.negative_item]),
+            ),
+        ),
+        shape=(data.n_users, n_items),
+    )
+    top_items = np.zeros((active.size, n), dtype=np.int64)
+    top_scores = np.zeros((active.size, n), dtype=np.float32)
+    for start in range(0, active.size, block):
+        rows = active[start : start + block]
+        s = users[rows] @ items[:, 1:].T
+        s += items[:, 0][None, :]
+        blocked = seen[rows].tocoo()
+        s[blocked.row, blocked.col] = -np.inf
+        part = np.argpartition(-s, n - 1, axis=1)[:, :n]
+        part_scores = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        top_items[start : start + rows.size] = np.take_along_axis(part, order, axis=1)
+        top_scores[start : start + rows.size] = np.take_along_axis(part_scores, order, axis=1)
+    with db.writer() as session:
+        td.replace_top_n(
+            session,
+            user_ids=[data.user_ids[r] for r in active],
+            item_ids=data.item_ids,
+            top_items=top_items,
+            top_scores=top_scores,
+            algorithm=Algorithm.HYBRID.value,
+            model_version=view.version,
+            generated_at=now,
+        )
+    return int(active.size)
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    version: str
+    model: Metrics
+    trending: Metrics
+    test_pairs: int
+
+
+def evaluate_active(db: Database, settings: Settings) -> EvaluationReport:
+    """The active model against trending on a fresh temporal holdout of today's data.
+
+    Raises ``NotEnoughData`` when there is no holdout and ``LookupError`` without an active model.
+    """
+    with db.reader() as session:
+        rows = td.load_training_rows(session)
+        active = td.active_model(session)
+    if active is None:
+        raise LookupError("no recommender model is active; run `recgrpc train`")
+    data = build_interaction_data(rows, settings)
+    holdout = temporal_holdout(data)
+    _require_enough(data, holdout)
+    users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
+    view = ModelView.build(artifact.decode(active.artifact), rows.items)
+    model_metrics = evaluate(_view_scores(view, _user_rows(rows, data)), holdout, k=K, users=users)
+    trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)
+    trending_metrics = evaluate(constant_scores(trending), holdout, k=K, users=users)
+    return EvaluationReport(active.version, model_metrics, trending_metrics, holdout.n_test)
+
+
+def metrics_table(columns: Sequence[tuple[str, Metrics]]) -> str:
+    """Metrics side by side, one row per metric, plus each column's ratio to the last one."""
+    names = [
+        ("precision@10", "precision"),
+        ("recall@10", "recall"),
+        ("NDCG@10", "ndcg"),
+        ("AUC", "auc"),
+        ("coverage", "coverage"),
+    ]
+    width = max(12, *(len(title) for title, _ in columns))
+    lines = ["metric".ljust(14) + "".join(title.rjust(width + 2) for title, _ in columns)]
+    for label, attr in names:
+        cells = "".join(f"{getattr(m, attr):.4f}".rjust(width + 2) for _, m in columns)
+        lines.append(label.ljust(14) + cells)
+    if len(columns) >= 2 and columns[-1][1].ndcg > 0:
+        ratio = columns[0][1].ndcg / columns[-1][1].ndcg
+        lines.append(f"NDCG@10 {columns[0][0]} / {columns[-1][0]}: {ratio:.2f}x")
+    lines.append(f"users evaluated: {columns[0][1].users}")
+    return "\n".join(lines)
+
+
+def format_training_report(report: TrainingReport) -> str:
+    columns = [("model", report.model)]
+    if report.active is not None:
+        columns.append((f"active {report.active_version}", report.active))
+    columns.append(("trending", report.trending))
+    return "\n".join(
+        [
+            f"model {report.version}: {report.users} users, {report.items} items, "
+            f"{report.train_pairs} training pairs, {report.test_pairs} held out; "
+            f"{report.epochs} epochs (best {report.best_epoch}) in {report.seconds:.1f}s",
+            metrics_table(columns),
+            report.decision,
+            f"top-N written for {report.lists_written} users" if report.promoted else "",
+        ]
+    ).rstrip()
