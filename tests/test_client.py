@@ -4,12 +4,15 @@ the asyncio client, typed errors, retries, deadlines, credentials and channel ow
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -18,6 +21,7 @@ import pytest
 from recgrpc.client import (
     Algorithm,
     AsyncRecommendationClient,
+    ChurnPrediction,
     DeadlineExceededError,
     FieldViolation,
     InteractionLogged,
@@ -29,15 +33,19 @@ from recgrpc.client import (
     RecommendationClient,
     Recommendations,
     ResourceExhaustedError,
+    RiskLevel,
     UnauthenticatedError,
     UnavailableError,
     User,
     channel_options,
 )
 from recgrpc.config import Settings
+from recgrpc.db import Database
+from recgrpc.model.churn import train_churn
 from recgrpc.server import RunningServer, create_server
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
+from tests import churn_history
 
 T = TypeVar("T")
 
@@ -54,6 +62,7 @@ CATALOGUE = [
     Item("i3", title="Budget", categories=["news"]),
     Item("retired", categories=["news"], active=False),
 ]
+CHURN_END = datetime(2026, 6, 1, tzinfo=UTC)
 # Clicks by other users make i3 the most popular item, then i1.
 CLICKS = [("bob", "i3"), ("carol", "i3"), ("bob", "i1")]
 
@@ -107,7 +116,7 @@ def closed_port() -> int:
 # -- a real server with a test interceptor in front of the service -------------------------
 
 
-class Faults(grpc.ServerInterceptor):  # type: ignore[misc]
+class Faults(grpc.ServerInterceptor):
     """Records every attempt at ``method``; fails the first ``failures`` with ``code`` and
     delays the rest by ``delay`` seconds."""
 
@@ -336,6 +345,53 @@ def test_predict_churn_errors(server: RunningServer) -> None:
         assert refused.value.fields == ["as_of"]
 
 
+def test_predict_churn_with_a_trained_model(
+    server: RunningServer, database: Database, settings: Settings
+) -> None:
+    history = churn_history.generate(database, CHURN_END, users=60, days=120, seed=3)
+    train_churn(database, as_of=CHURN_END, horizon_days=30)
+    loyal, churner = sorted(history.loyal)[0], sorted(history.churn_day)[0]
+    with RecommendationClient(target(server), timeout=10) as client:
+        # The running server loads the new model on its next refresh.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                prediction = client.predict_churn(loyal, as_of=CHURN_END)
+                break
+            except UnavailableError:
+                assert time.monotonic() < deadline, "the trained churn model was never loaded"
+                time.sleep(0.2)
+        later = client.predict_churn(churner, as_of=CHURN_END)
+
+    for user_id, scored in [(loyal, prediction), (churner, later)]:
+        assert scored.user_id == user_id
+        assert 0.0 <= scored.risk <= 1.0
+        expected = (
+            RiskLevel.HIGH
+            if scored.risk >= settings.churn_high_threshold
+            else RiskLevel.MEDIUM
+            if scored.risk >= settings.churn_medium_threshold
+            else RiskLevel.LOW
+        )
+        assert scored.level is expected
+        assert scored.horizon_days == 30
+        assert scored.model_version
+        assert scored.factors
+        assert all(f.name for f in scored.factors)
+        assert scored.predicted_at.tzinfo is not None
+
+    async def scenario() -> ChurnPrediction:
+        async with AsyncRecommendationClient(target(server)) as client:
+            return await client.predict_churn(loyal, as_of=CHURN_END)
+
+    again = asyncio.run(scenario())
+    assert (again.risk, again.level, again.factors) == (
+        prediction.risk,
+        prediction.level,
+        prediction.factors,
+    )
+
+
 def test_values_that_cannot_be_encoded_fail_before_sending() -> None:
     # No server: these never reach the network.
     with RecommendationClient(f"127.0.0.1:{closed_port()}") as client:
@@ -444,7 +500,7 @@ def test_deadlines_default_and_per_call(start_server: Callable[..., RunningServe
 
 
 def test_token_and_metadata_reach_the_server(
-    start_server: Callable[..., RunningServer], tmp_path: Any
+    start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("s3cret\n")
@@ -469,6 +525,76 @@ def test_token_and_metadata_reach_the_server(
         pytest.raises(UnauthenticatedError),
     ):
         impostor.get_recommendations("alice")
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 made with the openssl command line tool."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=recgrpc",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_tls_with_a_bearer_token(
+    start_server: Callable[..., RunningServer], certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cert, key = certificate
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret\n")
+    seen = Faults("GetRecommendations")
+    running = start_server(
+        seen, tls_cert_file=str(cert), tls_key_file=str(key), auth_tokens_file=str(tokens)
+    )
+    roots = cert.read_bytes()
+    with RecommendationClient(target(running), root_certificates=roots, token="s3cret") as client:
+        assert client.get_recommendations("alice").recset_id
+    # Over TLS the token travels as call credentials.
+    assert seen.metadata[-1]["authorization"] == "Bearer s3cret"
+
+    async def scenario() -> str:
+        async with AsyncRecommendationClient(
+            target(running), root_certificates=roots, token="s3cret"
+        ) as client:
+            return (await client.get_recommendations("alice")).recset_id
+
+    assert asyncio.run(scenario())
+
+    with (
+        RecommendationClient(target(running), root_certificates=roots) as anonymous,
+        pytest.raises(UnauthenticatedError),
+    ):
+        anonymous.get_recommendations("alice")
+    # A plaintext client cannot talk to a TLS server, and a retry does not help.
+    with (
+        RecommendationClient(target(running), token="s3cret", timeout=5) as plaintext,
+        pytest.raises(UnavailableError),
+    ):
+        plaintext.get_recommendations("alice")
 
 
 def test_rate_limit_is_resource_exhausted(start_server: Callable[..., RunningServer]) -> None:
