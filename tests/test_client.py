@@ -430,6 +430,20 @@ def test_unavailable_when_nothing_listens() -> None:
     asyncio.run(scenario())
 
 
+def test_wait_until_serving_waits_for_a_late_server(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    port = closed_port()
+    late = threading.Timer(0.5, start_server, kwargs={"port": port})
+    late.start()
+    try:
+        with RecommendationClient(f"127.0.0.1:{port}") as client:
+            assert client.wait_until_serving(20)
+            assert client.get_recommendations("alice").recset_id
+    finally:
+        late.join()
+
+
 # -- retries, deadlines --------------------------------------------------------------------
 
 

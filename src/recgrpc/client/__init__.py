@@ -8,7 +8,7 @@ Needs only grpcio, protobuf and googleapis-common-protos (``pip install recgrpc`
         recs = client.get_recommendations("user-1", limit=5)
         client.log_interaction("user-1", recs.items[0].item_id, "click", recset_id=recs.recset_id)
 
-Failed calls raise a :class:`RecGrpcError` subclass (see ``recgrpc.client._errors`` for the tree).
+Failed calls raise a :class:`RecGrpcError` subclass; its docstring shows the whole tree.
 """
 
 from recgrpc.client._async import AsyncRecommendationClient

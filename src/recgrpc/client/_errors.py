@@ -1,21 +1,8 @@
-"""Typed errors raised by the client. Every failed call raises exactly one of these.
-
-RecGrpcError                 base: ``.code`` (grpc.StatusCode), ``.message``, ``.retry_delay``
-├── InvalidArgumentError     INVALID_ARGUMENT: ``.field_violations`` names each bad field
-├── NotFoundError            NOT_FOUND: a named user or item does not exist
-├── FailedPreconditionError  FAILED_PRECONDITION: valid request, system not ready for it
-├── UnauthenticatedError     UNAUTHENTICATED: missing or unknown bearer token
-├── PermissionDeniedError    PERMISSION_DENIED: the token may not call this method
-├── ResourceExhaustedError   RESOURCE_EXHAUSTED: rate limited or message too large
-├── DeadlineExceededError    DEADLINE_EXCEEDED: no answer within the call's timeout
-├── CallCancelledError       CANCELLED: the call was cancelled
-├── UnavailableError         UNAVAILABLE: server or its database unreachable (after retries)
-├── UnimplementedError       UNIMPLEMENTED: the server does not offer this method
-├── InternalError            INTERNAL / DATA_LOSS: a server bug; the server logged it
-└── UnknownError             any other status
+"""Typed errors raised by the client; the tree is documented on :class:`RecGrpcError`.
 
 Each class carries the status code it stands for (as in python-api-core's ``exceptions.py``);
-:func:`from_rpc_error` is the one place that maps a ``grpc.RpcError`` to this tree.
+:func:`from_rpc_error` is the one place that maps a ``grpc.RpcError`` to a class, and the clients
+raise its result ``from`` the original error.
 """
 
 from __future__ import annotations
@@ -45,7 +32,26 @@ _BY_CODE: dict[grpc.StatusCode, type[RecGrpcError]] = {}
 
 
 class RecGrpcError(Exception):
-    """Base of every error a client call raises."""
+    """Base of every error a client call raises. The tree, by gRPC status code:
+
+    RecGrpcError                 ``.code`` (grpc.StatusCode), ``.message``, ``.retry_delay``
+    ├── InvalidArgumentError     INVALID_ARGUMENT: ``.field_violations`` name each bad field
+    ├── NotFoundError            NOT_FOUND: a named user or item does not exist
+    ├── FailedPreconditionError  FAILED_PRECONDITION: valid request, system not ready for it
+    ├── UnauthenticatedError     UNAUTHENTICATED: missing or unknown bearer token
+    ├── PermissionDeniedError    PERMISSION_DENIED: the token may not call this method
+    ├── ResourceExhaustedError   RESOURCE_EXHAUSTED: rate limited, or a message too large
+    ├── DeadlineExceededError    DEADLINE_EXCEEDED: no answer within the call's timeout
+    ├── CallCancelledError       CANCELLED: the call was cancelled
+    ├── UnavailableError         UNAVAILABLE: server or its database unreachable, after retries
+    ├── UnimplementedError       UNIMPLEMENTED: the server does not offer this method
+    ├── InternalError            INTERNAL, DATA_LOSS: a server bug (logged on the server)
+    └── UnknownError             UNKNOWN and any other status
+
+    Only UNAVAILABLE is retried (by the channel, before the error reaches you). Values the
+    client cannot encode at all (an unknown interaction type, a naive datetime) raise
+    ``ValueError`` before anything is sent.
+    """
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     """The status this class stands for; an instance may carry a related one (DATA_LOSS)."""

@@ -330,13 +330,13 @@ class RecommendationClient:
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                with translated_errors():
-                    response = self._health(
-                        encode_health_request(service),
-                        timeout=remaining,
-                        metadata=self._defaults.metadata_for(None),
-                        wait_for_ready=True,
-                    )
+                response = self._call(
+                    self._health,
+                    encode_health_request(service),
+                    remaining,
+                    None,
+                    wait_for_ready=True,
+                )
                 if decode_health_status(response) == HEALTH_SERVING:
                     return True
             except (UnavailableError, DeadlineExceededError):
