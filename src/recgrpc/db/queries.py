@@ -352,3 +352,13 @@ def count_rows(session: Session, model: type[m.Base], **filters: Any) -> int:
     for name, value in filters.items():
         stmt = stmt.where(getattr(model, name) == value)
     return int(session.scalar(stmt) or 0)
+
+
+def model_summary(session: Session, version: str) -> tuple[datetime, dict[str, Any]] | None:
+    """``(created_at, metrics)`` of a stored model, without reading its artifact bytes."""
+    row = session.execute(
+        select(m.ModelArtifact.created_at, m.ModelArtifact.metrics).where(
+            m.ModelArtifact.version == version
+        )
+    ).first()
+    return None if row is None else (row[0], dict(row[1] or {}))

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from recgrpc.config import Settings
-from recgrpc.db import Database
+from recgrpc.db import Database, queries
 from recgrpc.model.churn import ActiveChurnModel
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot, utcnow
@@ -60,6 +60,7 @@ class Refresher(threading.Thread):
         except Exception:
             log.exception("serving snapshot refresh failed; keeping the previous one")
             return False
+        report_serving_models(h)
         if not self.ready.is_set():
             self.ready.set()
             set_serving(self.health, True)
@@ -85,6 +86,33 @@ def refresh_churn_model(handlers: Handlers) -> None:
             log.info("churn model %s loaded", handlers.churn.version)
     except Exception:
         log.exception("churn model refresh failed; keeping the previous one")
+
+
+def report_serving_models(handlers: Handlers) -> None:
+    """Export the serving models' versions, ages and training metrics when a version changes."""
+    metrics = handlers.metrics
+    if not isinstance(metrics, ServerMetrics):
+        return
+    serving: dict[str, str] = {}
+    view = handlers.engine.snapshot.model
+    if view is not None:
+        serving["recommender"] = view.version
+    churn_version = getattr(handlers.churn, "version", None)
+    if isinstance(churn_version, str) and churn_version:
+        serving["churn"] = churn_version
+    known = metrics.models()
+    changed = {k: v for k, v in serving.items() if k not in known or known[k].version != v}
+    if not changed:
+        return
+    try:
+        with handlers.db.reader() as session:
+            summaries = {k: queries.model_summary(session, v) for k, v in changed.items()}
+    except Exception:
+        log.warning("model metadata for metrics not read; retrying next refresh", exc_info=True)
+        return
+    for kind, summary in summaries.items():
+        if summary is not None:
+            metrics.model_loaded(kind, changed[kind], *summary)
 
 
 def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
