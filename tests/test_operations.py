@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import time
 import urllib.request
@@ -31,7 +32,10 @@ from recgrpc.client import (
     UnauthenticatedError,
 )
 from recgrpc.config import Settings
+from recgrpc.db import Database
 from recgrpc.logs import JsonFormatter
+from recgrpc.model.churn import train_churn
+from recgrpc.model.training import train
 from recgrpc.server import RunningServer, create_server
 from recgrpc.server.interceptors import TokenBuckets, load_tokens, peer_host
 from recgrpc.server.metrics import (
@@ -43,6 +47,8 @@ from recgrpc.server.metrics import (
 )
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
+from tests import churn_history
+from tests.recommender_data import load, taste_data
 
 REC_SERVICE = "recgrpc.v1.RecommendationService"
 CATALOG_SERVICE = "recgrpc.v1.CatalogService"
@@ -405,3 +411,54 @@ def test_tls_with_token(start_server: object, tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError) as refused:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# -- model metrics from real training ----------------------------------------------------------
+
+
+def wait_for_model(running: RunningServer, kind: str, version: str) -> dict[str, list[Sample]]:
+    """Samples of the server's registry once the refresher reports ``version`` for ``kind``."""
+    deadline = time.monotonic() + 20
+    while True:
+        text = generate_latest(running.metrics.registry).decode()
+        families = {f.name: f.samples for f in text_string_to_metric_families(text)}
+        versions = {s.labels["kind"]: s.labels["version"] for s in families["recgrpc_model_info"]}
+        if versions.get(kind) == version:
+            return families
+        assert time.monotonic() < deadline, f"{kind} model {version} never reported"
+        time.sleep(0.1)
+
+
+def test_serving_recommender_model_is_exported(
+    server: RunningServer, database: Database, settings: Settings
+) -> None:
+    load(database, taste_data(n_users=60, n_items=40, events_per_user=12))
+    report = train(database, settings, progress=False, epochs=3)
+    assert report.promoted
+    families = wait_for_model(server, "recommender", report.version)
+    age = value(
+        families["recgrpc_model_age_seconds"], "recgrpc_model_age_seconds", kind="recommender"
+    )
+    assert 0 <= age < 600
+    training = {
+        s.labels["metric"]: s.value
+        for s in families["recgrpc_model_training_metric"]
+        if s.labels["kind"] == "recommender"
+    }
+    assert training["precision"] == pytest.approx(report.model.precision)
+    assert training["auc"] == pytest.approx(report.model.auc)
+
+
+def test_serving_churn_model_is_exported(server: RunningServer, database: Database) -> None:
+    end = datetime(2026, 6, 1, tzinfo=UTC)
+    churn_history.generate(database, end, users=60, days=120, seed=3)
+    trained = train_churn(database, as_of=end, horizon_days=30)
+    version = trained.model.version
+    families = wait_for_model(server, "churn", version)
+    metrics = {
+        s.labels["metric"]
+        for s in families["recgrpc_model_training_metric"]
+        if s.labels["kind"] == "churn"
+    }
+    assert metrics  # the evaluation numbers recorded at training
+    assert all(re.fullmatch(r"[a-zA-Z0-9_]+", name) for name in metrics)

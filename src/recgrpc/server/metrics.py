@@ -284,11 +284,17 @@ class ServerMetrics:
     ) -> None:
         """Record the model now serving ``kind`` ("recommender" or "churn").
 
-        Only numeric training metrics are exported, under names reduced to ``[a-zA-Z0-9_]``.
+        Only numeric training metrics are exported, under names reduced to ``[a-zA-Z0-9_]``;
+        when the record nests the model's own metrics under ``"model"`` (beside baselines),
+        those are the ones exported.
         """
+        source = training_metrics or {}
+        nested = source.get("model")
+        if isinstance(nested, Mapping):
+            source = nested
         numeric = {
-            _METRIC_KEY.sub("_", name).strip("_"): float(value)
-            for name, value in (training_metrics or {}).items()
+            _METRIC_KEY.sub("_", str(name)).strip("_"): float(value)
+            for name, value in source.items()
             if isinstance(value, int | float) and not isinstance(value, bool)
         }
         with self._models_lock:
