@@ -134,20 +134,30 @@ def insert_interactions(
     session: Session, events: Sequence[domain.Interaction], now: datetime
 ) -> int:
     """Store events, ignoring event_ids already stored; returns how many rows were new."""
+    return len(insert_new_interactions(session, events, now))
+
+
+def insert_new_interactions(
+    session: Session, events: Sequence[domain.Interaction], now: datetime
+) -> set[str]:
+    """Store events, ignoring event_ids already stored; returns the event_ids stored now.
+
+    An event_id repeated within ``events`` is stored once (the first occurrence).
+    """
     if not events:
-        return 0
+        return set()
     ensure_users(session, (e.user_id for e in events), now)
-    inserted = 0
+    stored: set[str] = set()
     for chunk in _chunks(events):
         stmt = (
             _insert(session, m.Interaction)
             .values([_interaction_row(e, now) for e in chunk])
             .on_conflict_do_nothing(index_elements=["event_id"])
-            # RETURNING counts reliably on both backends (batched rowcount may be -1).
+            # RETURNING says reliably which rows were new (batched rowcount may be -1).
             .returning(m.Interaction.event_id)
         )
-        inserted += len(session.execute(stmt).all())
-    return inserted
+        stored.update(session.scalars(stmt))
+    return stored
 
 
 def _interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:

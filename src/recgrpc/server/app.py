@@ -153,6 +153,7 @@ class RunningServer:
         if drain_delay > 0:
             time.sleep(drain_delay)
         self.server.stop(grace).wait()
+        self.handlers.close()
         if self.owns_db:
             self.handlers.db.dispose()
 

@@ -1,0 +1,172 @@
+"""Group commit for LogInteraction: concurrent calls share one database transaction.
+
+A single-row transaction costs several round trips (pool ping, item check, user upsert, insert,
+commit), and under load those round trips, not Python, bound throughput. One writer thread takes
+every event queued while the previous transaction ran and stores them all in one transaction,
+so the per-event cost shrinks as load grows, while a lone event still commits at once.
+
+Each caller blocks until the transaction holding its event has committed, and only then gets its
+answer: an acknowledged event is always durable. Answers stay per event: an unknown item fails
+only its own caller (NOT_FOUND), a repeated ``event_id`` is reported as a duplicate whether it
+was stored earlier or by an earlier event in the same batch. If the transaction fails, every
+caller in it fails: UNAVAILABLE when the database is unreachable, otherwise the events are
+retried one by one so a single bad event cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from recgrpc import domain
+from recgrpc.db import Database, queries
+from recgrpc.errors import NotFound, Unavailable
+from recgrpc.server.errors import DATABASE_UNAVAILABLE, is_database_outage
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+"""Most events stored in one transaction (bounded so one transaction stays short)."""
+
+
+class BatchFailed(Exception):
+    """An unexpected error stored no event of the batch (the cause is chained and logged)."""
+
+
+@dataclass
+class _Pending:
+    event: domain.Interaction
+    done: threading.Event = field(default_factory=threading.Event)
+    duplicate: bool = False
+    error: Exception | None = None
+
+
+_STOP = object()
+
+
+class InteractionWriter:
+    """Stores interactions through one writer thread that batches concurrent calls.
+
+    Thread-safe; ``log`` may be called from any number of RPC threads. With several ``writers``
+    (PostgreSQL), one batch is being built while another waits for its commit to reach disk.
+    ``close`` stores what is queued and stops the threads; later calls are refused (UNAVAILABLE).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime],
+        *,
+        writers: int = 1,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"recgrpc-interaction-writer-{i}", daemon=True)
+            for i in range(writers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def log(self, event: domain.Interaction) -> bool:
+        """Store ``event`` once; True when its ``event_id`` was already stored (a duplicate).
+
+        Returns only after the event's transaction committed; raises NotFound for an item not
+        in the catalogue, Unavailable when the database cannot be reached.
+        """
+        pending = _Pending(event)
+        with self._lock:
+            if self._closed.is_set():
+                raise Unavailable("the server is shutting down; retry")
+            self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.duplicate
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit everything already queued, then stop the writer thread."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            for _ in self._threads:
+                self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if not isinstance(first, _Pending):
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(more, _Pending):
+                    stopping = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: Sequence[_Pending]) -> None:
+        try:
+            try:
+                self._store(batch)
+            except Exception as exc:
+                if is_database_outage(exc):
+                    log.warning(
+                        "%d interaction(s) not stored: database unavailable (%s)",
+                        len(batch),
+                        exc.__class__.__name__,
+                    )
+                    for pending in batch:
+                        pending.error = Unavailable(DATABASE_UNAVAILABLE)
+                elif len(batch) > 1:
+                    # Isolate whichever event broke the transaction; the others still commit.
+                    for pending in batch:
+                        pending.error = None
+                        self._commit([pending])
+                else:
+                    log.error("interaction %s not stored", batch[0].event.event_id, exc_info=exc)
+                    batch[0].error = BatchFailed("interaction not stored")
+        finally:
+            for pending in batch:
+                pending.done.set()
+
+    def _store(self, batch: Sequence[_Pending]) -> None:
+        now = self._clock()
+        with self._db.writer() as session:
+            known = queries.existing_item_ids(session, {p.event.item_id for p in batch})
+            accepted: list[_Pending] = []
+            for pending in batch:
+                if pending.event.item_id in known:
+                    accepted.append(pending)
+                else:
+                    pending.error = NotFound(
+                        f"item_id {pending.event.item_id!r} is not in the catalogue"
+                    )
+            # Rows in event_id order: concurrent batches then lock keys in one order (no
+            # deadlock when the same event_id is logged through two batches at once).
+            events = sorted((p.event for p in accepted), key=lambda e: e.event_id)
+            stored = queries.insert_new_interactions(session, events, now)
+        # Committed: now the answers can be given. The first of repeated ids in one batch is the
+        # one stored; the rest are duplicates of it.
+        answered: set[str] = set()
+        for pending in accepted:
+            event_id = pending.event.event_id
+            pending.duplicate = event_id not in stored or event_id in answered
+            answered.add(event_id)
