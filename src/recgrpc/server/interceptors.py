@@ -196,7 +196,7 @@ class _ObservingInterceptor(_WrappingInterceptor, Generic[S]):
         try:
             yield from responses
             code = final_code(context, failed=False)
-        except GeneratorExit:
+        except GeneratorExit:  # closed early (the caller went away): stays CANCELLED
             raise
         except BaseException:
             code = final_code(context, failed=True)
