@@ -26,6 +26,7 @@ from recgrpc.server.interceptors import load_tokens, standard_interceptors
 from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
 from recgrpc.server.registry import service_handler
 from recgrpc.server.servicers import CatalogServicer, RecommendationServicer
+from recgrpc.server.workers import serve_workers
 from recgrpc.v1 import catalog_pb2, recommendation_pb2
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,16 @@ def _read_bytes(path: str) -> bytes:
 
 
 def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT, then drain in-flight calls for ``grace_seconds``."""
+    """Run until SIGTERM/SIGINT, then drain in-flight calls for ``grace_seconds``.
+
+    With ``settings.workers > 1``, forks that many processes sharing the port (server.workers).
+    """
+    if settings.workers > 1:
+        return serve_workers(settings, _serve_one)
+    return _serve_one(settings)
+
+
+def _serve_one(settings: Settings) -> int:
     metrics = ServerMetrics()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=metrics.registry)
