@@ -79,16 +79,26 @@ def generate(
                 if rng.random() < 0.4:
                     recset = f"r{len(impressions)}"
                     impressions.append(
-                        {"recset_id": recset, "user_id": user_id, "algorithm": "HYBRID",
-                         "item_ids": [item], "served_at": at}
+                        {
+                            "recset_id": recset,
+                            "user_id": user_id,
+                            "algorithm": "HYBRID",
+                            "item_ids": [item],
+                            "served_at": at,
+                        }
                     )
                     clicked = rng.random() < 0.2 + 0.4 * engagement
                     dismissed = not clicked and rng.random() < 0.7 - 0.5 * engagement
                     feedback.append(
-                        {"recset_id": recset, "user_id": user_id, "item_id": item,
-                         "clicked": clicked, "dismissed": dismissed,
-                         "rating": round(1 + 4 * engagement) if rng.random() < 0.3 else None,
-                         "created_at": at}
+                        {
+                            "recset_id": recset,
+                            "user_id": user_id,
+                            "item_id": item,
+                            "clicked": clicked,
+                            "dismissed": dismissed,
+                            "rating": round(1 + 4 * engagement) if rng.random() < 0.3 else None,
+                            "created_at": at,
+                        }
                     )
             day += timedelta(days=1)
     with db.writer() as session:

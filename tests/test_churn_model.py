@@ -17,7 +17,6 @@ from sklearn.metrics import roc_auc_score
 from recgrpc.db import Database, churn_data
 from recgrpc.model.churn import (
     FEATURE_NAMES,
-    LOG_FEATURES,
     ActiveChurnModel,
     ChurnModel,
     churn_features,
@@ -88,7 +87,8 @@ def test_stored_model_is_active_and_loads_without_pickle(trained) -> None:
             assert "'descr': '|O'" not in header
     loaded = ChurnModel.from_bytes(stored.artifact)
     sample = np.array([[3.0, 90, 2, 9, 30, 0.1, -0.2, 6, 4, 0.3, 0.2, 3, math.nan, 1]])
-    np.testing.assert_allclose(loaded.risk(sample), model.risk(sample))
+    np.testing.assert_array_equal(loaded.risk(sample), model.risk(sample))
+    assert stored.params["trees"] == len(loaded.tree_roots)
 
     # A retrain retires the previous model.
     newer = train_churn(db, as_of=END, horizon_days=30).model
@@ -102,22 +102,32 @@ def test_tampered_artifact_is_refused(trained) -> None:
     with np.load(io.BytesIO(model.to_bytes()), allow_pickle=False) as npz:
         arrays = {key: npz[key] for key in npz.files}
     data = io.BytesIO()
-    np.savez(data, **{**arrays, "coef": np.array([object()] * len(FEATURE_NAMES), dtype=object)})
+    np.savez(data, **{**arrays, "node_value": np.array([object()] * 3, dtype=object)})
     with pytest.raises(ValueError, match="pickle"):
         ChurnModel.from_bytes(data.getvalue())
     data = io.BytesIO()
-    np.savez(data, **{k: v for k, v in arrays.items() if k != "means"})
+    np.savez(data, **{k: v for k, v in arrays.items() if k != "reference"})
     with pytest.raises(ValueError, match="unreadable"):
         ChurnModel.from_bytes(data.getvalue())
     with pytest.raises(ValueError, match="unreadable"):
         ChurnModel.from_bytes(b"not an archive")
-    broken = ChurnModel(**{**_fields(model), "scales": model.scales * 0})
-    with pytest.raises(ValueError, match="non-positive"):
-        ChurnModel.from_bytes(broken.to_bytes())
+    # A child pointing back at its parent would make the tree walk loop.
+    cyclic = model.node_left.copy()
+    inner = int(np.flatnonzero(~model.node_is_leaf)[0])
+    cyclic[inner] = inner
+    for changes, message in (
+        ({"node_left": cyclic}, "corrupt"),
+        ({"node_value": model.node_value * np.nan}, "NaN"),
+        ({"calib_slope": -1.0}, "non-positive"),
+        ({"feature_names": ("a", "b")}, "other features"),
+    ):
+        broken = ChurnModel(**{**_fields(model), **changes})
+        with pytest.raises(ValueError, match=message):
+            ChurnModel.from_bytes(broken.to_bytes())
 
 
 def test_factors_are_honest(trained) -> None:
-    """A factor listed as raising risk does raise it: at the training average, risk falls."""
+    """A factor listed as raising risk does raise it: at its typical value, the risk falls."""
     db, _history, model, _metrics = trained
     with db.reader() as session:
         table = churn_features(session, END)
@@ -130,23 +140,31 @@ def test_factors_are_honest(trained) -> None:
         assert factors, user_id
         for factor in factors:
             j = FEATURE_NAMES.index(factor.name)
-            if not math.isnan(raw[j]):
-                assert factor.value == pytest.approx(raw[j])
-            average = raw.copy()
-            mean = model.means[j]
-            average[j] = math.expm1(mean) if factor.name in LOG_FEATURES else mean
-            without = float(model.risk(average)[0])
-            assert factor.contribution == pytest.approx(risk - without, abs=1e-9)
-            if factor.contribution > 1e-6:
-                assert without < risk
-            elif factor.contribution < -1e-6:
-                assert without > risk
+            assert factor.value == pytest.approx(raw[j])
+            typical = raw.copy()
+            typical[j] = model.reference[j]
+            without = float(model.risk(typical)[0])
+            assert factor.contribution == pytest.approx(risk - without, abs=1e-12)
+            assert factor.contribution != 0
+            # the sign says which way the value moves this user's risk
+            assert (without < risk) == (factor.contribution > 0)
             checked += 1
-    assert checked > 100
-    # The strongest signal points the expected way: a long silence raises the risk.
-    assert model.coef[FEATURE_NAMES.index("days_since_last_event")] > 0 or (
-        model.coef[FEATURE_NAMES.index("events_7d")] < 0
-    )
+    assert checked > 60
+
+
+def test_a_long_silence_is_listed_as_raising_risk(trained) -> None:
+    db, history, model, _metrics = trained
+    with db.reader() as session:
+        table = churn_features(session, END)
+    predictor = ActiveChurnModel(0.35, 0.65, model=model)
+    gone = [u for u, day in history.churn_day.items() if day < END - 20 * DAY]
+    assert gone
+    for user_id in gone:
+        prediction = predictor._prediction(model, user_id, table.row(user_id), END)
+        assert prediction.level.value == "HIGH"
+        names = {f.name: f for f in prediction.factors}
+        assert names["days_since_last_event"].contribution > 0
+        assert names["days_since_last_event"].value >= 20
 
 
 def _fields(model: ChurnModel) -> dict:

@@ -6,10 +6,10 @@ Only users with an interaction at or before ``as_of`` are scored or labelled.
 Features come from :func:`churn_features`, the one function used by training (every user at a
 cut-off) and by serving (one user), so the two cannot drift apart.
 
-The model is a logistic regression on standardised features with Platt scaling fitted on
-out-of-fold scores. Being linear in log-odds, it explains itself exactly: the contribution of a
-factor is how much the user's risk would fall (or rise) if that factor alone were at the
-training average, so a factor reported as raising the risk does raise it.
+The model is gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier) with Platt
+scaling fitted on out-of-fold scores, exported to plain arrays that this module walks itself. The
+contribution of a factor is how much the user's risk would fall (or rise) if that factor alone
+were at its typical value, so a factor reported as raising the risk does raise it.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sqlalchemy.orm import Session
+from threadpoolctl import threadpool_limits
 
 from recgrpc import domain
 from recgrpc.db import Database, churn_data
@@ -56,20 +58,25 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 """Feature order in matrices and artifacts."""
 
-# Heavy-tailed counts and durations enter the model as log1p(x); the reported value stays raw.
-LOG_FEATURES = frozenset(
-    {
-        "days_since_last_event",
-        "tenure_days",
-        "events_7d",
-        "events_30d",
-        "events_90d",
-        "active_days_30d",
-        "impressions_30d",
-        "feedback_30d",
-        "preferences",
-    }
-)
+# How each feature may move the risk, other features equal (+1 raises it, -1 lowers it, 0 free).
+# The trees are held to these directions: they regularise small histories and keep the
+# explanations plausible (a longer silence never lowers the risk).
+MONOTONE_EFFECT: dict[str, int] = {
+    "days_since_last_event": 1,
+    "tenure_days": 0,
+    "events_7d": -1,
+    "events_30d": -1,
+    "events_90d": 0,
+    "trend_7d_vs_prev_3w": -1,
+    "trend_30d_vs_prev_60d": -1,
+    "active_days_30d": -1,
+    "impressions_30d": 0,
+    "click_through_rate_30d": -1,
+    "dismiss_rate_30d": 1,
+    "feedback_30d": 0,
+    "mean_rating_90d": -1,
+    "preferences": 0,
+}
 
 DAY_SECONDS = 86_400.0
 
@@ -152,87 +159,114 @@ def churn_labels(
 
 # -- the model ----------------------------------------------------------------------------
 
+BOOSTING_ROUNDS = 150
+MAX_LEAF_NODES = 15
+MIN_SAMPLES_LEAF = 10
+MAX_TREE_DEPTH = 64
+
 
 @dataclass(frozen=True, slots=True)
 class ChurnModel:
-    """A fitted churn model: plain arrays only.
+    """A fitted churn model, as plain arrays.
 
-    risk = sigmoid(calib_slope * (intercept + coef . z) + calib_intercept), where
-    z = (transform(fill(x)) - means) / scales, fill replaces NaN by the training average and
-    transform is log1p for ``LOG_FEATURES``.
+    score(x) = baseline + sum over trees of the leaf ``x`` reaches, where a node sends ``x``
+    left when ``x[feature] <= threshold`` (or, for a missing value, when ``missing_left``);
+    risk = sigmoid(calib_slope * score + calib_intercept). Node arrays hold every tree back to
+    back; ``tree_roots`` are the roots and children always come after their parent.
     """
 
     version: str
     feature_names: tuple[str, ...]
-    log_mask: npt.NDArray[np.bool_]
-    fill_values: FloatArray
-    means: FloatArray
-    scales: FloatArray
-    coef: FloatArray
-    intercept: float
+    reference: FloatArray
+    """The typical training value of each feature (median; NaN when never defined)."""
+    baseline: float
+    tree_roots: npt.NDArray[np.int64]
+    node_feature: npt.NDArray[np.int64]
+    node_threshold: FloatArray
+    node_missing_left: npt.NDArray[np.bool_]
+    node_left: npt.NDArray[np.int64]
+    node_right: npt.NDArray[np.int64]
+    node_is_leaf: npt.NDArray[np.bool_]
+    node_value: FloatArray
+    depth: int
     calib_slope: float
     calib_intercept: float
     horizon_days: int
 
-    def standardise(self, raw: FloatArray) -> FloatArray:
-        x = np.where(np.isnan(raw), self.fill_values, raw)
-        x = np.where(self.log_mask, np.log1p(np.maximum(x, 0.0)), x)
-        standardised: FloatArray = (x - self.means) / self.scales
-        return standardised
-
-    def logit_terms(self, raw: FloatArray) -> FloatArray:
-        """Per-feature calibrated log-odds terms (rows x features); 0 at the training mean."""
-        terms: FloatArray = self.calib_slope * self.coef * self.standardise(raw)
-        return terms
-
-    def base_logit(self) -> float:
-        return self.calib_slope * self.intercept + self.calib_intercept
+    def score(self, raw: FloatArray) -> FloatArray:
+        """Uncalibrated log-odds per row of raw features (all trees walked at once)."""
+        x = np.atleast_2d(raw)
+        rows = np.arange(x.shape[0])[:, None]
+        node = np.broadcast_to(self.tree_roots, (x.shape[0], len(self.tree_roots))).copy()
+        for _ in range(self.depth):
+            leaf = self.node_is_leaf[node]
+            if leaf.all():
+                break
+            value = x[rows, self.node_feature[node]]
+            go_left = np.where(
+                np.isnan(value), self.node_missing_left[node], value <= self.node_threshold[node]
+            )
+            node = np.where(
+                leaf, node, np.where(go_left, self.node_left[node], self.node_right[node])
+            )
+        score: FloatArray = self.baseline + self.node_value[node].sum(axis=1)
+        return score
 
     def risk(self, raw: FloatArray) -> FloatArray:
         """Calibrated churn probability per row of raw features."""
-        logit = self.base_logit() + self.logit_terms(np.atleast_2d(raw)).sum(axis=1)
-        return _sigmoid(logit)
+        return _sigmoid(self.calib_slope * self.score(raw) + self.calib_intercept)
 
     def factors(self, raw_row: FloatArray, top: int = 5) -> list[domain.ChurnFactor]:
-        """The ``top`` factors by effect, each with its raw value and signed contribution.
+        """The ``top`` factors by effect, each with its value and signed contribution.
 
-        The contribution is the user's risk minus the risk they would have with that factor
-        alone at the training average: positive means the factor raises this user's risk.
+        A factor's contribution is the user's risk minus the risk the same user would have
+        with that one feature at its typical (training median) value: positive means this
+        value raises the user's risk, negative that it lowers it. The trees are scored for
+        the user and each such variant in one batch. Undefined values (a rate without
+        exposure) still count in the risk but are not listed, having no value to show.
         """
-        terms = self.logit_terms(np.atleast_2d(raw_row))[0]
-        logit = self.base_logit() + float(terms.sum())
-        risk = float(_sigmoid(np.array([logit]))[0])
-        without = _sigmoid(logit - terms)
-        contributions = risk - without
-        order = np.argsort(-np.abs(contributions), kind="stable")[:top]
-        return [
+        n = len(self.feature_names)
+        variants = np.repeat(np.atleast_2d(raw_row), n + 1, axis=0)
+        variants[np.arange(1, n + 1), np.arange(n)] = self.reference
+        risks = self.risk(variants)
+        contributions = risks[0] - risks[1:]
+        order = np.argsort(-np.abs(contributions), kind="stable")
+        listed = [
             domain.ChurnFactor(
                 name=self.feature_names[j],
-                value=float(raw_row[j]) if not math.isnan(raw_row[j]) else 0.0,
+                value=float(raw_row[j]),
                 contribution=float(contributions[j]),
             )
             for j in order
-            if contributions[j] != 0.0
+            if contributions[j] != 0.0 and not math.isnan(raw_row[j])
         ]
+        return listed[:top]
 
     def to_bytes(self) -> bytes:
         """Serialise as an ``.npz`` of numeric and fixed-width string arrays.
 
         Nothing here is pickled: ``np.savez`` writes plain typed arrays, and :meth:`from_bytes`
-        loads with ``allow_pickle=False``, which refuses object arrays. Loading a stored model
-        can therefore only yield numbers and strings, never run code, whoever wrote the bytes.
+        loads with ``allow_pickle=False``, which refuses object arrays, then checks shapes,
+        index ranges and values. Loading a stored model can therefore only yield numbers and
+        strings, never run code, whoever wrote the bytes; the trees are walked by our own
+        numpy code, not by an unpickled estimator.
         """
         buffer = io.BytesIO()
         np.savez(
             buffer,
             version=np.array(self.version),
             feature_names=np.array(self.feature_names, dtype=np.str_),
-            log_mask=self.log_mask.astype(np.bool_),
-            fill_values=self.fill_values,
-            means=self.means,
-            scales=self.scales,
-            coef=self.coef,
-            intercept=np.array([self.intercept]),
+            reference=self.reference,
+            baseline=np.array([self.baseline]),
+            tree_roots=self.tree_roots,
+            node_feature=self.node_feature,
+            node_threshold=self.node_threshold,
+            node_missing_left=self.node_missing_left,
+            node_left=self.node_left,
+            node_right=self.node_right,
+            node_is_leaf=self.node_is_leaf,
+            node_value=self.node_value,
+            depth=np.array([self.depth], dtype=np.int64),
             calibration=np.array([self.calib_slope, self.calib_intercept]),
             horizon_days=np.array([self.horizon_days], dtype=np.int64),
         )
@@ -252,47 +286,73 @@ class ChurnModel:
     def _read(cls, data: bytes) -> ChurnModel:
         # np.load raises ValueError on object arrays: they would need pickle.
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            names = tuple(str(n) for n in npz["feature_names"])
-            arrays = {
-                key: np.asarray(npz[key], dtype=np.float64)
-                for key in ("fill_values", "means", "scales", "coef")
-            }
+
+            def ints(key: str) -> npt.NDArray[np.int64]:
+                return np.asarray(npz[key], dtype=np.int64)
+
+            def floats(key: str) -> FloatArray:
+                return np.asarray(npz[key], dtype=np.float64)
+
+            def flags(key: str) -> npt.NDArray[np.bool_]:
+                return np.asarray(npz[key], dtype=np.bool_)
+
             return cls(
                 version=str(npz["version"]),
-                feature_names=names,
-                log_mask=np.asarray(npz["log_mask"], dtype=np.bool_),
-                fill_values=arrays["fill_values"],
-                means=arrays["means"],
-                scales=arrays["scales"],
-                coef=arrays["coef"],
-                intercept=float(npz["intercept"][0]),
+                feature_names=tuple(str(n) for n in npz["feature_names"]),
+                reference=floats("reference"),
+                baseline=float(npz["baseline"][0]),
+                tree_roots=ints("tree_roots"),
+                node_feature=ints("node_feature"),
+                node_threshold=floats("node_threshold"),
+                node_missing_left=flags("node_missing_left"),
+                node_left=ints("node_left"),
+                node_right=ints("node_right"),
+                node_is_leaf=flags("node_is_leaf"),
+                node_value=floats("node_value"),
+                depth=int(npz["depth"][0]),
                 calib_slope=float(npz["calibration"][0]),
                 calib_intercept=float(npz["calibration"][1]),
                 horizon_days=int(npz["horizon_days"][0]),
             )
 
     def validate(self) -> None:
+        """Refuse an artifact that could not be walked safely or would score garbage."""
         if self.feature_names != FEATURE_NAMES:
             raise ValueError(
                 "churn model was trained on other features; retrain with `recgrpc train-churn`"
             )
-        n = len(self.feature_names)
-        for name in ("log_mask", "fill_values", "means", "scales", "coef"):
-            if getattr(self, name).shape != (n,):
+        if self.reference.shape != (len(FEATURE_NAMES),):
+            raise ValueError("churn model reference values have the wrong shape")
+        nodes = self.node_value.shape
+        for name in ("node_feature", "node_threshold", "node_missing_left", "node_left",
+                     "node_right", "node_is_leaf"):  # fmt: skip
+            if getattr(self, name).shape != nodes:
                 raise ValueError(f"churn model array {name} has the wrong shape")
-        numbers = np.concatenate(
-            [
-                self.fill_values,
-                self.means,
-                self.scales,
-                self.coef,
-                np.array([self.intercept, self.calib_slope, self.calib_intercept]),
-            ]
-        )
-        if not np.all(np.isfinite(numbers)):
+        if len(self.tree_roots) == 0 or self.tree_roots.ndim != 1:
+            raise ValueError("churn model has no trees")
+        inner = ~self.node_is_leaf
+        index = np.arange(nodes[0])
+        if (
+            np.any((self.tree_roots < 0) | (self.tree_roots >= nodes[0]))
+            or np.any(self.node_left[inner] <= index[inner])
+            or np.any(self.node_right[inner] <= index[inner])
+            or np.any(self.node_left[inner] >= nodes[0])
+            or np.any(self.node_right[inner] >= nodes[0])
+            or np.any(self.node_feature[inner] < 0)
+            or np.any(self.node_feature[inner] >= len(FEATURE_NAMES))
+        ):
+            raise ValueError("churn model trees are corrupt (node indices out of range)")
+        if not 1 <= self.depth <= MAX_TREE_DEPTH:
+            raise ValueError("churn model tree depth is out of range")
+        numbers = np.array([self.baseline, self.calib_slope, self.calib_intercept])
+        if (
+            not np.all(np.isfinite(self.node_value))
+            or np.any(np.isnan(self.node_threshold[inner]))
+            or not np.all(np.isfinite(numbers))
+        ):
             raise ValueError("churn model holds NaN or infinite values")
-        if np.any(self.scales <= 0) or self.calib_slope <= 0 or self.horizon_days < 1:
-            raise ValueError("churn model has non-positive scales, slope or horizon")
+        if self.calib_slope <= 0 or self.horizon_days < 1:
+            raise ValueError("churn model has a non-positive calibration slope or horizon")
 
 
 def _sigmoid(x: FloatArray) -> FloatArray:
@@ -304,39 +364,64 @@ def new_version(now: datetime) -> str:
     return f"churn-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
+def _classifier(seed: int) -> HistGradientBoostingClassifier:
+    # A fixed number of small, slow-learning, direction-constrained trees: no validation
+    # split to lose on small histories, and the same model for the same data.
+    return HistGradientBoostingClassifier(
+        max_iter=BOOSTING_ROUNDS,
+        learning_rate=0.05,
+        max_leaf_nodes=MAX_LEAF_NODES,
+        min_samples_leaf=MIN_SAMPLES_LEAF,
+        l2_regularization=1.0,
+        monotonic_cst=[MONOTONE_EFFECT[name] for name in FEATURE_NAMES],
+        early_stopping=False,
+        random_state=seed,
+    )
+
+
 def fit_churn_model(
     values: FloatArray,
     labels: npt.NDArray[np.int8],
     *,
     horizon_days: int,
     version: str,
-    regularisation: float = 1.0,
-    feature_names: Sequence[str] = FEATURE_NAMES,
     seed: int = 0,
 ) -> ChurnModel:
-    """Fit the logistic regression and its Platt scaling on labelled snapshots."""
-    if len(set(labels.tolist())) < 2:
-        raise ValueError("training snapshots hold only one class; need churned and retained users")
-    names = tuple(feature_names)
-    log_mask = np.array([n in LOG_FEATURES for n in names], dtype=np.bool_)
-    present = ~np.isnan(values)
-    counts = present.sum(axis=0)
-    sums = np.where(present, values, 0.0).sum(axis=0)
-    fill_values = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-    x = np.where(np.isnan(values), fill_values, values)
-    x = np.where(log_mask, np.log1p(np.maximum(x, 0.0)), x)
-    means = x.mean(axis=0)
-    scales = x.std(axis=0)
-    scales = np.where(scales > 1e-12, scales, 1.0)
-    z = (x - means) / scales
+    """Fit gradient-boosted trees and their Platt scaling on labelled snapshots.
 
-    classifier = LogisticRegression(C=regularisation, max_iter=2000)
-    folds = min(5, int(np.bincount(labels).min()))
+    The trees are copied into plain arrays and checked to reproduce the fitted estimator's
+    scores exactly, so serving never depends on (or unpickles) a scikit-learn object.
+    """
+    counts = np.bincount(labels, minlength=2)
+    if counts.min() == 0:
+        raise ValueError("training snapshots hold only one class; need churned and retained users")
+    # A feature never defined in training (no ratings at all) cannot be binned; as a constant
+    # it never splits, so its later values are ignored until the next training.
+    never_defined = np.isnan(values).all(axis=0)
+    values = np.where(never_defined, 0.0, values)
+    # One thread: OpenMP workers spinning on cores shared with the server cost far more than
+    # they save on snapshots this size.
+    with threadpool_limits(limits=1):
+        return _fit(values, labels, horizon_days=horizon_days, version=version, seed=seed)
+
+
+def _fit(
+    values: FloatArray,
+    labels: npt.NDArray[np.int8],
+    *,
+    horizon_days: int,
+    version: str,
+    seed: int,
+) -> ChurnModel:
+    counts = np.bincount(labels, minlength=2)
+    classifier = _classifier(seed)
+    folds = min(3, int(counts.min()))
     if folds >= 2:
-        # Platt scaling on out-of-fold scores corrects the fit's over-confidence on its own data.
+        # Platt scaling on out-of-fold scores corrects the trees' over-confidence on the data
+        # they were fitted to.
         oof = cross_val_predict(
             classifier,
-            z,
+            values,
             labels,
             cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
             method="decision_function",
@@ -345,18 +430,63 @@ def fit_churn_model(
         slope, offset = float(platt.coef_[0][0]), float(platt.intercept_[0])
     else:
         slope, offset = 1.0, 0.0
-    if slope <= 0:  # scores carry no signal out of fold; keep the fit's own probabilities
+    if slope <= 0:  # no signal out of fold; keep the trees' own probabilities
         slope, offset = 1.0, 0.0
-    classifier.fit(z, labels)
+    classifier.fit(values, labels)
+    model = _export(
+        classifier,
+        values,
+        horizon_days=horizon_days,
+        version=version,
+        slope=slope,
+        offset=offset,
+    )
+    sample = values[: min(len(values), 5000)]
+    if not np.allclose(model.score(sample), classifier.decision_function(sample), atol=1e-9):
+        raise RuntimeError("the exported churn trees do not reproduce the fitted model")
+    return model
+
+
+def _export(
+    classifier: HistGradientBoostingClassifier,
+    values: FloatArray,
+    *,
+    horizon_days: int,
+    version: str,
+    slope: float,
+    offset: float,
+) -> ChurnModel:
+    # scikit-learn keeps each boosting round's tree as a TreePredictor with a ``nodes`` record
+    # array; the pinned version's layout is checked by fit_churn_model's reproduction test.
+    trees = [round_trees[0].nodes for round_trees in classifier._predictors]
+    sizes = np.array([len(t) for t in trees], dtype=np.int64)
+    roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    nodes = np.concatenate(trees)
+    shift = np.repeat(roots, sizes)
+    is_leaf = nodes["is_leaf"].astype(np.bool_)
+    left = np.where(is_leaf, 0, nodes["left"].astype(np.int64) + shift)
+    right = np.where(is_leaf, 0, nodes["right"].astype(np.int64) + shift)
+    present = ~np.isnan(values)
+    reference = np.array(
+        [
+            float(np.median(values[present[:, j], j])) if present[:, j].any() else math.nan
+            for j in range(values.shape[1])
+        ]
+    )
     model = ChurnModel(
         version=version,
-        feature_names=names,
-        log_mask=log_mask,
-        fill_values=fill_values.astype(np.float64),
-        means=means.astype(np.float64),
-        scales=scales.astype(np.float64),
-        coef=classifier.coef_[0].astype(np.float64),
-        intercept=float(classifier.intercept_[0]),
+        feature_names=FEATURE_NAMES,
+        reference=reference,
+        baseline=float(np.ravel(classifier._baseline_prediction)[0]),
+        tree_roots=roots,
+        node_feature=np.where(is_leaf, 0, nodes["feature_idx"]).astype(np.int64),
+        node_threshold=nodes["num_threshold"].astype(np.float64),
+        node_missing_left=nodes["missing_go_to_left"].astype(np.bool_),
+        node_left=left,
+        node_right=right,
+        node_is_leaf=is_leaf,
+        node_value=np.where(is_leaf, nodes["value"], 0.0).astype(np.float64),
+        depth=max(1, int(nodes["depth"].max())),
         calib_slope=slope,
         calib_intercept=offset,
         horizon_days=horizon_days,
@@ -391,6 +521,12 @@ def classification_metrics(
         "calibration_error": ece,
         "calibration": table,
     }
+
+
+def _auc(labels: npt.NDArray[np.int8], risk: FloatArray) -> float:
+    if len(set(labels.tolist())) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, risk))
 
 
 def fit_recency_baseline(
@@ -471,7 +607,6 @@ def train_churn(
     horizon_days: int,
     step_days: int = 14,
     max_cutoffs: int = 12,
-    regularisation: float = 1.0,
     now: datetime | None = None,
 ) -> TrainingReport:
     """Build labelled snapshots, fit, evaluate on the latest unused cut-off, store as active.
@@ -516,21 +651,25 @@ def train_churn(
         raise ValueError("no users with history at the evaluation cut-off")
 
     version = new_version(trained_at)
-    model = fit_churn_model(
-        x_train, y_train, horizon_days=horizon_days, version=version, regularisation=regularisation
-    )
+    model = fit_churn_model(x_train, y_train, horizon_days=horizon_days, version=version)
     baseline = fit_recency_baseline(x_train, y_train)
-    model_metrics = classification_metrics(evaluation_labels, model.risk(evaluation.values))
-    baseline_metrics = classification_metrics(evaluation_labels, baseline(evaluation.values))
+    model_risk = model.risk(evaluation.values)
+    baseline_risk = baseline(evaluation.values)
+    model_metrics = classification_metrics(evaluation_labels, model_risk)
+    baseline_metrics = classification_metrics(evaluation_labels, baseline_risk)
+    # Users silent for longer than the horizon are easy; report the rest on their own too.
+    recent = evaluation.values[:, FEATURE_NAMES.index("days_since_last_event")] <= horizon_days
+    for found, risk in ((model_metrics, model_risk), (baseline_metrics, baseline_risk)):
+        found["roc_auc_recently_active"] = _auc(evaluation_labels[recent], risk[recent])
     params: dict[str, Any] = {
         "as_of": as_of.isoformat(),
         "horizon_days": horizon_days,
         "step_days": step_days,
         "evaluation_cutoff": evaluation_cutoff.isoformat(),
         "training_cutoffs": [c.isoformat() for c in cutoffs],
-        "regularisation": regularisation,
         "features": list(FEATURE_NAMES),
-        "classifier": "logistic regression on standardised features + Platt scaling",
+        "classifier": "gradient-boosted trees + Platt scaling",
+        "trees": len(model.tree_roots),
     }
     report = TrainingReport(
         model=model,
@@ -582,15 +721,16 @@ def format_report(report: TrainingReport) -> str:
         f"evaluation: cut-off {report.evaluation_cutoff:%Y-%m-%d %H:%M} UTC, "
         f"{report.evaluation_rows} users, churn rate {report.evaluation_churn_rate:.3f}",
         "",
-        f"{'metric':<20}{'model':>10}{'recency-only':>14}",
+        f"{'metric':<22}{'model':>10}{'recency-only':>14}",
     ]
     for key, label in (
         ("roc_auc", "ROC-AUC"),
+        ("roc_auc_recently_active", f"ROC-AUC active<={report.model.horizon_days}d"),
         ("log_loss", "log loss"),
         ("brier", "Brier score"),
         ("calibration_error", "calibration error"),
     ):
-        lines.append(f"{label:<20}{m[key]:>10.4f}{b[key]:>14.4f}")
+        lines.append(f"{label:<22}{m[key]:>10.4f}{b[key]:>14.4f}")
     lines += [
         "",
         "calibration (model, equal-count bins):",
