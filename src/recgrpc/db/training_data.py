@@ -39,16 +39,17 @@ def load_training_rows(session: Session) -> TrainingRows:
     """Active items, users, preferences, interactions and feedback in five bulk selects."""
     users = [
         (uid, dict(attrs or {}))
-        for uid, attrs in session.execute(select(m.User.user_id, m.User.attributes)).tuples()
+        for uid, attrs in session.execute(select(m.User.user_id, m.User.attributes)).all()
     ]
     preferences = [
         (uid, cat, float(score))
         for uid, cat, score in session.execute(
             select(m.Preference.user_id, m.Preference.category, m.Preference.score)
-        ).tuples()
+        ).all()
     ]
-    interactions = list(
-        session.execute(
+    interactions = [
+        (u, i, t, v, at)
+        for u, i, t, v, at in session.execute(
             select(
                 m.Interaction.user_id,
                 m.Interaction.item_id,
@@ -56,10 +57,11 @@ def load_training_rows(session: Session) -> TrainingRows:
                 m.Interaction.value,
                 m.Interaction.occurred_at,
             )
-        ).tuples()
-    )
-    feedback = list(
-        session.execute(
+        )
+    ]
+    feedback = [
+        (u, i, c, d, r, at)
+        for u, i, c, d, r, at in session.execute(
             select(
                 m.Feedback.user_id,
                 m.Feedback.item_id,
@@ -68,8 +70,8 @@ def load_training_rows(session: Session) -> TrainingRows:
                 m.Feedback.rating,
                 m.Feedback.created_at,
             )
-        ).tuples()
-    )
+        )
+    ]
     return TrainingRows(
         items=catalogue(session),
         users=users,
@@ -179,7 +181,7 @@ def impressions_since(
             m.Impression.item_ids,
             m.Impression.served_at,
         ).where(m.Impression.served_at >= since)
-    ).tuples()
+    ).all()
     return [(r, u, a, v, list(ids or []), at) for r, u, a, v, ids, at in rows]
 
 
@@ -194,7 +196,7 @@ def feedback_since(session: Session, since: datetime) -> list[tuple[str, str, st
                 m.Feedback.clicked,
                 m.Feedback.dismissed,
             ).where(m.Feedback.created_at >= since)
-        ).tuples()
+        ).all()
     )
 
 
@@ -208,7 +210,7 @@ def interactions_since(session: Session, since: datetime) -> list[tuple[str, str
                 m.Interaction.type,
                 m.Interaction.occurred_at,
             ).where(m.Interaction.occurred_at >= since)
-        ).tuples()
+        ).all()
     )
 
 

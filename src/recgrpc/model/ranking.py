@@ -212,7 +212,8 @@ class RankingEngine:
             if vector is None:
                 continue
             items = model.items_for(source)
-            scores: npt.NDArray[np.float32] = items @ vector
+            # einsum, not BLAS: multi-threaded BLAS spins against the RPC threads for a matvec.
+            scores: npt.NDArray[np.float32] = np.einsum("ij,j->i", items, vector)
             usable = allowed
             if source == Algorithm.COLLABORATIVE:
                 usable = allowed & model.trained

@@ -83,8 +83,11 @@ def rerank(
     pool_scores = scores[pool].astype(np.float32)
     bonus_unit = config.freshness_boost * span
     if bonus_unit > 0 and fresh is not None and fresh_items is not None and fresh_items.size:
-        extra = fresh_items[allowed[fresh_items]]
-        merged = np.union1d(pool, extra)
+        # Only fresh items whose boosted score clears the pool's floor can enter it.
+        lifted = scores[fresh_items] + bonus_unit * fresh[fresh_items]
+        extra = fresh_items[(lifted > lo) & allowed[fresh_items]]
+        extra = extra[~np.isin(extra, pool)]
+        merged = np.concatenate([pool, extra])
         boosted = scores[merged] + bonus_unit * fresh[merged]
         order = np.argsort(-boosted, kind="stable")[:pool_size]
         pool, pool_scores = merged[order], boosted[order].astype(np.float32)

@@ -155,7 +155,8 @@ def train(
         newest_event=data.newest_event,
         extra_params={"weight_scale": weight_scale, "epochs": best_epoch},
     )
-    digest = hashlib.sha256(artifact.encode(arrays)).hexdigest()[:8]
+    # Time to the microsecond in the digest: retraining on the same data gives a new version.
+    digest = hashlib.sha256(artifact.encode(arrays) + now.isoformat().encode()).hexdigest()[:8]
     version = f"{now:%Y%m%dT%H%M%S}-{digest}"
     arrays = _with_version(arrays, version)
     blob = artifact.encode(arrays)

@@ -1,0 +1,137 @@
+"""Latency of one ranking call (RankingEngine.recommend) at 10k and 100k catalogue items.
+
+    python bench/recommend_latency.py [--items 10000 100000] [--requests 2000] [--components 64]
+
+Measures what GetRecommendations spends in the model layer: the allowed mask, user vector
+(identity + preferences, or fold-in of recent clicks for a user the model does not know),
+one matrix-vector product over precomputed float32 item representations, argpartition and
+re-ranking (diversity and freshness on). The model is random (speed does not depend on what it
+learned); items have 1-2 of 30 categories and 2 tags. The gRPC and database round trips are
+not included here (see `recgrpc bench` for end to end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from recgrpc import domain
+from recgrpc.domain import Algorithm
+from recgrpc.model.artifact import RecommenderArrays
+from recgrpc.model.catalog import CatalogIndex
+from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
+from recgrpc.model.representations import ModelView
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def build_engine(n_items: int, n_users: int, components: int, seed: int = 0) -> RankingEngine:
+    rng = np.random.default_rng(seed)
+    cats = [f"c{c}" for c in range(30)]
+    rows = []
+    for i in range(n_items):
+        item_cats = [cats[i % 30]] if i % 3 else [cats[i % 30], cats[(i + 7) % 30]]
+        created = NOW - timedelta(days=float(rng.uniform(0, 365)))
+        rows.append((f"item{i}", item_cats, [f"t{i % 50}", f"t{i % 7 + 50}"], created))
+    item_names = [f"item:{r[0]}" for r in rows] + [f"category:{c}" for c in cats]
+    item_names += [f"tag:t{t}" for t in range(57)]
+    user_names = [f"user:user{u}" for u in range(n_users)] + [f"preference:{c}" for c in cats]
+    index = {n: i for i, n in enumerate(item_names)}
+    indptr, indices, data = [0], [], []
+    for item_id, item_cats, tags, _ in rows:
+        cols = [index[f"item:{item_id}"]] + [index[f"category:{c}"] for c in item_cats]
+        cols += [index[f"tag:{t}"] for t in tags]
+        indices += cols
+        data += [1.0 / len(cols)] * len(cols)
+        indptr.append(len(indices))
+    arrays = RecommenderArrays(
+        version="bench",
+        params={},
+        user_ids=np.array([f"user{u}" for u in range(n_users)]),
+        item_ids=np.array([r[0] for r in rows]),
+        user_feature_names=np.array(user_names),
+        item_feature_names=np.array(item_names),
+        user_feature_embeddings=rng.normal(0, 0.1, (len(user_names), components)).astype(
+            np.float32
+        ),
+        user_feature_biases=np.zeros(len(user_names), dtype=np.float32),
+        item_feature_embeddings=rng.normal(0, 0.1, (len(item_names), components)).astype(
+            np.float32
+        ),
+        item_feature_biases=rng.normal(0, 0.1, len(item_names)).astype(np.float32),
+        item_features_indptr=np.array(indptr, dtype=np.int32),
+        item_features_indices=np.array(indices, dtype=np.int32),
+        item_features_data=np.array(data, dtype=np.float32),
+        user_trained_until=np.full(n_users, NOW.timestamp() - 86400 * 30),
+        user_train_weight=np.full(n_users, 10.0, dtype=np.float32),
+        typical_user_norm=1.0,
+        newest_event=NOW.timestamp(),
+    )
+    catalog = CatalogIndex.build(rows)
+    view = ModelView.build(arrays, rows)
+    trending = rng.pareto(1.5, n_items).astype(np.float32)
+    snapshot = ServingSnapshot.assemble(catalog, trending, NOW, model=view, config=RankingConfig())
+    return RankingEngine(snapshot)
+
+
+def contexts(n_items: int, n_users: int, count: int) -> list[tuple[domain.UserContext, Algorithm]]:
+    rng = np.random.default_rng(1)
+    out = []
+    for k in range(count):
+        seen = frozenset(f"item{i}" for i in rng.integers(0, n_items, 50))
+        if k % 3 == 2:  # a user the model does not know: fold-in of 20 recent clicks
+            recent = tuple(
+                domain.RecentInteraction(
+                    f"item{int(i)}", domain.InteractionType.CLICK, 0.0, NOW - timedelta(hours=1)
+                )
+                for i in rng.integers(0, n_items, 20)
+            )
+            ctx = domain.UserContext(f"new{k}", True, seen_item_ids=seen, recent=recent)
+        else:
+            ctx = domain.UserContext(
+                f"user{int(rng.integers(n_users))}",
+                True,
+                seen_item_ids=seen,
+                preferences={"c3": 1.0, "c7": 0.5},
+            )
+        algorithm = (Algorithm.HYBRID, Algorithm.CONTENT, Algorithm.AUTO, Algorithm.POPULAR)[k % 4]
+        out.append((ctx, algorithm))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--components", type=int, default=64)
+    parser.add_argument("--limit", type=int, default=10)
+    args = parser.parse_args()
+    header = f"{'items':>8} {'source':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    print(f"{header}  (limit {args.limit})")
+    for n_items in args.items:
+        engine = build_engine(n_items, args.users, args.components)
+        cases = contexts(n_items, args.users, args.requests)
+        timings: dict[str, list[float]] = {}
+        for ctx, algorithm in cases[:50]:  # warm-up
+            engine.recommend(ctx, domain.RecommendationQuery(ctx.user_id, args.limit, algorithm))
+        for ctx, algorithm in cases:
+            query = domain.RecommendationQuery(ctx.user_id, args.limit, algorithm)
+            start = time.perf_counter()
+            engine.recommend(ctx, query)
+            elapsed = (time.perf_counter() - start) * 1000
+            timings.setdefault(algorithm.value, []).append(elapsed)
+            timings.setdefault("all", []).append(elapsed)
+        for name, values in timings.items():
+            v = np.array(values)
+            print(
+                f"{n_items:>8} {name:>8} {np.percentile(v, 50):>8.2f} "
+                f"{np.percentile(v, 99):>8.2f} {v.max():>8.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
