@@ -3,6 +3,7 @@ per-row queries). Each function takes a Session owned by the caller."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -234,24 +235,43 @@ def replace_top_n(
     for start in range(0, len(user_ids), 500):
         chunk = list(user_ids[start : start + 500])
         session.execute(delete(table).where(table.c.user_id.in_(chunk)))
+    columns = (
+        "user_id", "item_id", "rank", "score", "algorithm", "model_version", "recset_id",
+        "generated_at", "is_clicked", "is_dismissed",
+    )  # fmt: skip
+    # Millions of rows: bind the constant columns once and hand plain tuples to the driver's
+    # executemany (SQLAlchemy's per-row parameter processing would dominate the write).
+    conn = session.connection()
+    dialect = conn.dialect
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+    stamp = table.c.generated_at.type.dialect_impl(dialect).bind_processor(dialect)
+    stored_at = stamp(generated_at) if stamp else generated_at
+    constant = {
+        "algorithm": algorithm, "model_version": model_version, "recset_id": "",
+        "generated_at": stored_at, "is_clicked": False, "is_dismissed": False,
+    }  # fmt: skip
     finite = np.isfinite(top_scores)
-    ranks = np.arange(1, top_items.shape[1] + 1)
-    rows = [
-        {
-            "user_id": user_id,
-            "item_id": item_ids[item],
-            "rank": int(rank),
-            "score": float(score),
-            "algorithm": algorithm,
-            "model_version": model_version,
-            "recset_id": "",
-            "generated_at": generated_at,
-            "is_clicked": False,
-            "is_dismissed": False,
-        }
-        for user_id, items, scores, ok in zip(user_ids, top_items, top_scores, finite, strict=True)
-        for item, score, rank, good in zip(items.tolist(), scores.tolist(), ranks, ok, strict=True)
-        if good
-    ]
-    for start in range(0, len(rows), 20_000):
-        session.execute(insert(table), rows[start : start + 20_000])
+    per_user = finite.sum(axis=1)
+    # Column-wise with numpy, then zipped into tuples: no per-row Python work beyond the zip.
+    columns_data: dict[str, Any] = {
+        "user_id": np.repeat(np.asarray(user_ids, dtype=object), per_user).tolist(),
+        "item_id": np.asarray(item_ids, dtype=object)[top_items[finite]].tolist(),
+        "rank": np.broadcast_to(np.arange(1, top_items.shape[1] + 1), top_items.shape)[
+            finite
+        ].tolist(),
+        "score": top_scores[finite].astype(np.float64).tolist(),
+    }
+    total = len(columns_data["user_id"])
+    for key, value in constant.items():
+        columns_data[key] = itertools.repeat(value, total)
+    if compiled.positional:
+        order = compiled.positiontup or []
+        params: list[Any] = list(zip(*(columns_data[k] for k in order), strict=False))
+    else:
+        keys = list(columns_data)
+        params = [
+            dict(zip(keys, row, strict=False)) for row in zip(*columns_data.values(), strict=False)
+        ]
+    sql = str(compiled)
+    for begin in range(0, len(params), 50_000):
+        conn.exec_driver_sql(sql, params[begin : begin + 50_000])

@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -44,8 +44,8 @@ from recgrpc.model.representations import ModelView
 log = logging.getLogger(__name__)
 
 MIN_TRAIN_PAIRS = 10
-EARLY_STOPPING_USERS = 2000
-FINAL_EVALUATION_USERS = 5000
+EARLY_STOPPING_USERS = 1000
+FINAL_EVALUATION_USERS = 3000
 PATIENCE = 3
 K = 10
 
@@ -71,6 +71,8 @@ class TrainingReport:
     test_pairs: int
     seconds: float
     lists_written: int
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase: read, features, fit, stopping, evaluation, store, top_n."""
 
 
 def params_from_settings(settings: Settings, **overrides: object) -> TrainingParams:
@@ -103,12 +105,16 @@ def train(
     if max_epochs < 1:
         raise ValueError("epochs must be at least 1")
 
+    timings: dict[str, float] = {}
+    clock = _PhaseClock(timings)
     with db.reader() as session:
         rows = td.load_training_rows(session)
         active = td.active_model(session)
+    clock.lap("read")
     data = build_interaction_data(rows, settings)
     holdout = temporal_holdout(data)
     _require_enough(data, holdout)
+    clock.lap("features")
 
     rec = HybridRecommender(
         params,
@@ -135,7 +141,9 @@ def train(
                disable=not progress)  # fmt: skip
     for epoch in bar:
         rec.fit_partial(interactions, weights, epochs=1, num_threads=num_threads)
+        clock.lap("fit")
         ndcg = evaluate(rec.scores, holdout, k=K, users=stopping_users, with_auc=False).ndcg
+        clock.lap("stopping")
         bar.set_postfix(ndcg=f"{ndcg:.4f}", best=f"{max(ndcg, best_ndcg):.4f}")
         if ndcg > best_ndcg + 1e-5:
             best_ndcg, best_epoch, best_state, waited = ndcg, epoch, rec.snapshot_state(), 0
@@ -179,6 +187,7 @@ def train(
         except ValueError as exc:
             log.warning("active model %s cannot be evaluated: %s", active.version, exc)
 
+    clock.lap("evaluation")
     promoted, decision = _gate(model_metrics, active_metrics, active, force)
     metrics = {
         "model": model_metrics.as_dict(),
@@ -199,9 +208,11 @@ def train(
         )
         if promoted:
             td.activate_model(session, td.RECOMMENDER, version, now)
+    clock.lap("store")
     written = 0
     if promoted and write_lists:
         written = write_top_n(db, view, data, user_rows, top_n=settings.top_n, now=now)
+        clock.lap("top_n")
     return TrainingReport(
         version=version,
         promoted=promoted,
@@ -218,7 +229,21 @@ def train(
         test_pairs=holdout.n_test,
         seconds=time.perf_counter() - started,
         lists_written=written,
+        timings=timings,
     )
+
+
+class _PhaseClock:
+    """Accumulates wall time per named phase."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.into[phase] = self.into.get(phase, 0.0) + now - self.last
+        self.last = now
 
 
 def _require_enough(data: InteractionData, holdout: Holdout) -> None:
@@ -397,7 +422,8 @@ def format_training_report(report: TrainingReport) -> str:
         [
             f"model {report.version}: {report.users} users, {report.items} items, "
             f"{report.train_pairs} training pairs, {report.test_pairs} held out; "
-            f"{report.epochs} epochs (best {report.best_epoch}) in {report.seconds:.1f}s",
+            f"{report.epochs} epochs (best {report.best_epoch}) in {report.seconds:.1f}s "
+            f"({', '.join(f'{k} {v:.1f}s' for k, v in report.timings.items())})",
             metrics_table(columns),
             report.decision,
             f"top-N written for {report.lists_written} users" if report.promoted else "",
