@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -91,109 +92,134 @@ def _for_users(
     return stmt.where(column.in_(user_ids))
 
 
+def activity_query(
+    session: Session, as_of: datetime, user_ids: Sequence[str] | None = None
+) -> Select[Any]:
+    """Per-user interaction aggregates at or before ``as_of`` (one grouped statement)."""
+    it = m.Interaction
+    day = _utc_day(session, it.occurred_at)
+    since_30d = as_of - timedelta(days=30)
+    return _for_users(
+        select(
+            it.user_id.label("user_id"),
+            func.min(it.occurred_at).label("first_event_at"),
+            func.max(it.occurred_at).label("last_event_at"),
+            _count_since(it.occurred_at, as_of - timedelta(days=7)).label("events_7d"),
+            _count_since(it.occurred_at, as_of - timedelta(days=28)).label("events_28d"),
+            _count_since(it.occurred_at, since_30d).label("events_30d"),
+            _count_since(it.occurred_at, as_of - timedelta(days=90)).label("events_90d"),
+            func.count(distinct(case((it.occurred_at > since_30d, day), else_=None))).label(
+                "active_days_30d"
+            ),
+        ).where(it.occurred_at <= as_of),
+        it.user_id,
+        user_ids,
+    ).group_by(it.user_id)
+
+
+def aggregates_query(
+    session: Session, as_of: datetime, user_ids: Sequence[str] | None = None
+) -> Select[Any]:
+    """Interaction, feedback, impression and preference aggregates in one statement.
+
+    One round trip per request when serving; each grouped subquery carries the user filter,
+    so PostgreSQL reads only that user's index ranges.
+    """
+    since_30d = as_of - timedelta(days=30)
+    activity = activity_query(session, as_of, user_ids).subquery("activity")
+
+    fb = m.Feedback
+    in_30d = fb.created_at > since_30d
+    feedback = (
+        _for_users(
+            select(
+                fb.user_id.label("user_id"),
+                _count_since(fb.created_at, since_30d).label("feedback_30d"),
+                func.sum(case((in_30d & fb.clicked.is_(True), 1), else_=0)).label("clicks_30d"),
+                func.sum(case((in_30d & fb.dismissed.is_(True), 1), else_=0)).label(
+                    "dismissals_30d"
+                ),
+                func.count(fb.rating).label("ratings_90d"),
+                func.sum(fb.rating).label("rating_sum_90d"),
+            ).where(fb.created_at > as_of - timedelta(days=90), fb.created_at <= as_of),
+            fb.user_id,
+            user_ids,
+        )
+        .group_by(fb.user_id)
+        .subquery("feedback")
+    )
+    imp = m.Impression
+    impressions = (
+        _for_users(
+            select(imp.user_id.label("user_id"), func.count().label("impressions_30d")).where(
+                imp.served_at > since_30d, imp.served_at <= as_of
+            ),
+            imp.user_id,
+            user_ids,
+        )
+        .group_by(imp.user_id)
+        .subquery("impressions")
+    )
+    pref = m.Preference
+    preferences = (
+        _for_users(
+            select(pref.user_id.label("user_id"), func.count().label("preferences")),
+            pref.user_id,
+            user_ids,
+        )
+        .group_by(pref.user_id)
+        .subquery("preferences")
+    )
+    return select(
+        activity,
+        feedback.c.feedback_30d,
+        feedback.c.clicks_30d,
+        feedback.c.dismissals_30d,
+        feedback.c.ratings_90d,
+        feedback.c.rating_sum_90d,
+        impressions.c.impressions_30d,
+        preferences.c.preferences,
+    ).select_from(
+        activity.outerjoin(feedback, feedback.c.user_id == activity.c.user_id)
+        .outerjoin(impressions, impressions.c.user_id == activity.c.user_id)
+        .outerjoin(preferences, preferences.c.user_id == activity.c.user_id)
+    )
+
+
 def user_aggregates(
     session: Session, as_of: datetime, user_ids: Sequence[str] | None = None
 ) -> dict[str, UserAggregates]:
     """Aggregates as of ``as_of`` for ``user_ids`` (None: every user), keyed by user id.
 
-    Only users with at least one interaction at or before ``as_of`` appear. Four grouped
-    queries whatever the number of users; pass a short list of ids (serving) or None (training).
+    Only users with at least one interaction at or before ``as_of`` appear. One statement
+    whatever the number of users: a short list of ids when serving, None for training.
     """
     if user_ids is not None and not user_ids:
         return {}
-    it = m.Interaction
-    day = _utc_day(session, it.occurred_at)
-    since_30d = as_of - timedelta(days=30)
-    activity_rows = session.execute(
-        _for_users(
-            select(
-                it.user_id,
-                func.min(it.occurred_at),
-                func.max(it.occurred_at),
-                _count_since(it.occurred_at, as_of - timedelta(days=7)),
-                _count_since(it.occurred_at, as_of - timedelta(days=28)),
-                _count_since(it.occurred_at, since_30d),
-                _count_since(it.occurred_at, as_of - timedelta(days=90)),
-                func.count(distinct(case((it.occurred_at > since_30d, day), else_=None))),
-            ).where(it.occurred_at <= as_of),
-            it.user_id,
-            user_ids,
-        ).group_by(it.user_id)
-    ).all()
-    activity = {
-        row[0]: ActivityAggregates(
-            first_event_at=row[1],
-            last_event_at=row[2],
-            events_7d=int(row[3] or 0),
-            events_28d=int(row[4] or 0),
-            events_30d=int(row[5] or 0),
-            events_90d=int(row[6] or 0),
-            active_days_30d=int(row[7] or 0),
-        )
-        for row in activity_rows
-    }
-    if not activity:
-        return {}
-    # Narrow the remaining queries to the users found when serving; a batch keeps scanning
-    # the windows once for everybody.
-    wanted = None if user_ids is None else sorted(activity)
-
-    fb = m.Feedback
-    feedback_rows = session.execute(
-        _for_users(
-            select(
-                fb.user_id,
-                _count_since(fb.created_at, since_30d),
-                func.sum(case(((fb.created_at > since_30d) & fb.clicked.is_(True), 1), else_=0)),
-                func.sum(case(((fb.created_at > since_30d) & fb.dismissed.is_(True), 1), else_=0)),
-                func.count(fb.rating),
-                func.sum(fb.rating),
-            ).where(fb.created_at > as_of - timedelta(days=90), fb.created_at <= as_of),
-            fb.user_id,
-            wanted,
-        ).group_by(fb.user_id)
-    ).all()
-    feedback = {
-        row[0]: FeedbackAggregates(
-            feedback_30d=int(row[1] or 0),
-            clicks_30d=int(row[2] or 0),
-            dismissals_30d=int(row[3] or 0),
-            ratings_90d=int(row[4] or 0),
-            rating_sum_90d=float(row[5] or 0.0),
-        )
-        for row in feedback_rows
-    }
-
-    imp = m.Impression
-    impressions = _counts(
-        session,
-        _for_users(
-            select(imp.user_id, func.count()).where(
-                imp.served_at > since_30d, imp.served_at <= as_of
-            ),
-            imp.user_id,
-            wanted,
-        ).group_by(imp.user_id),
-    )
-    pref = m.Preference
-    preferences = _counts(
-        session,
-        _for_users(select(pref.user_id, func.count()), pref.user_id, wanted).group_by(pref.user_id),
-    )
-    empty = FeedbackAggregates()
+    rows = session.execute(aggregates_query(session, as_of, user_ids)).mappings().all()
     return {
-        user_id: UserAggregates(
-            activity=act,
-            feedback=feedback.get(user_id, empty),
-            impressions_30d=impressions.get(user_id, 0),
-            preferences=preferences.get(user_id, 0),
+        row["user_id"]: UserAggregates(
+            activity=ActivityAggregates(
+                first_event_at=row["first_event_at"],
+                last_event_at=row["last_event_at"],
+                events_7d=int(row["events_7d"] or 0),
+                events_28d=int(row["events_28d"] or 0),
+                events_30d=int(row["events_30d"] or 0),
+                events_90d=int(row["events_90d"] or 0),
+                active_days_30d=int(row["active_days_30d"] or 0),
+            ),
+            feedback=FeedbackAggregates(
+                feedback_30d=int(row["feedback_30d"] or 0),
+                clicks_30d=int(row["clicks_30d"] or 0),
+                dismissals_30d=int(row["dismissals_30d"] or 0),
+                ratings_90d=int(row["ratings_90d"] or 0),
+                rating_sum_90d=float(row["rating_sum_90d"] or 0.0),
+            ),
+            impressions_30d=int(row["impressions_30d"] or 0),
+            preferences=int(row["preferences"] or 0),
         )
-        for user_id, act in activity.items()
+        for row in rows
     }
-
-
-def _counts(session: Session, stmt: Select[str, int]) -> dict[str, int]:
-    return {row[0]: int(row[1] or 0) for row in session.execute(stmt).all()}
 
 
 def active_user_ids(session: Session, start: datetime, end: datetime) -> set[str]:
@@ -279,7 +305,15 @@ def store_active_model(
 
 
 def record_predictions(session: Session, rows: Collection[Mapping[str, Any]]) -> None:
-    """Append churn predictions (``churn_predictions`` columns as keys) in bulk."""
+    """Append churn predictions (``churn_predictions`` columns as keys) in bulk.
+
+    On PostgreSQL the transaction commits without waiting for its WAL flush: a prediction is
+    a record that can be recomputed, and a disk sync per PredictChurn would dominate it.
+    """
     batch = list(rows)
+    if not batch:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
     for start in range(0, len(batch), 2000):
         session.execute(insert(m.ChurnPrediction), [dict(r) for r in batch[start : start + 2000]])
