@@ -171,6 +171,39 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return bench.run(args)
 
 
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from recgrpc.db import Database, upgrade
+    from recgrpc.importer import ImportRefused, import_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"recgrpc: no such file: {path}", file=sys.stderr)
+        return 2
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    try:
+        report = import_file(db, args.kind, path, progress=not args.quiet and sys.stderr.isatty())
+    except ImportRefused as exc:
+        print(f"recgrpc: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        if exc.bad_rows > len(exc.problems):
+            print(f"  ... (first {len(exc.problems)} problems shown)", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    line = f"imported {report.rows} rows of {report.kind} from {path}: {report.new_rows} new"
+    if report.created_users or report.created_items:
+        line += (
+            f"; created {report.created_users} users and {report.created_items} items"
+            " that were not in the database"
+        )
+    print(line)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from recgrpc.db import Database, upgrade
     from recgrpc.demo import generate_demo, write_demo
@@ -251,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--window-hours", type=float, default=24.0, help="a hit counts within this many hours"
     )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("import", help="bulk-import a CSV file (all rows or nothing)")
+    p.add_argument("kind", choices=["items", "users", "preferences", "interactions"])
+    p.add_argument("file", help="CSV file with a header row (see the README for the columns)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("demo", help="generate the demo catalogue and history into the database")
     p.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
@@ -36,21 +37,56 @@ def insert_new(
     *,
     chunk_size: int = CHUNK_ROWS,
 ) -> int:
-    """Insert rows whose ``key`` is not stored yet; returns how many rows were new."""
+    """Insert rows whose ``key`` is not stored yet; returns how many rows were new.
+
+    Every row must have the same columns.
+    """
+    if not rows:
+        return 0
     conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        return _insert_new_sqlite(conn, table, rows, key, chunk_size)
     column = table.__table__.c[key]
     stmt = _insert(session, table).on_conflict_do_nothing(index_elements=[key])
-    # SQLite reports executemany's rowcount; psycopg's batched inserts report -1, so count the
-    # keys already there first (an indexed lookup).
-    count_first = conn.dialect.name != "sqlite"
+    # psycopg's batched inserts report rowcount -1, so count the keys already there first.
     inserted = 0
     for chunk in _chunks(rows, chunk_size):
         keys = {row[key] for row in chunk}
-        before = 0
-        if count_first:
-            before = len(conn.execute(select(column).where(column.in_(keys))).all())
-        result = conn.execute(stmt, list(chunk))
-        inserted += result.rowcount if not count_first else len(keys) - before
+        before = len(conn.execute(select(column).where(column.in_(keys))).all())
+        conn.execute(stmt, list(chunk))
+        inserted += len(keys) - before
+    return inserted
+
+
+def _insert_new_sqlite(
+    conn: Connection,
+    table: type[m.Base],
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    chunk_size: int,
+) -> int:
+    # SQLAlchemy's per-row parameter handling costs more than SQLite's insert itself, so the
+    # compiled statement runs through the driver with values converted column by column by
+    # each column type's own bind processor (the same conversion SQLAlchemy would apply).
+    columns = list(rows[0])
+    core = table.__table__
+    stmt = (
+        sqlite.insert(table)
+        .values({c: bindparam(c) for c in columns})
+        .on_conflict_do_nothing(index_elements=[key])
+    )
+    compiled = stmt.compile(dialect=conn.dialect)
+    order = list(compiled.positiontup or ())
+    processors = [core.c[c].type.bind_processor(conn.dialect) for c in order]
+    sql = str(compiled)
+    inserted = 0
+    for chunk in _chunks(rows, chunk_size):
+        values = []
+        for name, process in zip(order, processors, strict=True):
+            column = [row[name] for row in chunk]
+            values.append(list(map(process, column)) if process else column)
+        result = conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
+        inserted += result.rowcount
     return inserted
 
 
@@ -146,6 +182,20 @@ def upsert_preferences(session: Session, preferences: Sequence[tuple[str, str, f
     """Set (user_id, category) -> score; other categories of the same users stay as they are."""
     rows = [{"user_id": u, "category": c, "score": s} for u, c, s in preferences]
     upsert(session, m.Preference, rows, ["user_id", "category"], ["score"])
+
+
+def count_new_preferences(session: Session, preferences: Sequence[tuple[str, str, float]]) -> int:
+    """How many (user_id, category) pairs in ``preferences`` are not stored yet."""
+    wanted = {(u, c) for u, c, _ in preferences}
+    users = sorted({u for u, _ in wanted})
+    stored: set[tuple[str, str]] = set()
+    conn = session.connection()
+    for chunk in _chunks(users, CHUNK_ROWS):
+        query = select(m.Preference.user_id, m.Preference.category).where(
+            m.Preference.user_id.in_(chunk)
+        )
+        stored.update((u, c) for u, c in conn.execute(query))
+    return len(wanted - stored)
 
 
 def insert_interactions(
