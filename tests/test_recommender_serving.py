@@ -14,6 +14,7 @@ import pytest
 from recgrpc.config import Settings
 from recgrpc.db import Database
 from recgrpc.db import training_data as td
+from recgrpc.model.evaluation import online_metrics_since
 from recgrpc.model.recommender import TrainingParams
 from recgrpc.model.training import train
 from recgrpc.v1 import catalog_pb2 as cat_pb
@@ -262,3 +263,37 @@ def test_a_corrupt_active_artifact_leaves_the_previous_model_serving(
         response = recommend(channel, "u000", "HYBRID")
         assert response.model_version == trained
         assert response.recommendations
+
+
+def test_online_metrics_count_clicks_and_hits_per_algorithm_and_version(
+    trained: str, channel: grpc.Channel, database: Database
+) -> None:
+    wait_for_model(channel, trained)
+    started = datetime.now(UTC)
+    served = recommend(channel, "u002", "HYBRID")
+    popular = recommend(channel, "u003", "POPULAR", limit=5)
+    first, second = ids(served)[:2]
+    rec, _ = stubs(channel)
+    rec.SubmitFeedback(
+        pb.SubmitFeedbackRequest(
+            user_id="u002", item_id=first, recset_id=served.recset_id, clicked=True
+        ),
+        timeout=5,
+    )
+    rec.LogInteraction(
+        pb.LogInteractionRequest(
+            user_id="u002", item_id=second, type=pb.INTERACTION_TYPE_PURCHASE,
+            recset_id=served.recset_id,
+        ),
+        timeout=5,
+    )  # fmt: skip
+    with database.reader() as session:
+        rows = {(r.algorithm, r.model_version): r for r in online_metrics_since(session, started)}
+    hybrid = rows[("HYBRID", trained)]
+    assert (hybrid.impressions, hybrid.items_shown) == (1, len(served.recommendations))
+    assert (hybrid.clicks, hybrid.hits) == (1, 1)
+    assert hybrid.click_through_rate == pytest.approx(1 / len(served.recommendations))
+    trending = rows[("POPULAR", "")]
+    assert (trending.items_shown, trending.clicks, trending.hits) == (
+        len(popular.recommendations), 0, 0,
+    )  # fmt: skip

@@ -132,7 +132,6 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
     from recgrpc.db import Database
-    from recgrpc.db import training_data as td
     from recgrpc.model import evaluation, training
 
     db = Database(settings.database_url)
@@ -150,12 +149,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         window = timedelta(hours=args.window_hours)
         since = datetime.now(UTC) - timedelta(days=args.days)
         with db.reader() as session:
-            online = evaluation.online_metrics(
-                td.impressions_since(session, since),
-                td.feedback_since(session, since),
-                td.interactions_since(session, since),
-                window=window,
-            )
+            online = evaluation.online_metrics_since(session, since, window)
     finally:
         db.dispose()
     print(f"\nonline (last {args.days} days; hits within {args.window_hours}h of serving):")
