@@ -15,11 +15,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from recgrpc.db import Database, churn_data
+from recgrpc.domain import RiskLevel
 from recgrpc.model.churn import (
     FEATURE_NAMES,
-    ActiveChurnModel,
     ChurnModel,
     churn_features,
+    risk_level,
     train_churn,
 )
 from tests import churn_history
@@ -131,12 +132,13 @@ def test_factors_are_honest(trained) -> None:
     db, _history, model, _metrics = trained
     with db.reader() as session:
         table = churn_features(session, END)
-    predictor = ActiveChurnModel(0.35, 0.65, model=model, top_factors=len(FEATURE_NAMES))
+    risks, contributions = model.explain(table.values[:40])
     checked = 0
     for i, user_id in enumerate(table.user_ids[:40]):
         raw = table.values[i]
         risk = float(model.risk(raw)[0])
-        factors = predictor._prediction(model, user_id, raw, END).factors
+        assert risks[i] == pytest.approx(risk, abs=1e-12)
+        factors = model.factors(raw, contributions[i], top=len(FEATURE_NAMES))
         assert factors, user_id
         for factor in factors:
             j = FEATURE_NAMES.index(factor.name)
@@ -156,13 +158,13 @@ def test_a_long_silence_is_listed_as_raising_risk(trained) -> None:
     db, history, model, _metrics = trained
     with db.reader() as session:
         table = churn_features(session, END)
-    predictor = ActiveChurnModel(0.35, 0.65, model=model)
     gone = [u for u, day in history.churn_day.items() if day < END - 20 * DAY]
     assert gone
-    for user_id in gone:
-        prediction = predictor._prediction(model, user_id, table.row(user_id), END)
-        assert prediction.level.value == "HIGH"
-        names = {f.name: f for f in prediction.factors}
+    risks, contributions = model.explain(np.array([table.row(u) for u in gone]))
+    for i, user_id in enumerate(gone):
+        assert risk_level(risks[i], 0.35, 0.65) is RiskLevel.HIGH, user_id
+        factors = model.factors(table.row(user_id), contributions[i])
+        names = {f.name: f for f in factors}
         assert names["days_since_last_event"].contribution > 0
         assert names["days_since_last_event"].value >= 20
 

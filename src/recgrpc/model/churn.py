@@ -163,6 +163,8 @@ BOOSTING_ROUNDS = 150
 MAX_LEAF_NODES = 15
 MIN_SAMPLES_LEAF = 10
 MAX_TREE_DEPTH = 64
+EXPLAIN_BATCH_ROWS = 30_000
+"""Rows (users x their variants) scored at once when explaining a batch; bounds memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,20 +218,39 @@ class ChurnModel:
         """Calibrated churn probability per row of raw features."""
         return _sigmoid(self.calib_slope * self.score(raw) + self.calib_intercept)
 
-    def factors(self, raw_row: FloatArray, top: int = 5) -> list[domain.ChurnFactor]:
-        """The ``top`` factors by effect, each with its value and signed contribution.
+    def explain(self, raw: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Risk per row, and each feature's contribution to it (rows x features).
 
-        A factor's contribution is the user's risk minus the risk the same user would have
+        A feature's contribution is the user's risk minus the risk the same user would have
         with that one feature at its typical (training median) value: positive means this
-        value raises the user's risk, negative that it lowers it. The trees are scored for
-        the user and each such variant in one batch. Undefined values (a rate without
-        exposure) still count in the risk but are not listed, having no value to show.
+        value raises the user's risk, negative that it lowers it. Each user and their
+        variants are scored in one batch.
         """
-        n = len(self.feature_names)
-        variants = np.repeat(np.atleast_2d(raw_row), n + 1, axis=0)
-        variants[np.arange(1, n + 1), np.arange(n)] = self.reference
-        risks = self.risk(variants)
-        contributions = risks[0] - risks[1:]
+        x = np.atleast_2d(raw)
+        users, features = x.shape
+        risks = np.empty(users)
+        contributions = np.empty((users, features))
+        step = max(1, EXPLAIN_BATCH_ROWS // (features + 1))
+        columns = np.arange(features)
+        for start in range(0, users, step):
+            chunk = x[start : start + step]
+            variants = np.repeat(chunk, features + 1, axis=0).reshape(
+                len(chunk), features + 1, features
+            )
+            variants[:, 1 + columns, columns] = self.reference
+            scored = self.risk(variants.reshape(-1, features)).reshape(len(chunk), features + 1)
+            risks[start : start + len(chunk)] = scored[:, 0]
+            contributions[start : start + len(chunk)] = scored[:, :1] - scored[:, 1:]
+        return risks, contributions
+
+    def factors(
+        self, raw_row: FloatArray, contributions: FloatArray, top: int = 5
+    ) -> list[domain.ChurnFactor]:
+        """The ``top`` factors by the size of their contribution (see :meth:`explain`).
+
+        Undefined values (a rate without exposure) still count in the risk but are not
+        listed, having no value to show.
+        """
         order = np.argsort(-np.abs(contributions), kind="stable")
         listed = [
             domain.ChurnFactor(
@@ -834,7 +855,7 @@ class ActiveChurnModel:
         table = churn_features(session, as_of, [user_id])
         if not table.user_ids:
             raise NotFound(f"user {user_id!r} has no recorded activity before {as_of.isoformat()}")
-        prediction = self._prediction(model, user_id, table.values[0], as_of)
+        prediction = self._predictions(model, table)[0]
         churn_data.record_predictions(session, [prediction_row(prediction)])
         return prediction
 
@@ -844,24 +865,23 @@ class ActiveChurnModel:
         if model is None:
             raise Unavailable(NO_CHURN_MODEL)
         table = churn_features(session, as_of)
-        predictions = [
-            self._prediction(model, uid, table.values[i], as_of)
-            for i, uid in enumerate(table.user_ids)
-        ]
+        predictions = self._predictions(model, table)
         churn_data.record_predictions(session, [prediction_row(p) for p in predictions])
         return predictions
 
-    def _prediction(
-        self, model: ChurnModel, user_id: str, raw: FloatArray, as_of: datetime
-    ) -> domain.ChurnPrediction:
-        risk = float(model.risk(raw)[0])
-        return domain.ChurnPrediction(
-            user_id=user_id,
-            risk=risk,
-            level=risk_level(risk, self.medium_threshold, self.high_threshold),
-            factors=model.factors(raw, self.top_factors),
-            model_version=model.version,
-            predicted_at=self.clock(),
-            as_of=as_of,
-            horizon_days=model.horizon_days,
-        )
+    def _predictions(self, model: ChurnModel, table: FeatureTable) -> list[domain.ChurnPrediction]:
+        risks, contributions = model.explain(table.values)
+        predicted_at = self.clock()
+        return [
+            domain.ChurnPrediction(
+                user_id=user_id,
+                risk=float(risks[i]),
+                level=risk_level(float(risks[i]), self.medium_threshold, self.high_threshold),
+                factors=model.factors(table.values[i], contributions[i], self.top_factors),
+                model_version=model.version,
+                predicted_at=predicted_at,
+                as_of=table.as_of,
+                horizon_days=model.horizon_days,
+            )
+            for i, user_id in enumerate(table.user_ids)
+        ]
