@@ -208,3 +208,40 @@ def test_lists_served_to_one_user_at_once_all_succeed(
     assert impressions == len(recsets)
     # The stored top-N is one whole list, not a mix of several.
     assert stored == 10
+
+
+def test_unknown_items_fail_only_their_own_calls_in_a_shared_batch(
+    channel: grpc.Channel, server: RunningServer, database: Database
+) -> None:
+    items = seed_items(channel, 5)
+    target = f"127.0.0.1:{server.port}"
+    start = threading.Barrier(24)
+
+    def send(k: int) -> grpc.StatusCode:
+        known = k % 2 == 0
+        with grpc.insecure_channel(target) as ch:
+            rec, _ = stubs(ch)
+            start.wait()
+            try:
+                rec.LogInteraction(
+                    pb.LogInteractionRequest(
+                        event_id=f"mixed-{k}",
+                        user_id=f"{'known' if known else 'stray'}-{k}",
+                        item_id=items[k % len(items)] if known else f"missing-{k}",
+                        type=pb.INTERACTION_TYPE_VIEW,
+                    ),
+                    timeout=30,
+                )
+            except grpc.RpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(24) as pool:
+        codes = list(pool.map(send, range(24)))
+    assert codes == [
+        grpc.StatusCode.OK if k % 2 == 0 else grpc.StatusCode.NOT_FOUND for k in range(24)
+    ]
+    assert set(stored_event_ids(database)) == {f"mixed-{k}" for k in range(0, 24, 2)}
+    with database.reader() as s:
+        users = set(s.scalars(select(m.User.user_id)))
+    assert not {u for u in users if u.startswith("stray-")}
