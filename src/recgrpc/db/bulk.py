@@ -8,12 +8,15 @@ query functions these take the caller's session and never commit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, insert, select
-from sqlalchemy.dialects import sqlite
+import psycopg
+from psycopg import sql as psql
+from sqlalchemy import JSON, Column, Connection, MetaData, Table, bindparam, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
@@ -46,16 +49,7 @@ def insert_new(
     conn = session.connection()
     if conn.dialect.name == "sqlite":
         return _insert_new_sqlite(conn, table, rows, key, chunk_size)
-    column = table.__table__.c[key]
-    stmt = _insert(session, table).on_conflict_do_nothing(index_elements=[key])
-    # psycopg's batched inserts report rowcount -1, so count the keys already there first.
-    inserted = 0
-    for chunk in _chunks(rows, chunk_size):
-        keys = {row[key] for row in chunk}
-        before = len(conn.execute(select(column).where(column.in_(keys))).all())
-        conn.execute(stmt, list(chunk))
-        inserted += len(keys) - before
-    return inserted
+    return _insert_new_postgres(conn, table, rows, key, chunk_size)
 
 
 def _insert_new_sqlite(
@@ -84,9 +78,57 @@ def _insert_new_sqlite(
         values = []
         for name, process in zip(order, processors, strict=True):
             column = [row[name] for row in chunk]
-            values.append(list(map(process, column)) if process else column)
+            if process and column.count(column[0]) == len(column):
+                column = [process(column[0])] * len(column)  # e.g. received_at: convert once
+            elif process:
+                column = list(map(process, column))
+            values.append(column)
         result = conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
         inserted += result.rowcount
+    return inserted
+
+
+def _insert_new_postgres(
+    conn: Connection,
+    table: type[m.Base],
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    chunk_size: int,
+) -> int:
+    # COPY into a transaction-scoped staging table, then one INSERT ... SELECT ... ON CONFLICT
+    # DO NOTHING: several times faster than batched INSERTs, and its rowcount is exact.
+    core = m.Base.metadata.tables[table.__tablename__]
+    names = list(rows[0])
+    staging = Table(
+        f"staging_{core.name}",
+        MetaData(),
+        *(Column(name, core.c[name].type) for name in names),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+    staging.create(conn, checkfirst=True)
+    as_json = [isinstance(core.c[name].type, JSON) for name in names]
+    copy = psql.SQL("COPY {} ({}) FROM STDIN").format(
+        psql.Identifier(staging.name), psql.SQL(", ").join(map(psql.Identifier, names))
+    )
+    move = (
+        postgresql.insert(core)
+        .from_select(names, select(*staging.c), include_defaults=False)
+        .on_conflict_do_nothing(index_elements=[key])
+    )
+    driver = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
+    inserted = 0
+    for chunk in _chunks(rows, chunk_size):
+        with driver.cursor() as cursor, cursor.copy(copy) as stream:
+            for row in chunk:
+                stream.write_row(
+                    [
+                        json.dumps(row[name]) if to_json else row[name]
+                        for name, to_json in zip(names, as_json, strict=True)
+                    ]
+                )
+        inserted += conn.execute(move, execution_options={"preserve_rowcount": True}).rowcount
+        conn.execute(staging.delete())
     return inserted
 
 
