@@ -297,3 +297,17 @@ def test_online_metrics_count_clicks_and_hits_per_algorithm_and_version(
     assert (trending.items_shown, trending.clicks, trending.hits) == (
         len(popular.recommendations), 0, 0,
     )  # fmt: skip
+
+
+def test_an_erased_user_is_not_personalised_by_the_model_any_more(
+    trained: str, channel: grpc.Channel
+) -> None:
+    wait_for_model(channel, trained)
+    assert recommend(channel, "u004").algorithm == pb.ALGORITHM_HYBRID
+    _, catalog = stubs(channel)
+    assert catalog.DeleteUser(cat_pb.DeleteUserRequest(user_id="u004"), timeout=5).deleted
+    after = recommend(channel, "u004")
+    assert after.algorithm == pb.ALGORITHM_POPULAR
+    assert after.fallback_reason
+    hybrid = recommend(channel, "u004", "HYBRID")
+    assert hybrid.algorithm == pb.ALGORITHM_POPULAR

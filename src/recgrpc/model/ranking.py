@@ -203,7 +203,7 @@ class RankingEngine:
                 snap, Algorithm.POPULAR, scores=snap.trending, allowed=allowed,
                 limit=query.limit, fallback=NO_MODEL,
             )  # fmt: skip
-        has_behaviour = context.user_id in model.user_index or bool(context.recent)
+        has_behaviour = model.model_row(context) is not None or bool(context.recent)
         has_profile = bool(context.preferences or context.attributes)
         sources = _candidate_sources(query.algorithm, has_behaviour, has_profile)
         weights = snap.config.interaction_weights
@@ -219,6 +219,8 @@ class RankingEngine:
                 usable = allowed & model.trained
             elif source == Algorithm.CONTENT:
                 usable = allowed & model.has_content
+            else:  # an item neither trained on nor described by known features has no score
+                usable = allowed & (model.trained | model.has_content)
             fallback = "" if n == 0 else f"{sources[0].value.lower()}: {WHY_IMPOSSIBLE[sources[0]]}"
             return self._ranked(
                 snap, source, scores=scores, allowed=usable, limit=query.limit, fallback=fallback

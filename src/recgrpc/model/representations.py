@@ -125,9 +125,11 @@ class ModelView:
         user_id: str,
         preferences: Mapping[str, float],
         attributes: Mapping[str, str],
+        *,
+        use_identity: bool = True,
     ) -> F32 | None:
         """The user's vector from identity and/or features; None when nothing is known."""
-        known = user_id in self.user_index
+        known = use_identity and user_id in self.user_index
         weights = user_feature_weights(
             user_id if known else None,
             preferences,
@@ -168,6 +170,11 @@ class ModelView:
         vectors = np.asarray(feats @ self.arrays.user_feature_embeddings, dtype=np.float32)
         return vectors, np.diff(feats.indptr) > 0
 
+    def model_row(self, context: domain.UserContext) -> int | None:
+        """The user's row in the model, if the model knows them and they still exist (an
+        erased user's identity embedding must not personalise anything until retraining)."""
+        return self.user_index.get(context.user_id) if context.known else None
+
     def fold_in(
         self,
         algorithm: Algorithm,
@@ -182,7 +189,7 @@ class ModelView:
         newest training event (or all, for a user the model does not know).
         """
         items = self.items_for(algorithm)
-        row = self.user_index.get(context.user_id)
+        row = self.model_row(context)
         cutoff = -np.inf
         if row is not None and algorithm != Algorithm.CONTENT:
             cutoff = float(self.arrays.user_trained_until[row])
@@ -219,7 +226,11 @@ class ModelView:
     ) -> F32 | None:
         """``[1 | user]`` for scoring with ``items_for(algorithm)``; None when impossible."""
         base = self.base_user_vector(
-            algorithm, context.user_id, context.preferences, context.attributes
+            algorithm,
+            context.user_id,
+            context.preferences,
+            context.attributes,
+            use_identity=context.known,
         )
         fold, new_weight = self.fold_in(algorithm, context, positions, interaction_weights)
         if fold is None and base is None:
@@ -233,7 +244,7 @@ class ModelView:
             if base is None:
                 user = fold * (typical / fold_norm)
             else:
-                row = self.user_index.get(context.user_id)
+                row = self.model_row(context)
                 prior = PRIOR_WEIGHT_WITHOUT_HISTORY
                 if row is not None and algorithm != Algorithm.CONTENT:
                     prior = max(float(self.arrays.user_train_weight[row]), prior)
