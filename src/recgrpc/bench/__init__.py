@@ -28,8 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="database to seed and serve from (default: a temporary SQLite file)",
     )
     parser.add_argument("--items", type=int, default=10_000, help="catalogue size")
-    parser.add_argument("--users", type=int, default=2_000, help="users with history")
-    parser.add_argument("--events", type=int, default=50_000, help="seeded interactions")
+    parser.add_argument(
+        "--users", type=int, default=2_000, help="users in the generated demo world"
+    )
+    parser.add_argument(
+        "--events", type=int, default=50_000, help="interactions in the generated demo world"
+    )
     parser.add_argument(
         "--rpcs",
         default="GetRecommendations,LogInteraction,SubmitFeedback,PredictChurn",
@@ -49,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="`recgrpc serve --workers` values to compare, e.g. 1,2",
     )
     parser.add_argument("--no-open-loop", action="store_true", help="skip the fixed-rate runs")
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="do not train models first (GetRecommendations then serves trending)",
+    )
     parser.add_argument("--out", default="bench/results", help="directory for JSON and PNG")
     parser.add_argument("--label", default="", help="name for the result files")
 

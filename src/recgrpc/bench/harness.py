@@ -36,7 +36,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -44,12 +44,14 @@ from typing import Any
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import select
 
-from recgrpc import domain
 from recgrpc.db import Database, models, normalise_url, queries, upgrade
+from recgrpc.demo import generate_demo, write_demo
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc
 
+CLI = (sys.executable, "-m", "recgrpc.cli")
 HEALTH = "Health/Check"
 RPC_PATHS = {
     HEALTH: "/grpc.health.v1.Health/Check",
@@ -66,56 +68,65 @@ EVENT_TYPES = ["VIEW"] * 12 + ["CLICK"] * 5 + ["LIKE", "ADD_TO_CART", "PURCHASE"
 # -- generated data ---------------------------------------------------------------------------
 
 
-def item_id(index: int) -> str:
-    return f"item-{index:06d}"
-
-
-def user_id(index: int) -> str:
-    return f"user-{index:06d}"
-
-
 def seed_database(url: str, items: int, users: int, events: int, seed: int = 7) -> None:
-    """Migrate and fill ``url`` with a deterministic catalogue and history (idempotent)."""
-
+    """Migrate and fill ``url`` with the demo world (skipped when it already holds that much)."""
     upgrade(url)
-    rng = random.Random(seed)
-    now = datetime.now(UTC)
     db = Database(url)
     try:
         with db.reader() as session:
             have_items = queries.count_rows(session, models.Item)
             have_events = queries.count_rows(session, models.Interaction)
-        if have_items < items:
-            catalogue = [
-                domain.Item(
-                    item_id=item_id(i),
-                    title=f"Item {i}",
-                    categories=tuple(rng.sample(CATEGORIES, rng.randint(1, 2))),
-                    tags=tuple(rng.sample(TAGS, 3)),
-                    created_at=now - timedelta(days=rng.uniform(0, 365)),
+        if have_items < items or have_events < events:
+            data = generate_demo(seed, n_users=users, n_items=items, n_interactions=events)
+            write_demo(db, data)
+    finally:
+        db.dispose()
+
+
+def train_models(url: str) -> None:
+    """Train the recommender and the churn model (``recgrpc train``, ``train-churn``) unless
+    active ones exist, so GetRecommendations is measured warm and PredictChurn can answer."""
+    db = Database(url)
+    try:
+        with db.reader() as session:
+            active = set(
+                session.scalars(
+                    select(models.ModelArtifact.kind).where(models.ModelArtifact.status == "active")
                 )
-                for i in range(items)
-            ]
-            for start in range(0, items, 5000):
-                with db.writer() as session:
-                    queries.upsert_items(session, catalogue[start : start + 5000], now)
-        if have_events < events:
-            # Popularity follows a power law, as real catalogues do.
-            weights = [1.0 / (rank + 1) ** 0.8 for rank in range(items)]
-            chosen = rng.choices(range(items), weights=weights, k=events)
-            history = [
-                domain.Interaction(
-                    event_id=f"seed-{k}",
-                    user_id=user_id(rng.randrange(users)),
-                    item_id=item_id(chosen[k]),
-                    type=domain.InteractionType(rng.choice(EVENT_TYPES)),
-                    occurred_at=now - timedelta(days=rng.uniform(0, 45)),
-                )
-                for k in range(events)
-            ]
-            for start in range(0, events, 5000):
-                with db.writer() as session:
-                    queries.insert_interactions(session, history[start : start + 5000], now)
+            )
+    finally:
+        db.dispose()
+    for kind, command in (("recommender", "train"), ("churn", "train-churn")):
+        if kind in active:
+            continue
+        started = time.monotonic()
+        done = subprocess.run(
+            [*CLI, "--log-level", "WARNING", "--database-url", url, command],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        outcome = "ok" if done.returncode == 0 else f"failed ({done.stderr.strip()[-200:]})"
+        print(f"recgrpc {command}: {outcome} in {time.monotonic() - started:.1f}s")
+
+
+def request_ids(url: str, limit: int = 5000) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(users with history, active items) to build requests from."""
+    db = Database(url)
+    try:
+        with db.reader() as session:
+            users = session.scalars(
+                select(models.Interaction.user_id)
+                .distinct()
+                .order_by(models.Interaction.user_id)
+                .limit(limit)
+            )
+            items = session.scalars(
+                select(models.Item.item_id)
+                .where(models.Item.active.is_(True))
+                .order_by(models.Item.item_id)
+            )
+            return tuple(users), tuple(items)
     finally:
         db.dispose()
 
@@ -134,8 +145,8 @@ class LoadSpec:
     duration: float
     max_requests: int  # per process
     start_at: float  # wall-clock time all processes start together
-    users: int
-    items: int
+    users: tuple[str, ...]
+    items: tuple[str, ...]
 
 
 @dataclass
@@ -145,7 +156,9 @@ class LoadResult:
     elapsed: float = 0.0
 
 
-def request_maker(rpc: str, users: int, items: int, worker: int) -> Callable[[], bytes]:
+def request_maker(
+    rpc: str, users: Sequence[str], items: Sequence[str], worker: int
+) -> Callable[[], bytes]:
     """Serialized request bodies; pre-built where they may repeat, fresh where ids must differ."""
     rng = random.Random(worker * 7919 + len(rpc))
     if rpc == HEALTH:
@@ -158,21 +171,21 @@ def request_maker(rpc: str, users: int, items: int, worker: int) -> Callable[[],
         def log_interaction() -> bytes:
             return pb.LogInteractionRequest(
                 event_id=f"{prefix}{next(counter)}",
-                user_id=user_id(rng.randrange(users)),
-                item_id=item_id(rng.randrange(items)),
+                user_id=rng.choice(users),
+                item_id=rng.choice(items),
                 type=pb.INTERACTION_TYPE_VIEW,
             ).SerializeToString()
 
         return log_interaction
     pool: list[bytes] = []
     for _ in range(512):
-        uid = user_id(rng.randrange(users))
+        uid = rng.choice(users)
         if rpc == "GetRecommendations":
             pool.append(pb.GetRecommendationsRequest(user_id=uid, limit=10).SerializeToString())
         elif rpc == "SubmitFeedback":
             pool.append(
                 pb.SubmitFeedbackRequest(
-                    user_id=uid, item_id=item_id(rng.randrange(items)), clicked=True
+                    user_id=uid, item_id=rng.choice(items), clicked=True
                 ).SerializeToString()
             )
         elif rpc == "PredictChurn":
@@ -297,9 +310,7 @@ class ServerProcess:
     def __init__(self, url: str, workers: int, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         command = [
-            sys.executable,
-            "-m",
-            "recgrpc.cli",
+            *CLI,
             "--database-url",
             url,
             "--log-level",
@@ -364,6 +375,7 @@ class Measurement:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    server_cpu_ms: float | None = None  # server CPU time per answered request (all workers)
 
 
 def summarise(specs: Sequence[LoadSpec], result: LoadResult, workers: int) -> Measurement:
@@ -390,12 +402,12 @@ def summarise(specs: Sequence[LoadSpec], result: LoadResult, workers: int) -> Me
     )
 
 
-def churn_available(target: str) -> bool:
+def churn_available(target: str, user: str) -> bool:
     """PredictChurn answers UNAVAILABLE until a churn model has been trained."""
     with grpc.insecure_channel(target) as channel:
         stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
         try:
-            stub.PredictChurn(pb.PredictChurnRequest(user_id=user_id(0)), timeout=10)
+            stub.PredictChurn(pb.PredictChurnRequest(user_id=user), timeout=10)
         except grpc.RpcError as exc:
             print(f"PredictChurn skipped: {exc.code().name} ({exc.details()})")
             return False
@@ -432,6 +444,7 @@ def print_table(measurements: Sequence[Measurement], ratio_rows: Sequence[dict[s
     header = (
         f"{'rpc':<20}{'mode':<7}{'wrk':>4}{'conc':>6}{'rate':>7}{'ok':>8}{'err':>6}"
         f"{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'x tput':>8}{'x p99':>7}"
+        f"{'cpu ms':>8}"
     )
     by_key = {
         (r["rpc"], r["mode"], r["workers"], r["concurrency"], r["offered_rate"]): r
@@ -448,6 +461,7 @@ def print_table(measurements: Sequence[Measurement], ratio_rows: Sequence[dict[s
             f"{m.rpc:<20}{m.mode:<7}{m.workers:>4}{m.concurrency:>6}{rate:>7}{m.requests:>8}"
             f"{sum(m.errors.values()):>6}{m.throughput:>9.1f}{m.p50_ms:>9.2f}{m.p95_ms:>9.2f}"
             f"{m.p99_ms:>9.2f}{xt:>8}{xp:>7}"
+            + (f"{m.server_cpu_ms:>8.3f}" if m.server_cpu_ms is not None else f"{'':>8}")
         )
 
 
@@ -516,15 +530,21 @@ def _run(args: argparse.Namespace, url: str) -> int:
     print(f"seeding {backend}: {args.items} items, {args.users} users, {args.events} events")
     seed_database(url, args.items, args.users, args.events)
     print(f"seeded in {time.monotonic() - t0:.1f}s")
+    if not args.no_train:
+        train_models(url)
+    users, items = request_ids(url)
     measurements: list[Measurement] = []
     for workers in _ints(args.server_workers):
         server = ServerProcess(url, workers)
         generators: LoadGenerators | None = None
         try:
             server.wait_serving()
-            present = [r for r in rpcs if r != "PredictChurn" or churn_available(server.target)]
+            present = [
+                r for r in rpcs if r != "PredictChurn" or churn_available(server.target, users[0])
+            ]
             generators = LoadGenerators(server.target, processes)
-            measurements.extend(_measure(args, generators, present, levels, processes, workers))
+            plan = Plan(levels, processes, workers, users, items, server.proc.pid)
+            measurements.extend(_measure(args, generators, present, plan))
         finally:
             if generators is not None:
                 generators.close()
@@ -557,14 +577,37 @@ def _run(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
-def _measure(  # noqa: PLR0917
-    args: argparse.Namespace,
-    generators: LoadGenerators,
-    rpcs: Sequence[str],
-    levels: Sequence[int],
-    processes: int,
-    workers: int,
+@dataclass(frozen=True)
+class Plan:
+    """What one server (with ``workers`` processes) is measured with."""
+
+    levels: Sequence[int]
+    processes: int
+    workers: int
+    users: tuple[str, ...]
+    items: tuple[str, ...]
+    server_pid: int
+
+
+def process_tree_cpu(pid: int) -> float | None:
+    """CPU seconds used so far by ``pid`` and its children (Linux /proc; None elsewhere)."""
+    proc = Path("/proc")
+    try:
+        children = (proc / str(pid) / "task" / str(pid) / "children").read_text().split()
+        total = 0
+        for one in (str(pid), *children):
+            fields = (proc / one / "stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(
+    args: argparse.Namespace, generators: LoadGenerators, rpcs: Sequence[str], plan: Plan
 ) -> list[Measurement]:
+    processes, workers = plan.processes, plan.workers
+
     def specs(rpc: str, mode: str, level: int, duration: float) -> list[LoadSpec]:
         # Closed loop: spread ``level`` slots over at most ``level`` processes; open loop: split
         # the offered rate over all of them.
@@ -579,8 +622,8 @@ def _measure(  # noqa: PLR0917
                 duration=duration,
                 max_requests=max(1, args.max_requests // active),
                 start_at=start_at,
-                users=args.users,
-                items=args.items,
+                users=plan.users,
+                items=plan.items,
             )
             for i in range(active)
         ]
@@ -590,23 +633,27 @@ def _measure(  # noqa: PLR0917
             f"closed c={m.concurrency:<3}" if m.mode == "closed" else f"open {m.offered_rate:.0f}/s"
         )
         errors = f"  errors {m.errors}" if m.errors else ""
+        cpu = f"  server cpu {m.server_cpu_ms:.3f} ms/req" if m.server_cpu_ms is not None else ""
         print(
             f"  workers={workers} {where} {m.rpc:<20} {m.throughput:8.1f} req/s"
-            f"  p99 {m.p99_ms:7.2f} ms{errors}"
+            f"  p99 {m.p99_ms:7.2f} ms{cpu}{errors}"
         )
+
+    def measure(batch: list[LoadSpec]) -> Measurement:
+        cpu_before = process_tree_cpu(plan.server_pid)
+        m = summarise(batch, generators.run(batch), workers)
+        cpu_after = process_tree_cpu(plan.server_pid)
+        if cpu_before is not None and cpu_after is not None and m.requests:
+            m.server_cpu_ms = round((cpu_after - cpu_before) * 1000.0 / m.requests, 3)
+        report(m)
+        return m
 
     results: list[Measurement] = []
     everything = [HEALTH, *rpcs]
     for rpc in everything:
         generators.run(specs(rpc, "closed", 8, args.warmup))
-    for level in levels:
-        for rpc in everything:
-            s = specs(rpc, "closed", level, args.duration)
-            results.append(summarise(s, generators.run(s), workers))
-            report(results[-1])
+    for level in plan.levels:
+        results.extend(measure(specs(rpc, "closed", level, args.duration)) for rpc in everything)
     if not args.no_open_loop:
-        for rpc in everything:
-            s = specs(rpc, "open", 0, args.duration)
-            results.append(summarise(s, generators.run(s), workers))
-            report(results[-1])
+        results.extend(measure(specs(rpc, "open", 0, args.duration)) for rpc in everything)
     return results
