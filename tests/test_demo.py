@@ -131,7 +131,9 @@ def test_drifters_change_taste_midway(demo: DemoData) -> None:
     assert new_taste > old_taste
 
 
-def test_planted_churners_fade_out_well_before_now(demo: DemoData) -> None:
+def test_planted_churners_fade_out_well_before_now() -> None:
+    # Large enough that churners' fading weeks hold a few hundred shown items.
+    demo = generate_demo(seed=3, n_users=800, n_items=300, n_interactions=20_000, now=NOW)
     churners = demo.churner_ids
     assert 0.2 < len(churners) / len(demo.users) < 0.3
     last = demo.last_activity()
@@ -141,14 +143,22 @@ def test_planted_churners_fade_out_well_before_now(demo: DemoData) -> None:
     assert statistics.median(loyal_idle) < 10
     assert statistics.median(churner_idle) > 3 * statistics.median(loyal_idle) + 30
 
-    def rates(users: frozenset[str] | set[str]) -> tuple[float, float]:
-        shown = sum(len(i.item_ids) for i in demo.impressions if i.user_id in users)
-        mine = [f.feedback for f in demo.feedback if f.feedback.user_id in users]
+    def rates(fading: bool) -> tuple[float, float]:
+        """Click and dismiss rates of churners in their fade, or of loyal users throughout."""
+
+        def counted(user_id: str, when: datetime) -> bool:
+            profile = demo.profiles[user_id]
+            if not fading:
+                return not profile.churner
+            return profile.fade_from is not None and when >= profile.fade_from
+
+        recsets = {i.recset_id for i in demo.impressions if counted(i.user_id, i.served_at)}
+        shown = sum(len(i.item_ids) for i in demo.impressions if i.recset_id in recsets)
+        mine = [f.feedback for f in demo.feedback if f.feedback.recset_id in recsets]
         return sum(f.clicked for f in mine) / shown, sum(f.dismissed for f in mine) / shown
 
-    loyal = set(demo.profiles) - churners
-    churn_ctr, churn_dismiss = rates(churners)
-    loyal_ctr, loyal_dismiss = rates(loyal)
+    churn_ctr, churn_dismiss = rates(fading=True)
+    loyal_ctr, loyal_dismiss = rates(fading=False)
     assert churn_ctr < loyal_ctr
     assert churn_dismiss > loyal_dismiss
 

@@ -18,8 +18,8 @@ What is planted:
   are high on-taste and low off-taste.
 - Served lists (impressions) with feedback: on-taste items get clicked, off-taste ones dismissed.
 - ~25% of users churn: their activity fades over the last weeks (fewer clicks, more off-taste
-  views and dismissals) and stops at least ``history_days / 5`` days before ``now``; everyone
-  else stays active until ``now``.
+  views and dismissals) and stops at least ``churn_quiet_days`` (31) days before ``now``;
+  everyone else stays active until ``now``.
 """
 
 from __future__ import annotations
@@ -265,12 +265,15 @@ def generate_demo(
     churn_fraction: float = 0.25,
     drift_fraction: float = 0.15,
     preference_fraction: float = 0.7,
+    churn_quiet_days: float = 31.0,
 ) -> DemoData:
     """Generate a demo world deterministically from ``seed`` (and ``now``).
 
     ``now`` defaults to the current time floored to the minute; pass it explicitly for data that is
     identical across runs. ``n_interactions`` is the exact number of interactions (organic events
-    plus clicks on impressions). Raises ``ValueError`` for sizes that cannot make a world.
+    plus clicks on impressions). Churners' last activity is at least ``churn_quiet_days`` before
+    ``now`` (just over the default 30-day churn horizon). Raises ``ValueError`` for sizes that
+    cannot make a world.
     """
     if n_users < 1 or n_items < 2 or n_interactions < 1:
         raise ValueError("the demo needs at least 1 user, 2 items and 1 interaction")
@@ -292,7 +295,7 @@ def generate_demo(
     rng = np.random.default_rng(seed)
     world = _World(rng, now, min(n_categories, n_items), history_days, seed)
     world.make_items(n_items)
-    world.make_users(n_users, churn_fraction, drift_fraction, preference_fraction)
+    world.make_users(n_users, churn_fraction, drift_fraction, preference_fraction, churn_quiet_days)
     world.make_history(n_interactions)
     return world.result(seed)
 
@@ -385,7 +388,12 @@ class _World:
     # -- users ----------------------------------------------------------------------------------
 
     def make_users(
-        self, n_users: int, churn_fraction: float, drift_fraction: float, pref_fraction: float
+        self,
+        n_users: int,
+        churn_fraction: float,
+        drift_fraction: float,
+        pref_fraction: float,
+        quiet_days: float,
     ) -> None:
         rng, n_cat, horizon = self.rng, self.n_cat, self.horizon
         self.user_ids = [f"user-{u:05d}" for u in range(n_users)]
@@ -411,7 +419,12 @@ class _World:
         end = np.zeros(n_users)
         churn_start = rng.uniform(-horizon, -0.55 * horizon, n_users)
         start = np.where(churner, churn_start, start)
-        churn_end = start + 0.2 * horizon + rng.random(n_users) * (-0.4 * horizon - start)
+        # Churners go quiet at least `quiet` days before now (one churn horizon, by default),
+        # some just before the latest cut-off a churn model is evaluated at, where recency alone
+        # cannot tell them apart and the fading (fewer clicks, more dismissals) must.
+        quiet = min(quiet_days, 0.3 * horizon)
+        earliest_end = start + 0.2 * horizon
+        churn_end = earliest_end + rng.random(n_users) * (-quiet - earliest_end)
         end = np.where(churner, churn_end, end)
         fade_len = np.minimum(0.25 * horizon, 0.6 * (end - start))
         fade_start = np.where(churner, end - fade_len, end)
@@ -499,11 +512,13 @@ class _World:
         return np.minimum(times, 0.0)
 
     def _severity(self, users: IntArray, times: FloatArray) -> FloatArray:
-        """0 while active; rising to 1 as a churner's activity fades out."""
+        """0 while active; 0.3 rising to 1 as a churner's activity fades out."""
         fade, end = self.fade_start[users], self.end[users]
         span = np.maximum(end - fade, 1e-9)
+        # Disengagement shows as soon as the fade starts (0.3), then deepens to the end.
+        progress = (times - fade) / span
         severity: FloatArray = np.where(
-            self.churner[users], np.clip((times - fade) / span, 0.0, 1.0), 0.0
+            self.churner[users] & (progress >= 0.0), np.clip(0.3 + 0.7 * progress, 0.0, 1.0), 0.0
         )
         return severity
 

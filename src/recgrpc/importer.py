@@ -215,7 +215,7 @@ def derived_event_id(
 ) -> str:
     """A stable id from an event's content, so re-importing the same row is a no-op."""
     micros = round(when.timestamp() * 1_000_000)
-    content = "\x1f".join((user_id, item_id, kind.value, repr(value), str(micros)))
+    content = f"{user_id}\x1f{item_id}\x1f{kind.value}\x1f{value!r}\x1f{micros}"
     return "csv-" + hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
 
 
