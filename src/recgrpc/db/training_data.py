@@ -11,7 +11,8 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from recgrpc.db import models as m
@@ -218,6 +219,24 @@ def interactions_since(session: Session, since: datetime) -> list[tuple[str, str
 # -- stored top-N ---------------------------------------------------------------------------
 
 
+def lock_users(session: Session, user_ids: Sequence[str]) -> None:
+    """Bulk form of ``queries.lock_user``: serialise with lists served to these users until the
+    transaction ends (PostgreSQL advisory locks, taken in sorted order; SQLite has one writer).
+
+    Each lock takes a slot in PostgreSQL's shared lock table, so callers lock a few hundred
+    users per transaction, not all of them.
+    """
+    if session.get_bind().dialect.name != "postgresql" or not user_ids:
+        return
+    session.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(hashtext(u)))"
+            " FROM unnest(CAST(:ids AS text[])) AS u"
+        ),
+        {"ids": sorted(set(user_ids))},
+    )
+
+
 def replace_top_n(
     session: Session,
     *,
@@ -232,6 +251,7 @@ def replace_top_n(
     """Replace the stored lists of ``user_ids`` (row r: ``top_items[r]`` indexes ``item_ids``,
     best first; non-finite scores mark missing entries). Bulk DELETE + executemany INSERT."""
     table = cast(Table, m.Recommendation.__table__)
+    lock_users(session, user_ids)
     for start in range(0, len(user_ids), 500):
         chunk = list(user_ids[start : start + 500])
         session.execute(delete(table).where(table.c.user_id.in_(chunk)))
@@ -243,7 +263,14 @@ def replace_top_n(
     # executemany (SQLAlchemy's per-row parameter processing would dominate the write).
     conn = session.connection()
     dialect = conn.dialect
-    compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+    # A list served to the same user while this runs may re-insert rows we just deleted (its
+    # own transaction, PostgreSQL): the training list wins on those items instead of failing.
+    upsert = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(table)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["user_id", "item_id"],
+        set_={c: upsert.excluded[c] for c in columns if c not in ("user_id", "item_id")},
+    )
+    compiled = upsert.compile(dialect=dialect, column_keys=list(columns))
     stamp = table.c.generated_at.type.dialect_impl(dialect).bind_processor(dialect)
     stored_at = stamp(generated_at) if stamp else generated_at
     constant = {

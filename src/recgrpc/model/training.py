@@ -47,6 +47,7 @@ MIN_TRAIN_PAIRS = 10
 EARLY_STOPPING_USERS = 1000
 FINAL_EVALUATION_USERS = 3000
 PATIENCE = 3
+TOP_N_CHUNK_USERS = 500
 K = 10
 
 
@@ -349,17 +350,22 @@ def write_top_n(
         order = np.argsort(-part_scores, axis=1, kind="stable")
         top_items[start : start + rows.size] = np.take_along_axis(part, order, axis=1)
         top_scores[start : start + rows.size] = np.take_along_axis(part_scores, order, axis=1)
-    with db.writer() as session:
-        td.replace_top_n(
-            session,
-            user_ids=[data.user_ids[r] for r in active],
-            item_ids=data.item_ids,
-            top_items=top_items,
-            top_scores=top_scores,
-            algorithm=Algorithm.HYBRID.value,
-            model_version=view.version,
-            generated_at=now,
-        )
+    user_ids = [data.user_ids[r] for r in active]
+    # One transaction per chunk: each user's list is replaced atomically, the per-user locks
+    # stay few, and servers recording impressions meanwhile never wait long for the database.
+    for start in range(0, len(user_ids), TOP_N_CHUNK_USERS):
+        end = start + TOP_N_CHUNK_USERS
+        with db.writer() as session:
+            td.replace_top_n(
+                session,
+                user_ids=user_ids[start:end],
+                item_ids=data.item_ids,
+                top_items=top_items[start:end],
+                top_scores=top_scores[start:end],
+                algorithm=Algorithm.HYBRID.value,
+                model_version=view.version,
+                generated_at=now,
+            )
     return int(active.size)
 
 
