@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import Table, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -14,7 +14,7 @@ from recgrpc import domain
 from recgrpc.db import models as m
 
 
-def _insert(session: Session, table: type[m.Base]) -> Any:
+def _insert(session: Session, table: type[m.Base] | Table) -> Any:
     """A dialect-specific INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -147,17 +147,17 @@ def insert_new_interactions(
     if not events:
         return set()
     ensure_users(session, (e.user_id for e in events), now)
-    stored: set[str] = set()
-    for chunk in _chunks(events):
-        stmt = (
-            _insert(session, m.Interaction)
-            .values([_interaction_row(e, now) for e in chunk])
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            # RETURNING says reliably which rows were new (batched rowcount may be -1).
-            .returning(m.Interaction.event_id)
-        )
-        stored.update(session.scalars(stmt))
-    return stored
+    table = m.Base.metadata.tables[m.Interaction.__tablename__]
+    # One statement for any number of rows: SQLAlchemy caches its compiled form and batches the
+    # rows into multi-row VALUES itself ("insertmanyvalues"). RETURNING says reliably which rows
+    # were new (a batched rowcount may be -1).
+    stmt = (
+        _insert(session, table)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(table.c.event_id)
+    )
+    rows = [_interaction_row(e, now) for e in events]
+    return set(session.execute(stmt, rows).scalars())
 
 
 def _interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
