@@ -8,15 +8,18 @@ is therefore identical for both, which is what keeps training and serving featur
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVarTuple
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Date,
     Select,
+    bindparam,
     case,
     cast,
     distinct,
@@ -69,81 +72,78 @@ class UserAggregates:
     preferences: int
 
 
-def _count_since(column: InstrumentedAttribute[datetime], since: datetime) -> ColumnElement[Any]:
-    return func.sum(case((column > since, 1), else_=0))
+# Window bounds are bound parameters, so each statement is built once per dialect and user
+# filter and then reused from SQLAlchemy's compiled cache (building it per call cost more
+# than running it).
+_WINDOWS = {"since_7d": 7, "since_28d": 28, "since_30d": 30, "since_90d": 90}
 
 
-def _utc_day(session: Session, column: InstrumentedAttribute[datetime]) -> ColumnElement[Any]:
+def _time(name: str) -> BindParameter[datetime]:
+    return bindparam(name, type_=m.UTCDateTime())
+
+
+def _count_since(column: InstrumentedAttribute[datetime], since: str) -> ColumnElement[Any]:
+    return func.sum(case((column > _time(since), 1), else_=0))
+
+
+def _utc_day(dialect: str, column: InstrumentedAttribute[datetime]) -> ColumnElement[Any]:
     """The UTC calendar day of a timestamp (SQLite stores naive UTC text)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         return cast(func.timezone("UTC", column), Date)
     return func.date(column)
 
 
 def _for_users(
-    stmt: Select[*Columns],
-    column: InstrumentedAttribute[str],
-    user_ids: Sequence[str] | None,
+    stmt: Select[*Columns], column: InstrumentedAttribute[str], users: str
 ) -> Select[*Columns]:
-    if user_ids is None:
-        return stmt
-    if len(user_ids) == 1:
-        return stmt.where(column == user_ids[0])
-    return stmt.where(column.in_(user_ids))
+    if users == "one":
+        return stmt.where(column == bindparam("user_id"))
+    if users == "many":
+        return stmt.where(column.in_(bindparam("user_ids", expanding=True)))
+    return stmt
 
 
-def activity_query(
-    session: Session, as_of: datetime, user_ids: Sequence[str] | None = None
-) -> Select[Any]:
-    """Per-user interaction aggregates at or before ``as_of`` (one grouped statement)."""
+def _activity_statement(dialect: str, users: str) -> Select[Any]:
     it = m.Interaction
-    day = _utc_day(session, it.occurred_at)
-    since_30d = as_of - timedelta(days=30)
+    day = _utc_day(dialect, it.occurred_at)
     return _for_users(
         select(
             it.user_id.label("user_id"),
             func.min(it.occurred_at).label("first_event_at"),
             func.max(it.occurred_at).label("last_event_at"),
-            _count_since(it.occurred_at, as_of - timedelta(days=7)).label("events_7d"),
-            _count_since(it.occurred_at, as_of - timedelta(days=28)).label("events_28d"),
-            _count_since(it.occurred_at, since_30d).label("events_30d"),
-            _count_since(it.occurred_at, as_of - timedelta(days=90)).label("events_90d"),
-            func.count(distinct(case((it.occurred_at > since_30d, day), else_=None))).label(
-                "active_days_30d"
-            ),
-        ).where(it.occurred_at <= as_of),
+            _count_since(it.occurred_at, "since_7d").label("events_7d"),
+            _count_since(it.occurred_at, "since_28d").label("events_28d"),
+            _count_since(it.occurred_at, "since_30d").label("events_30d"),
+            _count_since(it.occurred_at, "since_90d").label("events_90d"),
+            func.count(
+                distinct(case((it.occurred_at > _time("since_30d"), day), else_=None))
+            ).label("active_days_30d"),
+        ).where(it.occurred_at <= _time("as_of")),
         it.user_id,
-        user_ids,
+        users,
     ).group_by(it.user_id)
 
 
-def aggregates_query(
-    session: Session, as_of: datetime, user_ids: Sequence[str] | None = None
-) -> Select[Any]:
-    """Interaction, feedback, impression and preference aggregates in one statement.
-
-    One round trip per request when serving; each grouped subquery carries the user filter,
-    so PostgreSQL reads only that user's index ranges.
-    """
-    since_30d = as_of - timedelta(days=30)
-    activity = activity_query(session, as_of, user_ids).subquery("activity")
+@functools.cache
+def _aggregates_statement(dialect: str, users: str) -> Select[Any]:
+    activity = _activity_statement(dialect, users).subquery("activity")
 
     fb = m.Feedback
-    in_30d = fb.created_at > since_30d
+    in_30d = fb.created_at > _time("since_30d")
     feedback = (
         _for_users(
             select(
                 fb.user_id.label("user_id"),
-                _count_since(fb.created_at, since_30d).label("feedback_30d"),
+                _count_since(fb.created_at, "since_30d").label("feedback_30d"),
                 func.sum(case((in_30d & fb.clicked.is_(True), 1), else_=0)).label("clicks_30d"),
                 func.sum(case((in_30d & fb.dismissed.is_(True), 1), else_=0)).label(
                     "dismissals_30d"
                 ),
                 func.count(fb.rating).label("ratings_90d"),
                 func.sum(fb.rating).label("rating_sum_90d"),
-            ).where(fb.created_at > as_of - timedelta(days=90), fb.created_at <= as_of),
+            ).where(fb.created_at > _time("since_90d"), fb.created_at <= _time("as_of")),
             fb.user_id,
-            user_ids,
+            users,
         )
         .group_by(fb.user_id)
         .subquery("feedback")
@@ -152,10 +152,10 @@ def aggregates_query(
     impressions = (
         _for_users(
             select(imp.user_id.label("user_id"), func.count().label("impressions_30d")).where(
-                imp.served_at > since_30d, imp.served_at <= as_of
+                imp.served_at > _time("since_30d"), imp.served_at <= _time("as_of")
             ),
             imp.user_id,
-            user_ids,
+            users,
         )
         .group_by(imp.user_id)
         .subquery("impressions")
@@ -165,7 +165,7 @@ def aggregates_query(
         _for_users(
             select(pref.user_id.label("user_id"), func.count().label("preferences")),
             pref.user_id,
-            user_ids,
+            users,
         )
         .group_by(pref.user_id)
         .subquery("preferences")
@@ -186,6 +186,28 @@ def aggregates_query(
     )
 
 
+def aggregates_query(
+    session: Session, as_of: datetime, user_ids: Sequence[str] | None = None
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement computing every aggregate as of ``as_of``, and its parameters.
+
+    Interaction, feedback, impression and preference aggregates come from one statement,
+    so serving makes one round trip; each grouped subquery carries the user filter, so
+    PostgreSQL reads only that user's index ranges. ``user_ids=None`` means every user.
+    """
+    params: dict[str, Any] = {"as_of": as_of}
+    params.update({name: as_of - timedelta(days=days) for name, days in _WINDOWS.items()})
+    if user_ids is None:
+        users = "all"
+    elif len(user_ids) == 1:
+        users = "one"
+        params["user_id"] = user_ids[0]
+    else:
+        users = "many"
+        params["user_ids"] = list(user_ids)
+    return _aggregates_statement(session.get_bind().dialect.name, users), params
+
+
 def user_aggregates(
     session: Session, as_of: datetime, user_ids: Sequence[str] | None = None
 ) -> dict[str, UserAggregates]:
@@ -196,7 +218,8 @@ def user_aggregates(
     """
     if user_ids is not None and not user_ids:
         return {}
-    rows = session.execute(aggregates_query(session, as_of, user_ids)).mappings().all()
+    statement, params = aggregates_query(session, as_of, user_ids)
+    rows = session.execute(statement, params).mappings().all()
     return {
         row["user_id"]: UserAggregates(
             activity=ActivityAggregates(
@@ -315,5 +338,8 @@ def record_predictions(session: Session, rows: Collection[Mapping[str, Any]]) ->
         return
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    # Core insert on the connection: the ORM bulk path costs more than the row itself here.
+    connection = session.connection()
+    statement = insert(m.ChurnPrediction)
     for start in range(0, len(batch), 2000):
-        session.execute(insert(m.ChurnPrediction), [dict(r) for r in batch[start : start + 2000]])
+        connection.execute(statement, [dict(r) for r in batch[start : start + 2000]])

@@ -848,13 +848,17 @@ class ActiveChurnModel:
         return True
 
     def predict(self, session: Session, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
-        """Score one user as of ``as_of`` and record the prediction in the given writer session."""
+        """Score one user as of ``as_of`` and record the prediction in the given writer session.
+
+        Raises NotFound when the user has no activity by ``as_of`` (checked first), and
+        Unavailable while no churn model has been trained.
+        """
         model = self.model
-        if model is None:
-            raise Unavailable(NO_CHURN_MODEL)
         table = churn_features(session, as_of, [user_id])
         if not table.user_ids:
-            raise NotFound(f"user {user_id!r} has no recorded activity before {as_of.isoformat()}")
+            raise NotFound(f"user {user_id!r} has no recorded activity by {as_of.isoformat()}")
+        if model is None:
+            raise Unavailable(NO_CHURN_MODEL)
         prediction = self._predictions(model, table)[0]
         churn_data.record_predictions(session, [prediction_row(prediction)])
         return prediction

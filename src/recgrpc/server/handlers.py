@@ -38,7 +38,11 @@ def utcnow() -> datetime:
 
 
 class ChurnPredictor(Protocol):
-    """Scores one user's churn risk from the database as of a time (see model.churn)."""
+    """Scores one user's churn risk from the database as of a time (see model.churn).
+
+    Raises NotFound for a user with no activity by ``as_of`` (before Unavailable when no
+    model is loaded), and records the prediction in the given writer session.
+    """
 
     def predict(
         self, session: Session, user_id: str, as_of: datetime
@@ -178,10 +182,11 @@ class Handlers:
 
     def predict_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
         with self.db.writer() as session:
-            if not queries.user_has_history(session, user_id):
-                raise NotFound(f"user {user_id!r} has no recorded activity")
             if self.churn is None:
+                if not queries.user_has_history(session, user_id):
+                    raise NotFound(f"user {user_id!r} has no recorded activity")
                 raise Unavailable(NO_CHURN_MODEL)
+            # The predictor answers NotFound itself, from the query that reads the features.
             prediction = self.churn.predict(session, user_id, as_of)
         if self.metrics is not None:
             self.metrics.churn_predicted(prediction)
