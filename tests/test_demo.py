@@ -163,6 +163,21 @@ def test_planted_churners_fade_out_well_before_now() -> None:
     assert churn_dismiss > loyal_dismiss
 
 
+def test_loyal_users_on_a_break_go_quiet_and_come_back(demo: DemoData) -> None:
+    on_break = [p for p in demo.profiles.values() if p.break_from is not None]
+    assert on_break
+    assert not any(p.churner for p in on_break)
+    came_back = 0
+    for profile in on_break:
+        assert profile.break_from is not None
+        resume = profile.break_from + timedelta(days=profile.break_days)
+        assert resume <= NOW - timedelta(days=14)
+        times = [e.occurred_at for e in demo.interactions if e.user_id == profile.user_id]
+        assert not [t for t in times if profile.break_from <= t < resume]
+        came_back += max(times) >= resume
+    assert came_back >= 0.9 * len(on_break)
+
+
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="at least"):
         generate_demo(n_users=0, n_items=10, n_interactions=10, now=NOW)

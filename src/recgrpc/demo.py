@@ -17,6 +17,7 @@ What is planted:
 - Interaction types are mostly views, then clicks, likes, add-to-carts, purchases; ratings (1-5)
   are high on-taste and low off-taste.
 - Served lists (impressions) with feedback: on-taste items get clicked, off-taste ones dismissed.
+- ~30% of the users who stay take one break of 1-4 weeks (no activity) and come back.
 - ~25% of users churn: their activity fades over the last weeks (fewer clicks, more off-taste
   views and dismissals) and stops at least ``churn_quiet_days`` (31) days before ``now``;
   everyone else stays active until ``now``.
@@ -178,6 +179,10 @@ class UserProfile:
     """When a churner's activity starts fading; None for users who stay."""
     states_preferences: bool
     """Whether the user's (initial) taste is stored as preferences."""
+    break_from: datetime | None = None
+    """Start of a loyal user's break (no activity at all), if they take one."""
+    break_days: float = 0.0
+    """Length of that break in days (7-25)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +271,7 @@ def generate_demo(
     drift_fraction: float = 0.15,
     preference_fraction: float = 0.7,
     churn_quiet_days: float = 31.0,
+    break_fraction: float = 0.3,
 ) -> DemoData:
     """Generate a demo world deterministically from ``seed`` (and ``now``).
 
@@ -285,6 +291,7 @@ def generate_demo(
         ("churn_fraction", churn_fraction),
         ("drift_fraction", drift_fraction),
         ("preference_fraction", preference_fraction),
+        ("break_fraction", break_fraction),
     ):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be within 0..1")
@@ -295,7 +302,14 @@ def generate_demo(
     rng = np.random.default_rng(seed)
     world = _World(rng, now, min(n_categories, n_items), history_days, seed)
     world.make_items(n_items)
-    world.make_users(n_users, churn_fraction, drift_fraction, preference_fraction, churn_quiet_days)
+    world.make_users(
+        n_users,
+        churn_fraction=churn_fraction,
+        drift_fraction=drift_fraction,
+        pref_fraction=preference_fraction,
+        quiet_days=churn_quiet_days,
+        break_fraction=break_fraction,
+    )
     world.make_history(n_interactions)
     return world.result(seed)
 
@@ -390,10 +404,12 @@ class _World:
     def make_users(
         self,
         n_users: int,
+        *,
         churn_fraction: float,
         drift_fraction: float,
         pref_fraction: float,
         quiet_days: float,
+        break_fraction: float,
     ) -> None:
         rng, n_cat, horizon = self.rng, self.n_cat, self.horizon
         self.user_ids = [f"user-{u:05d}" for u in range(n_users)]
@@ -442,6 +458,15 @@ class _World:
         self.taste_cats, self.taste_w = taste_cats, taste_w
         self.drift_cats, self.drift_w = drift_cats, drift_w
         self.churner, self.drifter, self.states_preferences = churner, drifter, states
+        # Some loyal users take a break of one to four weeks and come back: being idle for a
+        # while is not the same as being gone, so recency alone cannot tell them from churners.
+        takes_break = ~churner & (rng.random(n_users) < break_fraction) & (start < -60.0)
+        break_len = np.where(takes_break, rng.uniform(7.0, 25.0, n_users), 0.0)
+        # Where the break starts within the window with the break cut out (see _sample_times);
+        # it ends at least two weeks before now, so the return shows in the history.
+        break_at = start + rng.random(n_users) * (-break_len - 14.0 - start)
+        self.break_len: FloatArray = break_len
+        self.break_at: FloatArray = np.where(takes_break, break_at, np.inf)
         self.start, self.end, self.fade_start, self.drift_at = start, end, fade_start, drift_at
         self.intensity: FloatArray = np.clip(rng.lognormal(0.0, 0.4, n_users), 0.6, 3.0)
         self.user_platform: IntArray = rng.choice(3, n_users, p=_PLATFORM_SHARE)
@@ -485,7 +510,7 @@ class _World:
     # -- history --------------------------------------------------------------------------------
 
     def _activity_mass(self) -> FloatArray:
-        steady = self.fade_start - self.start
+        steady = self.fade_start - self.start - self.break_len
         fading = (self.end - self.fade_start) / 2.0
         mass: FloatArray = self.intensity * (steady + fading)
         share: FloatArray = mass / mass.sum()
@@ -500,15 +525,19 @@ class _World:
         return counts
 
     def _sample_times(self, users: IntArray) -> FloatArray:
-        """Times within each user's window: steady, then a linear fade to zero (churners)."""
+        """Times within each user's window: steady (minus any break), then a linear fade to zero
+        (churners)."""
         rng = self.rng
         start, fade, end = self.start[users], self.fade_start[users], self.end[users]
-        steady, fading = fade - start, (end - fade) / 2.0
+        gap, gap_at = self.break_len[users], self.break_at[users]
+        steady, fading = fade - gap - start, (end - fade) / 2.0
         in_steady = rng.random(users.size) * (steady + fading) < steady
         u = rng.random(users.size)
         times: FloatArray = np.where(
             in_steady, start + u * steady, fade + (end - fade) * (1.0 - np.sqrt(u))
         )
+        # Sampled with the break cut out; everything after its start moves past it.
+        times = np.where(in_steady & (times >= gap_at), times + gap, times)
         return np.minimum(times, 0.0)
 
     def _severity(self, users: IntArray, times: FloatArray) -> FloatArray:
@@ -695,6 +724,11 @@ class _World:
         stamps = base + np.round(days * DAY_SECONDS).astype("timedelta64[s]")
         return [t.replace(tzinfo=UTC) for t in stamps.astype(datetime).tolist()]
 
+    def _break_start(self, u: int) -> datetime | None:
+        if not np.isfinite(self.break_at[u]):
+            return None
+        return self._time(self.break_at[u])
+
     def result(self, seed: int) -> DemoData:
         def taste(cats: IntArray, weights: FloatArray) -> dict[str, float]:
             return {
@@ -712,6 +746,8 @@ class _World:
                 active_until=self._time(self.end[u]),
                 fade_from=self._time(self.fade_start[u]) if self.churner[u] else None,
                 states_preferences=bool(self.states_preferences[u]),
+                break_from=self._break_start(u),
+                break_days=float(self.break_len[u]),
             )
             for u, uid in enumerate(self.user_ids)
         }
