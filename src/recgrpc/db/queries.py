@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, exists, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -79,7 +79,11 @@ def ensure_users(session: Session, user_ids: Iterable[str], now: datetime) -> No
         {"user_id": uid, "attributes": {}, "created_at": now, "updated_at": now}
         for uid in sorted(set(user_ids))
     ]
-    upsert_rows(session, m.User, rows, key=["user_id"], update_columns=())
+    if rows:
+        # One cached statement executed for every row (on the write path of every event).
+        table = m.Base.metadata.tables[m.User.__tablename__]
+        stmt = _insert(session, table).on_conflict_do_nothing(index_elements=["user_id"])
+        session.execute(stmt, rows)
 
 
 def upsert_users(session: Session, users: Sequence[domain.User], now: datetime) -> None:
@@ -122,11 +126,15 @@ def delete_user(session: Session, user_id: str) -> bool:
     return removed > 0
 
 
+# Built once: an expanding IN compiles to one cached statement whatever the number of ids.
+_ITEMS_AMONG = select(m.Item.item_id).where(m.Item.item_id.in_(bindparam("ids", expanding=True)))
+
+
 def existing_item_ids(session: Session, item_ids: Iterable[str]) -> set[str]:
     wanted = sorted(set(item_ids))
     found: set[str] = set()
     for chunk in _chunks(wanted):
-        found.update(session.scalars(select(m.Item.item_id).where(m.Item.item_id.in_(chunk))))
+        found.update(session.scalars(_ITEMS_AMONG, {"ids": list(chunk)}))
     return found
 
 
