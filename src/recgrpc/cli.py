@@ -261,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_churn)
 
     p = sub.add_parser("score-churn", help="score every user's churn risk into churn_predictions")
-    p.add_argument("--as-of", type=_as_of, help="ISO-8601 reference time (default: now)")
+    p.add_argument(
+        "--as-of",
+        type=_as_of,
+        help="ISO-8601 reference time (default: now, or where the recorded history ends)",
+    )
     p.set_defaults(func=cmd_score_churn)
 
     p = sub.add_parser("train", help="train the recommender; promote it if not worse than active")

@@ -92,8 +92,8 @@ def utcnow() -> datetime:
 class FeatureTable:
     """Feature rows as of one time: ``values[i]`` belongs to ``user_ids[i]``.
 
-    Undefined rates (no exposure, no ratings) are NaN; the model fills them with the training
-    average, which gives them no contribution.
+    Undefined rates (no exposure, no ratings) are NaN: the trees route missing values on a
+    branch of their own, learned in training.
     """
 
     as_of: datetime
@@ -129,6 +129,7 @@ def features_from_aggregates(agg: churn_data.UserAggregates, as_of: datetime) ->
         fb.dismissals_30d / fb.feedback_30d if fb.feedback_30d else nan,
         float(fb.feedback_30d),
         fb.rating_sum_90d / fb.ratings_90d if fb.ratings_90d else nan,
+        # Preferences keep no history: past cut-offs see today's count.
         float(agg.preferences),
     ]
 
@@ -524,7 +525,6 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """ROC-AUC, log loss, Brier score and a calibration table (equal-count bins)."""
     clipped = np.clip(risk, 1e-6, 1 - 1e-6)
-    two_classes = len(set(labels.tolist())) == 2
     order = np.argsort(risk, kind="stable")
     table = []
     ece = 0.0
@@ -536,7 +536,7 @@ def classification_metrics(
         ece += len(chunk) / len(labels) * abs(predicted - observed)
         table.append({"users": len(chunk), "predicted": predicted, "observed": observed})
     return {
-        "roc_auc": float(roc_auc_score(labels, risk)) if two_classes else float("nan"),
+        "roc_auc": _auc(labels, risk),
         "log_loss": float(log_loss(labels, clipped, labels=[0, 1])),
         "brier": float(brier_score_loss(labels, risk)),
         "calibration_error": ece,
