@@ -18,8 +18,8 @@ import numpy.typing as npt
 FRESH_REASON = "fresh"
 MIN_POOL = 50
 POOL_FACTOR = 4
-FRESH_SIGNIFICANT = 0.01
-"""Freshness (0..1) below this is ignored: such items cannot gain from the boost."""
+FRESH_SIGNIFICANT = 0.05
+"""Freshness (0..1) below this is ignored: the boost it earns is too small to matter."""
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,16 @@ def freshness(
 
 
 def _top(
-    scores: npt.NDArray[np.float32], candidates: npt.NDArray[np.int64], k: int
+    scores: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_], k: int
 ) -> npt.NDArray[np.int64]:
-    if candidates.size > k:
-        candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
-    return candidates[np.argsort(-scores[candidates], kind="stable")]
+    """The ``k`` best allowed positions, best first (``k`` must not exceed the allowed count)."""
+    masked = np.where(allowed, scores, -np.inf)
+    if k < masked.size:
+        top = np.argpartition(masked, masked.size - k)[masked.size - k :]
+    else:
+        top = np.arange(masked.size)
+    top = top[allowed[top]]
+    return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
 
 
 def rerank(
@@ -70,12 +75,12 @@ def rerank(
     ``fresh`` is per-item freshness (0..1) and ``fresh_items`` the positions where it is
     significant, both precomputed with the snapshot so a request touches only the pool.
     """
-    candidates = np.flatnonzero(allowed)
+    n_allowed = int(np.count_nonzero(allowed))
     empty = Reranked(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.bool_))
-    if candidates.size == 0 or limit <= 0:
+    if n_allowed == 0 or limit <= 0:
         return empty
     pool_size = max(MIN_POOL, POOL_FACTOR * limit)
-    pool = _top(scores, candidates, pool_size)
+    pool = _top(scores, allowed, min(pool_size, n_allowed))
     raw_top = set(pool[:limit].tolist())
     lo, hi = float(scores[pool[-1]]), float(scores[pool[0]])
     span = hi - lo if hi > lo else 1.0
@@ -123,24 +128,30 @@ def _diversify(
     categories: Sequence[Sequence[str]],
     diversity: float,
 ) -> npt.NDArray[np.int64]:
-    """Greedy MMR: repeatedly take the best score minus the repeated-category penalty."""
+    """Greedy MMR: repeatedly take the best score minus the repeated-category penalty.
+
+    An item's penalty is ``diversity`` times the number of already-chosen items in each of its
+    categories, averaged over its categories (an item-by-category matrix keeps it vectorised).
+    """
     value = (pool_scores.astype(np.float64) - lo) / span
-    cats = [categories[p] for p in pool.tolist()]
-    penalty = np.zeros(pool.size)
+    vocabulary: dict[str, int] = {}
+    rows: list[int] = []
+    cols: list[int] = []
+    for j, p in enumerate(pool.tolist()):
+        for c in categories[p]:
+            rows.append(j)
+            cols.append(vocabulary.setdefault(c, len(vocabulary)))
+    member = np.zeros((pool.size, max(len(vocabulary), 1)))
+    member[rows, cols] = 1.0
+    share = member / np.maximum(member.sum(axis=1), 1.0)[:, None]
+    counts = np.zeros(member.shape[1])
     taken = np.zeros(pool.size, dtype=np.bool_)
     chosen: list[int] = []
-    counts: dict[str, int] = {}
     for _ in range(min(limit, pool.size)):
-        adjusted = np.where(taken, -np.inf, value - penalty)
+        adjusted = value - diversity * (share @ counts)
+        adjusted[taken] = -np.inf
         best = int(np.argmax(adjusted))
         chosen.append(best)
         taken[best] = True
-        new_cats = cats[best]
-        if not new_cats:
-            continue
-        for c in new_cats:
-            counts[c] = counts.get(c, 0) + 1
-        for j, item_cats in enumerate(cats):
-            if not taken[j] and item_cats and any(c in new_cats for c in item_cats):
-                penalty[j] = diversity * sum(counts.get(c, 0) for c in item_cats) / len(item_cats)
+        counts += member[best]
     return np.array(chosen, dtype=np.int64)
