@@ -192,6 +192,9 @@ def test_commands_explain_what_is_missing(
     assert "recgrpc train-churn" in capsys.readouterr().err
     assert cli.main(["--database-url", database_url, "train-churn"]) == 1
     assert "not enough history" in capsys.readouterr().err
+    zero = ["--database-url", database_url, "train-churn", "--horizon-days", "0"]
+    assert cli.main(zero) == 1
+    assert "horizon_days must be at least 1" in capsys.readouterr().err
     future = (datetime.now(UTC) + timedelta(days=3)).isoformat()
     assert cli.main(["--database-url", database_url, "train-churn", "--as-of", future]) == 2
     with pytest.raises(SystemExit):

@@ -53,7 +53,7 @@ def cmd_train_churn(args: argparse.Namespace, settings: Settings) -> int:
     from recgrpc.db import Database
     from recgrpc.model import churn
 
-    horizon = args.horizon_days or settings.churn_horizon_days
+    horizon = settings.churn_horizon_days if args.horizon_days is None else args.horizon_days
     db = Database(settings.database_url)
     try:
         now = datetime.now(UTC)
