@@ -165,6 +165,8 @@ def test_each_source_is_distinct_and_says_what_it_used(trained: str, channel: gr
         assert scores == sorted(scores, reverse=True)
         lists[name] = ids(response)
     assert len({tuple(v) for v in lists.values()}) == 4
+    # The history is from 2021: trending counts back from its newest event, not from today.
+    assert recommend(channel, "u000", "POPULAR").recommendations[0].score > 0
     assert recommend(channel, "u000").algorithm == pb.ALGORITHM_HYBRID
 
     _, catalog = stubs(channel)

@@ -72,11 +72,15 @@ def build_snapshot(
     (polling is one indexed query on kind/status); its item representations are recomputed
     only when the catalogue changed.
     """
-    since = now - timedelta(days=settings.trending_window_days)
     old_view = None if previous is None else previous.model
     rejected = "" if previous is None else previous.rejected_model_version
     with db.reader() as session:
         rows = queries.catalogue(session)
+        # Trending is anchored at the newest event when that is in the past (history imported
+        # from years ago still has a popularity ranking), at the wall clock otherwise.
+        newest = queries.newest_event_time(session)
+        anchor = now if newest is None else min(now, newest)
+        since = anchor - timedelta(days=settings.trending_window_days)
         events = queries.recent_events(session, since)
         version = training_data.active_model_version(session)
         stored = None
@@ -84,7 +88,7 @@ def build_snapshot(
             stored = training_data.load_model(session, version or "")
     catalog = CatalogIndex.build(rows)
     trending = trending_scores(
-        events, catalog, now, settings.trending_half_life_days, settings.interaction_weights
+        events, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
     )
     view, rejected = refresh_view(
         old_view, rejected, version, None if stored is None else stored.artifact, rows
