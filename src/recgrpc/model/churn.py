@@ -161,8 +161,8 @@ def churn_labels(
 # -- the model ----------------------------------------------------------------------------
 
 BOOSTING_ROUNDS = 150
-MAX_LEAF_NODES = 15
-MIN_SAMPLES_LEAF = 10
+MAX_LEAF_NODES = 7
+MIN_SAMPLES_LEAF = 20
 MAX_TREE_DEPTH = 64
 EXPLAIN_BATCH_ROWS = 30_000
 """Rows (users x their variants) scored at once when explaining a batch; bounds memory."""
