@@ -35,8 +35,8 @@ NO_MODEL = "no trained model is active"
 NOTHING_KNOWN = "no history or preferences for this user yet"
 WHY_IMPOSSIBLE = {
     Algorithm.HYBRID: NOTHING_KNOWN,
-    Algorithm.COLLABORATIVE: "collaborative needs interactions the model can use; user has none",
-    Algorithm.CONTENT: "content needs preferences, attributes or interactions with featured items",
+    Algorithm.COLLABORATIVE: "collaborative requested, but no history of this user is in the model",
+    Algorithm.CONTENT: "content requested, but no history, preferences or attributes are known",
 }
 SOURCE_REASON = {
     Algorithm.HYBRID: "hybrid",
@@ -221,7 +221,7 @@ class RankingEngine:
                 usable = allowed & model.has_content
             else:  # an item neither trained on nor described by known features has no score
                 usable = allowed & (model.trained | model.has_content)
-            fallback = "" if n == 0 else f"{sources[0].value.lower()}: {WHY_IMPOSSIBLE[sources[0]]}"
+            fallback = "" if n == 0 else WHY_IMPOSSIBLE[sources[0]]
             return self._ranked(
                 snap, source, scores=scores, allowed=usable, limit=query.limit, fallback=fallback
             )
