@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
     parser.add_argument(
+        "--connections", type=int, default=4, help="TCP connections per load process"
+    )
+    parser.add_argument(
         "--server-workers",
         default="1",
         help="`recgrpc serve --workers` values to compare, e.g. 1,2",

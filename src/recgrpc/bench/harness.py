@@ -195,15 +195,15 @@ def request_maker(
     return lambda: rng.choice(pool)
 
 
-async def _run_spec(channel: Any, spec: LoadSpec, worker: int) -> LoadResult:
-    call = channel.unary_unary(RPC_PATHS[spec.rpc])
+async def _run_spec(channels: Sequence[Any], spec: LoadSpec, worker: int) -> LoadResult:
+    calls = [channel.unary_unary(RPC_PATHS[spec.rpc]) for channel in channels]
     make = request_maker(spec.rpc, spec.users, spec.items, worker)
     result = LoadResult()
     codes: Counter[str] = Counter()
     latencies = result.latencies
     clock = time.perf_counter
 
-    async def send(body: bytes, since: float) -> None:
+    async def send(call: Any, body: bytes, since: float) -> None:
         try:
             await call(body, timeout=30)
         except grpc.aio.AioRpcError as exc:
@@ -218,13 +218,13 @@ async def _run_spec(channel: Any, spec: LoadSpec, worker: int) -> LoadResult:
     if spec.mode == "closed":
         sent = 0
 
-        async def slot() -> None:
+        async def slot(call: Any) -> None:
             nonlocal sent
             while sent < spec.max_requests and clock() < deadline:
                 sent += 1
-                await send(make(), clock())
+                await send(call, make(), clock())
 
-        await asyncio.gather(*(slot() for _ in range(spec.concurrency)))
+        await asyncio.gather(*(slot(calls[i % len(calls)]) for i in range(spec.concurrency)))
     else:
         interval = 1.0 / spec.rate
         total = min(spec.max_requests, int(spec.duration * spec.rate))
@@ -234,39 +234,51 @@ async def _run_spec(channel: Any, spec: LoadSpec, worker: int) -> LoadResult:
             delay = scheduled - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            pending.append(asyncio.ensure_future(send(make(), scheduled)))
+            call = calls[i % len(calls)]
+            pending.append(asyncio.ensure_future(send(call, make(), scheduled)))
         await asyncio.gather(*pending)
     result.elapsed = clock() - begin
     result.codes = dict(codes)
     return result
 
 
-async def _worker_loop(conn: Connection, target: str, worker: int) -> None:
+async def _worker_loop(conn: Connection, target: str, worker: int, connections: int) -> None:
     loop = asyncio.get_running_loop()
-    async with grpc.aio.insecure_channel(target) as channel:
+    # A local subchannel pool gives each channel its own TCP connection; with several, the
+    # kernel's SO_REUSEPORT hashing spreads them over `serve --workers` processes.
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(connections)
+    ]
+    try:
         while True:
             spec: LoadSpec | None = await loop.run_in_executor(None, conn.recv)
             if spec is None:
                 return
-            conn.send(await _run_spec(channel, spec, worker))
+            conn.send(await _run_spec(channels, spec, worker))
+    finally:
+        for channel in channels:
+            await channel.close(None)
 
 
-def load_process(conn: Connection, target: str, worker: int) -> None:
+def load_process(conn: Connection, target: str, worker: int, connections: int) -> None:
     """Entry point of one load-generating process: runs the specs it is sent until None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_worker_loop(conn, target, worker))
+    asyncio.run(_worker_loop(conn, target, worker, connections))
 
 
 class LoadGenerators:
     """N load processes (spawned: no gRPC state is inherited) driven over pipes."""
 
-    def __init__(self, target: str, processes: int) -> None:
+    def __init__(self, target: str, processes: int, connections: int = 1) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conns: list[Connection] = []
         self.procs: list[Any] = []
         for worker in range(processes):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=load_process, args=(child, target, worker), daemon=True)
+            proc = ctx.Process(
+                target=load_process, args=(child, target, worker, connections), daemon=True
+            )
             proc.start()
             self.conns.append(parent)
             self.procs.append(proc)
@@ -542,7 +554,7 @@ def _run(args: argparse.Namespace, url: str) -> int:
             present = [
                 r for r in rpcs if r != "PredictChurn" or churn_available(server.target, users[0])
             ]
-            generators = LoadGenerators(server.target, processes)
+            generators = LoadGenerators(server.target, processes, args.connections)
             plan = Plan(levels, processes, workers, users, items, server.proc.pid)
             measurements.extend(_measure(args, generators, present, plan))
         finally:
@@ -563,6 +575,7 @@ def _run(args: argparse.Namespace, url: str) -> int:
         "users": args.users,
         "events": args.events,
         "load_processes": processes,
+        "connections_per_process": args.connections,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "started": stamp,
