@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import timestamp_pb2
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from recgrpc import cli
 from recgrpc.config import Settings
 from recgrpc.db import Database, churn_data, queries
 from recgrpc.db import models as m
-from recgrpc.model.churn import FEATURE_NAMES
+from recgrpc.model.churn import FEATURE_NAMES, ActiveChurnModel, fit_churn_model
 from recgrpc.server import RunningServer
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
@@ -199,3 +200,30 @@ def test_commands_explain_what_is_missing(
     assert cli.main(["--database-url", database_url, "train-churn", "--as-of", future]) == 2
     with pytest.raises(SystemExit):
         cli.main(["--database-url", database_url, "train-churn", "--as-of", "yesterday"])
+
+
+def test_a_corrupt_stored_model_is_refused_once_and_the_loaded_one_kept(
+    database: Database,
+) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.random((300, len(FEATURE_NAMES))) * 30
+    labels = (values[:, 0] + rng.random(300) * 20 > 25).astype(np.int8)
+    good = fit_churn_model(values, labels, horizon_days=30, version="churn-good")
+    now = datetime.now(UTC)
+    with database.writer() as session:
+        churn_data.store_active_model(
+            session, version=good.version, artifact=good.to_bytes(), params={}, metrics={}, now=now
+        )
+    predictor = ActiveChurnModel(0.35, 0.65)
+    assert predictor.refresh(database)
+    assert predictor.version == "churn-good"
+    assert not predictor.refresh(database)  # unchanged: nothing fetched
+
+    with database.writer() as session:
+        churn_data.store_active_model(
+            session, version="churn-bad", artifact=b"not an npz", params={}, metrics={}, now=now
+        )
+    with pytest.raises(ValueError, match="unreadable"):
+        predictor.refresh(database)
+    assert not predictor.refresh(database)  # the bad version is not retried every tick
+    assert predictor.version == "churn-good"

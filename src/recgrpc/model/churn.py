@@ -827,6 +827,8 @@ class ActiveChurnModel:
         self.model = model
         self.clock = clock
         self.top_factors = top_factors
+        # A stored artifact that failed validation is not fetched again until another replaces it.
+        self.rejected_version: str | None = None
 
     @property
     def version(self) -> str | None:
@@ -835,16 +837,24 @@ class ActiveChurnModel:
         return model.version if model is not None else None
 
     def refresh(self, db: Database) -> bool:
-        """Load the active churn model if it changed; True when a new one was loaded."""
+        """Load the active churn model if it changed; True when a new one was loaded.
+
+        Raises ValueError (once per version) when the stored artifact fails validation; the
+        model in use stays.
+        """
         with db.reader() as session:
             version = churn_data.active_model_version(session)
-            current = self.model.version if self.model is not None else None
-            if version is None or version == current:
+            if version is None or version in (self.version, self.rejected_version):
                 return False
             stored = churn_data.load_model(session, version)
         if stored is None:
             return False
-        self.model = ChurnModel.from_bytes(stored.artifact)  # one reference swap: thread-safe
+        try:
+            model = ChurnModel.from_bytes(stored.artifact)
+        except ValueError:
+            self.rejected_version = version
+            raise
+        self.model = model  # one reference swap: thread-safe for concurrent predictions
         return True
 
     def predict(self, session: Session, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
