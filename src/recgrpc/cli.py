@@ -244,7 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9464; 0 = off)")
-    p.add_argument("--workers", type=int, help="server processes sharing the port")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port (SO_REUSEPORT); worker i serves metrics on "
+        "--metrics-port + i",
+    )
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     p.set_defaults(func=cmd_serve)
 
