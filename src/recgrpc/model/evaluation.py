@@ -152,7 +152,7 @@ def evaluate(
         s[seen.row, seen.col] = -np.inf
         truth = holdout.test[rows].toarray() > 0
         kk = min(k, n_items)
-        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        top = np.argpartition(s, n_items - kk, axis=1)[:, n_items - kk :]
         top_scores = np.take_along_axis(s, top, axis=1)
         top = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
         valid = np.isfinite(np.take_along_axis(s, top, axis=1))

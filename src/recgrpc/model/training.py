@@ -345,7 +345,7 @@ def write_top_n(
         s += items[:, 0][None, :]
         blocked = seen[rows].tocoo()
         s[blocked.row, blocked.col] = -np.inf
-        part = np.argpartition(-s, n - 1, axis=1)[:, :n]
+        part = np.argpartition(s, n_items - n, axis=1)[:, n_items - n :]  # no negated copy
         part_scores = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-part_scores, axis=1, kind="stable")
         top_items[start : start + rows.size] = np.take_along_axis(part, order, axis=1)
