@@ -19,6 +19,7 @@ from recgrpc.config import Settings
 from recgrpc.db import Database
 from recgrpc.db import models as m
 from recgrpc.db import training_data as td
+from recgrpc.demo import generate_demo, write_demo
 from recgrpc.model import artifact
 from recgrpc.model.evaluation import online_metrics
 from recgrpc.model.features import build_interaction_data
@@ -67,6 +68,17 @@ def test_training_beats_trending_and_stores_everything(
         assert [r for r, _ in sorted(ranked)] == list(range(1, len(ranked) + 1))
         assert not any((user_id, item) in seen for _, item in ranked)
     assert report.lists_written == len(data.users)
+
+
+def test_hybrid_beats_trending_on_the_demo_world(database: Database, settings: Settings) -> None:
+    """The project's own demo generator, small: tastes, drift, churn, dismissals, ratings."""
+    demo = generate_demo(
+        seed=3, n_users=300, n_items=200, n_interactions=8000, now=datetime(2026, 6, 1, tzinfo=UTC)
+    )
+    write_demo(database, demo)
+    report = train(database, settings, progress=False, epochs=20)
+    assert report.model.ndcg >= 1.5 * report.trending.ndcg
+    assert report.model.recall > report.trending.recall
 
 
 def test_gate_refuses_worse_model_and_force_overrides(
