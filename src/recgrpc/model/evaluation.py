@@ -167,10 +167,10 @@ def evaluate(
             totals[3] += _auc(s, truth).sum()
     n = max(rows_all.size, 1)
     return Metrics(
-        precision=totals[0] / n,
-        recall=totals[1] / n,
-        ndcg=totals[2] / n,
-        auc=totals[3] / n if with_auc else math.nan,
+        precision=float(totals[0] / n),
+        recall=float(totals[1] / n),
+        ndcg=float(totals[2] / n),
+        auc=float(totals[3] / n) if with_auc else math.nan,
         coverage=float(recommended.sum()) / max(n_items, 1),
         users=int(rows_all.size),
         k=k,

@@ -164,8 +164,12 @@ def train(
         newest_event=data.newest_event,
         extra_params={"weight_scale": weight_scale, "epochs": best_epoch},
     )
-    # Time to the microsecond in the digest: retraining on the same data gives a new version.
-    digest = hashlib.sha256(artifact.encode(arrays) + now.isoformat().encode()).hexdigest()[:8]
+    # Learned values plus the time to the microsecond: retraining on the same data gives a new
+    # version, and the version tells models apart without encoding the artifact twice.
+    fingerprint = hashlib.sha256(now.isoformat().encode())
+    fingerprint.update(arrays.item_feature_embeddings.tobytes())
+    fingerprint.update(arrays.user_feature_embeddings.tobytes())
+    digest = fingerprint.hexdigest()[:8]
     version = f"{now:%Y%m%dT%H%M%S}-{digest}"
     arrays = _with_version(arrays, version)
     blob = artifact.encode(arrays)
