@@ -426,7 +426,7 @@ def metrics_table(columns: Sequence[tuple[str, Metrics]]) -> str:
 def format_training_report(report: TrainingReport) -> str:
     columns = [("model", report.model)]
     if report.active is not None:
-        columns.append((f"active {report.active_version}", report.active))
+        columns.append(("active", report.active))
     columns.append(("trending", report.trending))
     return "\n".join(
         [
@@ -435,6 +435,7 @@ def format_training_report(report: TrainingReport) -> str:
             f"{report.epochs} epochs (best {report.best_epoch}) in {report.seconds:.1f}s "
             f"({', '.join(f'{k} {v:.1f}s' for k, v in report.timings.items())})",
             metrics_table(columns),
+            f"active model before this run: {report.active_version or 'none'}",
             report.decision,
             f"top-N written for {report.lists_written} users" if report.promoted else "",
         ]
