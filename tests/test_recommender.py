@@ -21,11 +21,11 @@ from recgrpc.db import models as m
 from recgrpc.db import training_data as td
 from recgrpc.demo import generate_demo, write_demo
 from recgrpc.model import artifact
-from recgrpc.model.evaluation import online_metrics
+from recgrpc.model.evaluation import online_metrics, temporal_holdout
 from recgrpc.model.features import build_interaction_data
 from recgrpc.model.recommender import HybridRecommender, TrainingParams
 from recgrpc.model.rerank import FRESH_SIGNIFICANT, RerankConfig, rerank
-from recgrpc.model.training import NotEnoughData, train
+from recgrpc.model.training import NotEnoughData, train, training_matrices
 from tests.recommender_data import load, taste_data
 
 T0 = datetime(2019, 5, 1, tzinfo=UTC)  # years ago: decay must not depend on the wall clock
@@ -389,3 +389,28 @@ def test_freshness_boost_lifts_new_items_and_says_so() -> None:
     picked = dict(_rerank(0.0, 2.0, fresh))
     assert picked[6] is True  # in the list because of the boost: reason "fresh"
     assert picked[0] is False
+
+
+def test_negatives_are_explicit_for_logistic_loss_and_absent_for_ranking_losses() -> None:
+    rows = _rows(
+        [
+            ("u1", "i0", "PURCHASE", 0.0, T0),
+            ("u1", "i1", "CLICK", 0.0, T0),
+            ("u1", "i2", "VIEW", 0.0, T0),
+            ("u1", "i3", "DISLIKE", 0.0, T0),
+        ],
+        feedback=[("u2", "i4", False, True, None, T0)],
+    )
+    data = build_interaction_data(rows, Settings())
+    holdout = temporal_holdout(data)
+    warp, _ = training_matrices(data, holdout, 1.0, "warp")
+    assert set(warp.data.tolist()) == {1.0}
+    logistic, weights = training_matrices(data, holdout, 1.0, "logistic")
+    negatives = {
+        (data.user_ids[u], data.item_ids[i])
+        for u, i, v in zip(logistic.row, logistic.col, logistic.data, strict=True)
+        if v < 0
+    }
+    assert negatives == {("u1", "i3"), ("u2", "i4")}
+    assert (weights.row == logistic.row).all()
+    assert (weights.col == logistic.col).all()

@@ -127,15 +127,7 @@ def train(
         user_features=data.user_features,
     )
     weight_scale = float(holdout.train_weight.mean())
-    shape = (data.n_users, data.n_items)
-    interactions = sparse.coo_matrix(
-        (np.ones(holdout.n_train, dtype=np.float32), (holdout.train_user, holdout.train_item)),
-        shape=shape,
-    )
-    weights = sparse.coo_matrix(
-        (holdout.train_weight / weight_scale, (holdout.train_user, holdout.train_item)),
-        shape=shape,
-    )
+    interactions, weights = training_matrices(data, holdout, weight_scale, params.loss)
     stopping_users = sample_users(holdout.users, EARLY_STOPPING_USERS)
     best_ndcg, best_epoch, best_state, waited = -1.0, 0, None, 0
     bar = tqdm(range(1, max_epochs + 1), desc="training", unit="epoch", file=sys.stderr,
@@ -249,6 +241,29 @@ class _PhaseClock:
         now = time.perf_counter()
         self.into[phase] = self.into.get(phase, 0.0) + now - self.last
         self.last = now
+
+
+def training_matrices(
+    data: InteractionData, holdout: Holdout, weight_scale: float, loss: str
+) -> tuple[sparse.coo_matrix, sparse.coo_matrix]:
+    """LightFM's interactions and sample weights (same coordinates, as LightFM requires).
+
+    Ranking losses (WARP, BPR) learn from positives only: negatives (dismissals, dislikes, low
+    ratings) just never appear as positives. The logistic loss takes them as explicit -1s.
+    """
+    users, items = holdout.train_user, holdout.train_item
+    values = np.ones(users.size, dtype=np.float32)
+    weights = (holdout.train_weight / weight_scale).astype(np.float32)
+    if loss == "logistic" and data.negative_user.size:
+        users = np.concatenate([users, data.negative_user])
+        items = np.concatenate([items, data.negative_item])
+        values = np.concatenate([values, -np.ones(data.negative_user.size, dtype=np.float32)])
+        weights = np.concatenate([weights, np.ones(data.negative_user.size, dtype=np.float32)])
+    shape = (data.n_users, data.n_items)
+    return (
+        sparse.coo_matrix((values, (users, items)), shape=shape),
+        sparse.coo_matrix((weights, (users, items)), shape=shape),
+    )
 
 
 def _require_enough(data: InteractionData, holdout: Holdout) -> None:
