@@ -1,4 +1,5 @@
-"""Group commit for LogInteraction: concurrent calls share one database transaction.
+"""Group commit: concurrent calls share one database transaction (LogInteraction, and the
+impressions GetRecommendations records).
 
 A single-row transaction costs several round trips (pool ping, item check, user upsert, insert,
 commit), and under load those round trips, not Python, bound throughput. One writer thread takes
@@ -21,6 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from recgrpc import domain
 from recgrpc.db import Database, queries
@@ -30,16 +32,18 @@ from recgrpc.server.errors import DATABASE_UNAVAILABLE, is_database_outage
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
-"""Most events stored in one transaction (bounded so one transaction stays short)."""
+"""Most items stored in one transaction (bounded so one transaction stays short)."""
+
+T = TypeVar("T")
 
 
 class BatchFailed(Exception):
-    """An unexpected error stored no event of the batch (the cause is chained and logged)."""
+    """An unexpected error stored nothing of the batch (the cause is chained and logged)."""
 
 
 @dataclass
-class _Pending:
-    event: domain.Interaction
+class _Pending(Generic[T]):
+    item: T
     done: threading.Event = field(default_factory=threading.Event)
     duplicate: bool = False
     error: Exception | None = None
@@ -48,42 +52,35 @@ class _Pending:
 _STOP = object()
 
 
-class InteractionWriter:
-    """Stores interactions through one writer thread that batches concurrent calls.
+class GroupCommitter(Generic[T]):
+    """Writer threads that store what concurrent callers submit, a batch per transaction.
 
-    Thread-safe; ``log`` may be called from any number of RPC threads. With several ``writers``
-    (PostgreSQL), one batch is being built while another waits for its commit to reach disk.
-    ``close`` stores what is queued and stops the threads; later calls are refused (UNAVAILABLE).
+    Thread-safe; ``submit`` may be called from any number of RPC threads and returns once the
+    transaction holding its item committed. With several ``writers`` (PostgreSQL), one batch is
+    built while another waits for its commit to reach disk. ``close`` stores what is queued and
+    stops the threads; later submissions are refused (UNAVAILABLE). Subclasses say how a batch
+    is stored (``_store``), setting per-item answers and errors.
     """
 
-    def __init__(
-        self,
-        db: Database,
-        clock: Callable[[], datetime],
-        *,
-        writers: int = 1,
-        max_batch: int = MAX_BATCH,
-    ) -> None:
+    name = "group-commit"
+    what = "item"
+
+    def __init__(self, db: Database, *, writers: int = 1, max_batch: int = MAX_BATCH) -> None:
         self._db = db
-        self._clock = clock
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending[T] | object] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._threads = [
-            threading.Thread(target=self._run, name=f"recgrpc-interaction-writer-{i}", daemon=True)
+            threading.Thread(target=self._run, name=f"recgrpc-{self.name}-{i}", daemon=True)
             for i in range(writers)
         ]
         for thread in self._threads:
             thread.start()
 
-    def log(self, event: domain.Interaction) -> bool:
-        """Store ``event`` once; True when its ``event_id`` was already stored (a duplicate).
-
-        Returns only after the event's transaction committed; raises NotFound for an item not
-        in the catalogue, Unavailable when the database cannot be reached.
-        """
-        pending = _Pending(event)
+    def submit(self, item: T) -> _Pending[T]:
+        """Queue ``item`` and wait for its commit; raises what storing it raised."""
+        pending = _Pending(item)
         with self._lock:
             if self._closed.is_set():
                 raise Unavailable("the server is shutting down; retry")
@@ -91,10 +88,10 @@ class InteractionWriter:
         pending.done.wait()
         if pending.error is not None:
             raise pending.error
-        return pending.duplicate
+        return pending
 
     def close(self, timeout: float = 10.0) -> None:
-        """Commit everything already queued, then stop the writer thread."""
+        """Commit everything already queued, then stop the writer threads."""
         with self._lock:
             if self._closed.is_set():
                 return
@@ -110,7 +107,7 @@ class InteractionWriter:
             first = self._queue.get()
             if not isinstance(first, _Pending):
                 return
-            batch = [first]
+            batch: list[_Pending[T]] = [first]
             while len(batch) < self._max_batch:
                 try:
                     more = self._queue.get_nowait()
@@ -122,51 +119,113 @@ class InteractionWriter:
                 batch.append(more)
             self._commit(batch)
 
-    def _commit(self, batch: Sequence[_Pending]) -> None:
+    def _commit(self, batch: Sequence[_Pending[T]]) -> None:
         try:
             try:
                 self._store(batch)
             except Exception as exc:
                 if is_database_outage(exc):
                     log.warning(
-                        "%d interaction(s) not stored: database unavailable (%s)",
+                        "%d %s(s) not stored: database unavailable (%s)",
                         len(batch),
+                        self.what,
                         exc.__class__.__name__,
                     )
                     for pending in batch:
                         pending.error = Unavailable(DATABASE_UNAVAILABLE)
                 elif len(batch) > 1:
-                    # Isolate whichever event broke the transaction; the others still commit.
+                    # Isolate whichever item broke the transaction; the others still commit.
                     for pending in batch:
                         pending.error = None
                         self._commit([pending])
                 else:
-                    log.error("interaction %s not stored", batch[0].event.event_id, exc_info=exc)
-                    batch[0].error = BatchFailed("interaction not stored")
+                    log.error("%s not stored", self.what, exc_info=exc)
+                    batch[0].error = BatchFailed(f"{self.what} not stored")
         finally:
             for pending in batch:
                 pending.done.set()
 
-    def _store(self, batch: Sequence[_Pending]) -> None:
+    def _store(self, batch: Sequence[_Pending[T]]) -> None:
+        raise NotImplementedError
+
+
+class InteractionWriter(GroupCommitter[domain.Interaction]):
+    """LogInteraction's group commit (see the module docstring)."""
+
+    name = "interaction-writer"
+    what = "interaction"
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime],
+        *,
+        writers: int = 1,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._clock = clock
+        super().__init__(db, writers=writers, max_batch=max_batch)
+
+    def log(self, event: domain.Interaction) -> bool:
+        """Store ``event`` once; True when its ``event_id`` was already stored (a duplicate).
+
+        Returns only after the event's transaction committed; raises NotFound for an item not
+        in the catalogue, Unavailable when the database cannot be reached.
+        """
+        return self.submit(event).duplicate
+
+    def _store(self, batch: Sequence[_Pending[domain.Interaction]]) -> None:
         now = self._clock()
         with self._db.writer() as session:
-            known = queries.existing_item_ids(session, {p.event.item_id for p in batch})
-            accepted: list[_Pending] = []
+            known = queries.existing_item_ids(session, {p.item.item_id for p in batch})
+            accepted: list[_Pending[domain.Interaction]] = []
             for pending in batch:
-                if pending.event.item_id in known:
+                if pending.item.item_id in known:
                     accepted.append(pending)
                 else:
                     pending.error = NotFound(
-                        f"item_id {pending.event.item_id!r} is not in the catalogue"
+                        f"item_id {pending.item.item_id!r} is not in the catalogue"
                     )
             # Rows in event_id order: concurrent batches then lock keys in one order (no
             # deadlock when the same event_id is logged through two batches at once).
-            events = sorted((p.event for p in accepted), key=lambda e: e.event_id)
+            events = sorted((p.item for p in accepted), key=lambda e: e.event_id)
             stored = queries.insert_new_interactions(session, events, now)
         # Committed: now the answers can be given. The first of repeated ids in one batch is the
         # one stored; the rest are duplicates of it.
         answered: set[str] = set()
         for pending in accepted:
-            event_id = pending.event.event_id
+            event_id = pending.item.event_id
             pending.duplicate = event_id not in stored or event_id in answered
             answered.add(event_id)
+
+
+@dataclass(frozen=True)
+class ServedListRecord:
+    """A list served to a user: stored as an impression and as the user's current top-N."""
+
+    user_id: str
+    served: domain.ServedList
+    platform: str
+
+
+class ServedListWriter(GroupCommitter[ServedListRecord]):
+    """GetRecommendations' writes, committed together for concurrent calls.
+
+    Every list is stored before its call returns (so feedback on it finds it), but one
+    transaction holds many lists: on SQLite that is one wait for the write lock instead of one
+    per request, on PostgreSQL one commit flush.
+    """
+
+    name = "served-list-writer"
+    what = "served list"
+
+    def record(self, user_id: str, served: domain.ServedList, platform: str) -> None:
+        """Store the impression and the user's top-N; raises Unavailable on an outage."""
+        self.submit(ServedListRecord(user_id, served, platform))
+
+    def _store(self, batch: Sequence[_Pending[ServedListRecord]]) -> None:
+        with self._db.writer() as session:
+            # In user order, so concurrent batches take per-user locks in one order.
+            for pending in sorted(batch, key=lambda p: p.item.user_id):
+                record = pending.item
+                queries.record_served_list(session, record.user_id, record.served, record.platform)

@@ -24,7 +24,7 @@ from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
 from recgrpc.server.errors import is_database_outage
-from recgrpc.server.group_commit import InteractionWriter
+from recgrpc.server.group_commit import InteractionWriter, ServedListWriter
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,15 @@ class Handlers:
         self.catalog_changed = threading.Event()
         # Concurrent LogInteraction calls share transactions (group commit). SQLite has one
         # writer at a time anyway; PostgreSQL overlaps a few transactions' disk flushes.
-        self.interactions = InteractionWriter(db, clock, writers=1 if db.is_sqlite else 4)
+        writers = 1 if db.is_sqlite else 4
+        self.interactions = InteractionWriter(db, clock, writers=writers)
+        # The same for the impressions (and stored top-N) of concurrently served lists.
+        self.served_lists = ServedListWriter(db, writers=writers)
 
     def close(self) -> None:
-        """Store the interactions still queued; call after the server stopped taking calls."""
+        """Store the writes still queued; call after the server stopped taking calls."""
         self.interactions.close()
+        self.served_lists.close()
 
     # -- RecommendationService ------------------------------------------------------------
 
@@ -158,11 +162,8 @@ class Handlers:
         )
         if not outage:
             try:
-                with self.db.writer() as session:
-                    queries.record_served_list(session, query.user_id, served, query.platform)
-            except Exception as exc:
-                if not is_database_outage(exc):
-                    raise
+                self.served_lists.record(query.user_id, served, query.platform)
+            except Unavailable:
                 log.warning("impression %s not recorded: database unavailable", served.recset_id)
         if self.metrics is not None:
             self.metrics.recommendations_served(served.ranking)
