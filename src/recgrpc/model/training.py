@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -337,10 +338,13 @@ def write_top_n(
     *,
     top_n: int,
     now: datetime,
-    block: int = 2048,
 ) -> int:
     """Score every active user (interactions or preferences) in blocks, keep the top-N unseen
-    items, and replace their stored lists in one bulk write. Returns the number of lists."""
+    items, and replace their stored lists. Returns the number of lists written.
+
+    Scoring the next block (numpy, which releases the GIL) overlaps with writing the current
+    one, so the whole takes about the longer of the two rather than their sum.
+    """
     items = view.hybrid
     n_items = items.shape[0]
     n = min(top_n, n_items)
@@ -356,10 +360,10 @@ def write_top_n(
         ),
         shape=(data.n_users, n_items),
     )
-    top_items = np.zeros((active.size, n), dtype=np.int64)
-    top_scores = np.zeros((active.size, n), dtype=np.float32)
-    for start in range(0, active.size, block):
-        rows = active[start : start + block]
+
+    def top_of(
+        rows: npt.NDArray[np.int64],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         s = users[rows] @ items[:, 1:].T
         s += items[:, 0][None, :]
         blocked = seen[rows].tocoo()
@@ -367,24 +371,30 @@ def write_top_n(
         part = np.argpartition(s, n_items - n, axis=1)[:, n_items - n :]  # no negated copy
         part_scores = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-part_scores, axis=1, kind="stable")
-        top_items[start : start + rows.size] = np.take_along_axis(part, order, axis=1)
-        top_scores[start : start + rows.size] = np.take_along_axis(part_scores, order, axis=1)
-    user_ids = [data.user_ids[r] for r in active]
+        return np.take_along_axis(part, order, axis=1), np.take_along_axis(
+            part_scores, order, axis=1
+        )
+
     # One transaction per chunk: each user's list is replaced atomically, the per-user locks
     # stay few, and servers recording impressions meanwhile never wait long for the database.
-    for start in range(0, len(user_ids), TOP_N_CHUNK_USERS):
-        end = start + TOP_N_CHUNK_USERS
-        with db.writer() as session:
-            td.replace_top_n(
-                session,
-                user_ids=user_ids[start:end],
-                item_ids=data.item_ids,
-                top_items=top_items[start:end],
-                top_scores=top_scores[start:end],
-                algorithm=Algorithm.HYBRID.value,
-                model_version=view.version,
-                generated_at=now,
-            )
+    chunks = [active[i : i + TOP_N_CHUNK_USERS] for i in range(0, active.size, TOP_N_CHUNK_USERS)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="top-n") as pool:
+        pending = pool.submit(top_of, chunks[0]) if chunks else None
+        for k, chunk in enumerate(chunks):
+            assert pending is not None
+            top_items, top_scores = pending.result()
+            pending = pool.submit(top_of, chunks[k + 1]) if k + 1 < len(chunks) else None
+            with db.writer() as session:
+                td.replace_top_n(
+                    session,
+                    user_ids=[data.user_ids[r] for r in chunk],
+                    item_ids=data.item_ids,
+                    top_items=top_items,
+                    top_scores=top_scores,
+                    algorithm=Algorithm.HYBRID.value,
+                    model_version=view.version,
+                    generated_at=now,
+                )
     return int(active.size)
 
 
