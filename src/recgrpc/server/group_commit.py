@@ -1,5 +1,5 @@
-"""Group commit: concurrent calls share one database transaction (LogInteraction, and the
-impressions GetRecommendations records).
+"""Group commit: concurrent calls share one database transaction (LogInteraction,
+SubmitFeedback, and the impressions GetRecommendations records).
 
 A single-row transaction costs several round trips (pool ping, item check, user upsert, insert,
 commit), and under load those round trips, not Python, bound throughput. One writer thread takes
@@ -229,3 +229,44 @@ class ServedListWriter(GroupCommitter[ServedListRecord]):
             for pending in sorted(batch, key=lambda p: p.item.user_id):
                 record = pending.item
                 queries.record_served_list(session, record.user_id, record.served, record.platform)
+
+
+class FeedbackWriter(GroupCommitter[domain.Feedback]):
+    """SubmitFeedback's group commit: per-item NOT_FOUND, acknowledged only after commit."""
+
+    name = "feedback-writer"
+    what = "feedback"
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime],
+        *,
+        writers: int = 1,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._clock = clock
+        super().__init__(db, writers=writers, max_batch=max_batch)
+
+    def record(self, feedback: domain.Feedback) -> None:
+        """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage."""
+        self.submit(feedback)
+
+    def _store(self, batch: Sequence[_Pending[domain.Feedback]]) -> None:
+        now = self._clock()
+        with self._db.writer() as session:
+            known = queries.existing_item_ids(session, {p.item.item_id for p in batch})
+            accepted = []
+            for pending in batch:
+                if pending.item.item_id in known:
+                    accepted.append(pending.item)
+                else:
+                    pending.error = NotFound(
+                        f"item_id {pending.item.item_id!r} is not in the catalogue"
+                    )
+            queries.ensure_users(session, (f.user_id for f in accepted), now)
+            # Per-user locks in user order, as served lists take them: a user's stored top-N
+            # is never updated by two transactions in opposite orders (no deadlock).
+            for feedback in sorted(accepted, key=lambda f: (f.user_id, f.item_id)):
+                queries.lock_user(session, feedback.user_id)
+                queries.record_feedback(session, feedback, now)

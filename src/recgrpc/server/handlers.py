@@ -24,7 +24,7 @@ from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
 from recgrpc.server.errors import is_database_outage
-from recgrpc.server.group_commit import InteractionWriter, ServedListWriter
+from recgrpc.server.group_commit import FeedbackWriter, InteractionWriter, ServedListWriter
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,12 @@ class Handlers:
         self.interactions = InteractionWriter(db, clock, writers=writers)
         # The same for the impressions (and stored top-N) of concurrently served lists.
         self.served_lists = ServedListWriter(db, writers=writers)
+        self.feedback = FeedbackWriter(db, clock, writers=writers)
 
     def close(self) -> None:
         """Store the writes still queued; call after the server stopped taking calls."""
         self.interactions.close()
+        self.feedback.close()
         self.served_lists.close()
 
     # -- RecommendationService ------------------------------------------------------------
@@ -177,10 +179,7 @@ class Handlers:
         return event.event_id, duplicate
 
     def submit_feedback(self, feedback: domain.Feedback) -> bool:
-        with self.db.writer() as session:
-            self._require_items(session, [feedback.item_id], "item_id")
-            queries.ensure_users(session, [feedback.user_id], self.clock())
-            queries.record_feedback(session, feedback, self.clock())
+        self.feedback.record(feedback)
         if self.metrics is not None:
             self.metrics.feedback_recorded(feedback)
         return True
@@ -213,11 +212,3 @@ class Handlers:
     def delete_user(self, user_id: str) -> bool:
         with self.db.writer() as session:
             return queries.delete_user(session, user_id)
-
-    # -- helpers --------------------------------------------------------------------------
-
-    @staticmethod
-    def _require_items(session: Session, item_ids: list[str], field: str) -> None:
-        missing = set(item_ids) - queries.existing_item_ids(session, item_ids)
-        if missing:
-            raise NotFound(f"{field} {sorted(missing)[0]!r} is not in the catalogue")
