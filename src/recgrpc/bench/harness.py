@@ -455,7 +455,7 @@ def ratios(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
 def print_table(measurements: Sequence[Measurement], ratio_rows: Sequence[dict[str, Any]]) -> None:
     header = (
         f"{'rpc':<20}{'mode':<7}{'wrk':>4}{'conc':>6}{'rate':>7}{'ok':>8}{'err':>6}"
-        f"{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'x tput':>8}{'x p99':>7}"
+        f"{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'x tput':>8}{'x p99':>8}"
         f"{'cpu ms':>8}"
     )
     by_key = {
@@ -467,12 +467,12 @@ def print_table(measurements: Sequence[Measurement], ratio_rows: Sequence[dict[s
     for m in measurements:
         r = by_key.get((m.rpc, m.mode, m.workers, m.concurrency, m.offered_rate), {})
         xt = f"{r['throughput_vs_health']:.2f}" if r else ""
-        xp = f"{r['p99_vs_health']:.2f}" if r and r.get("p99_vs_health") is not None else ""
+        xp = f"{r['p99_vs_health']:.1f}" if r and r.get("p99_vs_health") is not None else ""
         rate = f"{m.offered_rate:.0f}" if m.mode == "open" else "-"
         print(
             f"{m.rpc:<20}{m.mode:<7}{m.workers:>4}{m.concurrency:>6}{rate:>7}{m.requests:>8}"
             f"{sum(m.errors.values()):>6}{m.throughput:>9.1f}{m.p50_ms:>9.2f}{m.p95_ms:>9.2f}"
-            f"{m.p99_ms:>9.2f}{xt:>8}{xp:>7}"
+            f"{m.p99_ms:>9.2f}{xt:>8}{xp:>8}"
             + (f"{m.server_cpu_ms:>8.3f}" if m.server_cpu_ms is not None else f"{'':>8}")
         )
 
