@@ -378,6 +378,8 @@ def write_top_n(
     # One transaction per chunk: each user's list is replaced atomically, the per-user locks
     # stay few, and servers recording impressions meanwhile never wait long for the database.
     chunks = [active[i : i + TOP_N_CHUNK_USERS] for i in range(0, active.size, TOP_N_CHUNK_USERS)]
+    with db.writer() as session:
+        td.refresh_recommendation_statistics(session)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="top-n") as pool:
         pending = pool.submit(top_of, chunks[0]) if chunks else None
         for k, chunk in enumerate(chunks):
