@@ -1,32 +1,47 @@
 """Latency of one ranking call (RankingEngine.recommend) at 10k and 100k catalogue items.
 
     python bench/recommend_latency.py [--items 10000 100000] [--requests 2000] [--components 64]
+                                      [--grpc]
 
 Measures what GetRecommendations spends in the model layer: the allowed mask, user vector
 (identity + preferences, or fold-in of recent clicks for a user the model does not know),
 one matrix-vector product over precomputed float32 item representations, argpartition and
 re-ranking (diversity and freshness on). The model is random (speed does not depend on what it
 learned); items have 1-2 of 30 categories and 2 tags. The gRPC and database round trips are
-not included here (see `recgrpc bench` for end to end). Wall-clock percentiles include time
+not included by default. Wall-clock percentiles include time
 the thread waited for a CPU (the machine's load average is printed); the cpu columns are the
 calling thread's own CPU time, i.e. the work itself.
+
+``--grpc`` measures GetRecommendations end to end instead: the same catalogue and model stored
+in a fresh SQLite file (the model as the active ``models`` row), a real server on a free port,
+one client calling sequentially for users with 50 interactions each. That adds the user's
+history lookup and the impression write to every call.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import numpy as np
 
 from recgrpc import domain
+from recgrpc.config import Settings
+from recgrpc.db import Database, bulk, upgrade
+from recgrpc.db import training_data as td
 from recgrpc.domain import Algorithm
+from recgrpc.model import artifact
 from recgrpc.model.artifact import RecommenderArrays
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import ModelView
+from recgrpc.server import create_server
+from recgrpc.v1 import recommendation_pb2 as pb
+from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -80,6 +95,75 @@ def build_engine(n_items: int, n_users: int, components: int, seed: int = 0) -> 
     return RankingEngine(snapshot)
 
 
+def build_artifact_and_rows(
+    n_items: int, n_users: int, components: int
+) -> tuple[RecommenderArrays, list[tuple[str, list[str], list[str], datetime]]]:
+    engine = build_engine(n_items, n_users, components)
+    view = engine.snapshot.model
+    assert view is not None
+    catalog = engine.snapshot.catalog
+    rows = [
+        (item_id, list(cats), [], datetime.fromtimestamp(float(ts), UTC))
+        for item_id, cats, ts in zip(
+            catalog.item_ids, catalog.categories, catalog.created_at, strict=True
+        )
+    ]
+    return view.arrays, rows
+
+
+def grpc_latency(n_items: int, n_users: int, components: int, requests: int, limit: int) -> None:
+    arrays, rows = build_artifact_and_rows(n_items, n_users, components)
+    users = 200
+    rng = np.random.default_rng(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/latency.db"
+        upgrade(url)
+        db = Database(url)
+        items = [domain.Item(r[0], categories=r[1], created_at=r[3]) for r in rows]
+        events = [
+            domain.Interaction(
+                f"e{u}-{k}", f"user{u}", f"item{int(i)}", domain.InteractionType.CLICK,
+                NOW - timedelta(days=40),
+            )
+            for u in range(users)
+            for k, i in enumerate(rng.integers(0, n_items, 50))
+        ]  # fmt: skip
+        with db.writer() as session:
+            bulk.upsert_items(session, items, NOW)
+            bulk.upsert_users(session, [domain.User(f"user{u}") for u in range(users)], NOW)
+            bulk.insert_interactions(session, events, NOW)
+            td.store_model(
+                session, kind=td.RECOMMENDER, version="bench", params={}, metrics={},
+                artifact=artifact.encode(arrays), now=NOW,
+            )  # fmt: skip
+            td.activate_model(session, td.RECOMMENDER, "bench", NOW)
+        settings = Settings(database_url=url, host="127.0.0.1", port=0, metrics_port=0)
+        server = create_server(settings, db=db)
+        try:
+            assert server.wait_ready(120)
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stub = pb_grpc.RecommendationServiceStub(channel)
+                algorithms = [pb.ALGORITHM_HYBRID, pb.ALGORITHM_AUTO, pb.ALGORITHM_CONTENT]
+                timings: list[float] = []
+                for k in range(requests + 50):
+                    request = pb.GetRecommendationsRequest(
+                        user_id=f"user{k % users}", limit=limit, algorithm=algorithms[k % 3]
+                    )
+                    start = time.perf_counter()
+                    response = stub.GetRecommendations(request, timeout=10)
+                    if k >= 50:  # warm-up excluded
+                        timings.append((time.perf_counter() - start) * 1000)
+                    assert response.model_version == "bench"
+            v = np.array(timings)
+            print(
+                f"{n_items:>8} {'gRPC':>8} {np.percentile(v, 50):>8.2f} "
+                f"{np.percentile(v, 99):>8.2f} {v.max():>8.2f}   (end to end, SQLite)"
+            )
+        finally:
+            server.stop(grace=1)
+            db.dispose()
+
+
 def contexts(n_items: int, n_users: int, count: int) -> list[tuple[domain.UserContext, Algorithm]]:
     rng = np.random.default_rng(1)
     out = []
@@ -112,7 +196,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--components", type=int, default=64)
     parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument("--grpc", action="store_true", help="end to end through a real server")
     args = parser.parse_args()
+    if args.grpc:
+        print(f"{'items':>8} {'source':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+        for n_items in args.items:
+            grpc_latency(n_items, args.users, args.components, args.requests, args.limit)
+        return
     header = f"{'items':>8} {'source':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     load = os.getloadavg()[0]
     print(f"{header} {'cpu p50':>8} {'cpu p99':>8}  (limit {args.limit}; load {load:.1f})")
