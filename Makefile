@@ -20,6 +20,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) migrate
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) demo
+	$(BIN)/recgrpc --database-url $(DATABASE_URL) train
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) train-churn
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) serve
 

@@ -93,7 +93,7 @@ def test_recommendations_are_recorded_as_impression_and_stored_top_n(
 ) -> None:
     seed_catalogue(channel)
     log(channel, "someone", "i3")
-    wait_for(lambda: recommend(channel, "u1").recommendations[0].item_id == "i3")
+    wait_for(lambda: [r.item_id for r in recommend(channel, "u1").recommendations][:1] == ["i3"])
     response = recommend(channel, "u1", limit=3, exclude_item_ids=["i0"], platform="web")
     ids = [r.item_id for r in response.recommendations]
     assert ids[0] == "i3"
