@@ -24,6 +24,11 @@ def _insert(session: Session, table: type[m.Base] | Table) -> Any:
     raise NotImplementedError(f"unsupported database dialect {dialect!r}")
 
 
+def _table(model: type[m.Base]) -> Table:
+    """The Core table behind ``model`` (Core inserts skip the ORM's bulk bookkeeping)."""
+    return m.Base.metadata.tables[model.__tablename__]
+
+
 def _chunks(rows: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
     # Keeps bound parameters under SQLite's per-statement limit.
     for start in range(0, len(rows), size):
@@ -81,7 +86,7 @@ def ensure_users(session: Session, user_ids: Iterable[str], now: datetime) -> No
     ]
     if rows:
         # One cached statement executed for every row (on the write path of every event).
-        table = m.Base.metadata.tables[m.User.__tablename__]
+        table = _table(m.User)
         stmt = _insert(session, table).on_conflict_do_nothing(index_elements=["user_id"])
         session.execute(stmt, rows)
 
@@ -155,7 +160,7 @@ def insert_new_interactions(
     if not events:
         return set()
     ensure_users(session, (e.user_id for e in events), now)
-    table = m.Base.metadata.tables[m.Interaction.__tablename__]
+    table = _table(m.Interaction)
     # One statement for any number of rows: SQLAlchemy caches its compiled form and batches the
     # rows into multi-row VALUES itself ("insertmanyvalues"). RETURNING says reliably which rows
     # were new (a batched rowcount may be -1).
@@ -239,17 +244,19 @@ def record_served_list(
     """Store the impression and make it the user's current stored top-N."""
     lock_user(session, user_id)
     ranking = served.ranking
+    # Core statements with bound parameters: compiled once, cached (this runs per request).
     session.execute(
-        insert(m.Impression).values(
-            recset_id=served.recset_id,
-            user_id=user_id,
-            algorithm=ranking.algorithm.value,
-            model_version=ranking.model_version,
-            fallback_reason=ranking.fallback_reason,
-            item_ids=[it.item_id for it in ranking.items],
-            platform=platform,
-            served_at=served.generated_at,
-        )
+        insert(_table(m.Impression)),
+        {
+            "recset_id": served.recset_id,
+            "user_id": user_id,
+            "algorithm": ranking.algorithm.value,
+            "model_version": ranking.model_version,
+            "fallback_reason": ranking.fallback_reason,
+            "item_ids": [it.item_id for it in ranking.items],
+            "platform": platform,
+            "served_at": served.generated_at,
+        },
     )
     replace_recommendations(
         session,
@@ -298,7 +305,7 @@ def replace_recommendations(
         for rank, item in enumerate(ranking.items, start=1)
     ]
     for chunk in _chunks(rows, 2000):
-        session.execute(insert(m.Recommendation), list(chunk))
+        session.execute(insert(_table(m.Recommendation)), list(chunk))
 
 
 def record_feedback(session: Session, feedback: domain.Feedback, now: datetime) -> None:
