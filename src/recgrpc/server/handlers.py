@@ -124,9 +124,10 @@ class Handlers:
         self.clock = clock
         # Set by catalogue writes so the refresher rebuilds the snapshot without waiting.
         self.catalog_changed = threading.Event()
-        # Concurrent LogInteraction calls share transactions (group commit). SQLite has one
-        # writer at a time anyway; PostgreSQL overlaps a few transactions' disk flushes.
-        writers = 1 if db.is_sqlite else 4
+        # Concurrent writes share transactions (group commit). SQLite has one writer at a time
+        # anyway; on PostgreSQL two writers per kind overlap their commits' disk flushes while
+        # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
+        writers = 1 if db.is_sqlite else 2
         self.interactions = InteractionWriter(db, clock, writers=writers)
         # The same for the impressions (and stored top-N) of concurrently served lists.
         self.served_lists = ServedListWriter(db, writers=writers)
