@@ -112,7 +112,9 @@ class Settings:
     freshness_half_life_days: float = 14.0
     """Age at which the freshness bonus halves."""
 
-    interaction_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS)
+    interaction_weights: Mapping[str, float] = field(
+        default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS
+    )
     """Training weight per interaction type, ``RECGRPC_INTERACTION_WEIGHTS=PURCHASE=6,CLICK=2``."""
     decay_half_life_days: float = 60.0
     """Training time decay, counted back from the newest event in the data."""
