@@ -32,7 +32,7 @@ import numpy as np
 from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database, bulk, upgrade
-from recgrpc.db import training_data as td
+from recgrpc.db import model_store as ms
 from recgrpc.domain import Algorithm
 from recgrpc.model import artifact
 from recgrpc.model.artifact import RecommenderArrays
@@ -132,11 +132,11 @@ def grpc_latency(n_items: int, n_users: int, components: int, requests: int, lim
             bulk.upsert_items(session, items, NOW)
             bulk.upsert_users(session, [domain.User(f"user{u}") for u in range(users)], NOW)
             bulk.insert_interactions(session, events, NOW)
-            td.store_model(
-                session, kind=td.RECOMMENDER, version="bench", params={}, metrics={},
+            ms.store_model(
+                session, kind=ms.RECOMMENDER, version="bench", params={}, metrics={},
                 artifact=artifact.encode(arrays), now=NOW,
             )  # fmt: skip
-            td.activate_model(session, td.RECOMMENDER, "bench", NOW)
+            ms.activate_model(session, ms.RECOMMENDER, "bench", NOW)
         settings = Settings(database_url=url, host="127.0.0.1", port=0, metrics_port=0)
         server = create_server(settings, db=db)
         try:

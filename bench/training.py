@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 
 from recgrpc.config import Settings
 from recgrpc.db import Database, upgrade
+from recgrpc.db import model_store as ms
 from recgrpc.db import models as m
 from recgrpc.db import training_data as td
 from recgrpc.demo import generate_demo, write_demo
@@ -116,7 +117,7 @@ def main() -> None:
     )
 
     with db.reader() as session:
-        stored = td.active_model(session)
+        stored = ms.active_model(session, ms.RECOMMENDER)
     assert stored is not None
     view = ModelView.build(artifact.decode(stored.artifact), rows.items)
     t = time.perf_counter()

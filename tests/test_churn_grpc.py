@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from recgrpc import cli
 from recgrpc.config import Settings
-from recgrpc.db import Database, churn_data, queries
+from recgrpc.db import Database, model_store, queries
 from recgrpc.db import models as m
 from recgrpc.model.churn import FEATURE_NAMES, ActiveChurnModel, fit_churn_model
 from recgrpc.server import RunningServer
@@ -113,7 +113,7 @@ def test_predictions_are_served_recorded_and_match_batch_scores(
     server.refresher.refresh_once()
     stub = pb_grpc.RecommendationServiceStub(channel)
     with database.reader() as session:
-        version = churn_data.active_model_version(session)
+        version = model_store.active_model_version(session, model_store.CHURN)
 
     # A user who stopped about a month before the reference time and one still active.
     gone = min(
@@ -211,8 +211,14 @@ def test_a_corrupt_stored_model_is_refused_once_and_the_loaded_one_kept(
     good = fit_churn_model(values, labels, horizon_days=30, version="churn-good")
     now = datetime.now(UTC)
     with database.writer() as session:
-        churn_data.store_active_model(
-            session, version=good.version, artifact=good.to_bytes(), params={}, metrics={}, now=now
+        model_store.store_active_model(
+            session,
+            kind=model_store.CHURN,
+            version=good.version,
+            artifact=good.to_bytes(),
+            params={},
+            metrics={},
+            now=now,
         )
     predictor = ActiveChurnModel(0.35, 0.65)
     assert predictor.refresh(database)
@@ -220,8 +226,14 @@ def test_a_corrupt_stored_model_is_refused_once_and_the_loaded_one_kept(
     assert not predictor.refresh(database)  # unchanged: nothing fetched
 
     with database.writer() as session:
-        churn_data.store_active_model(
-            session, version="churn-bad", artifact=b"not an npz", params={}, metrics={}, now=now
+        model_store.store_active_model(
+            session,
+            kind=model_store.CHURN,
+            version="churn-bad",
+            artifact=b"not an npz",
+            params={},
+            metrics={},
+            now=now,
         )
     with pytest.raises(ValueError, match="unreadable"):
         predictor.refresh(database)

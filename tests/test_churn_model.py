@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from recgrpc.db import Database, churn_data
+from recgrpc.db import Database, model_store
 from recgrpc.demo import generate_demo, write_demo
 from recgrpc.domain import RiskLevel
 from recgrpc.model.churn import (
@@ -75,8 +75,8 @@ def test_planted_churners_rank_above_loyal_users(trained) -> None:
 def test_stored_model_is_active_and_loads_without_pickle(trained) -> None:
     db, _history, model, _metrics = trained
     with db.reader() as session:
-        version = churn_data.active_model_version(session)
-        stored = churn_data.load_model(session, version or "")
+        version = model_store.active_model_version(session, model_store.CHURN)
+        stored = model_store.load_model(session, version or "")
     assert version == model.version
     assert stored is not None
     assert stored.metrics["roc_auc"] == pytest.approx(_metrics["model"]["roc_auc"])
@@ -95,8 +95,8 @@ def test_stored_model_is_active_and_loads_without_pickle(trained) -> None:
     # A retrain retires the previous model.
     newer = train_churn(db, as_of=END, horizon_days=30).model
     with db.reader() as session:
-        assert churn_data.active_model_version(session) == newer.version
-        assert churn_data.load_model(session, model.version) is not None
+        assert model_store.active_model_version(session, model_store.CHURN) == newer.version
+        assert model_store.load_model(session, model.version) is not None
 
 
 def test_tampered_artifact_is_refused(trained) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from recgrpc import cli
 from recgrpc.config import Settings
 from recgrpc.db import Database
+from recgrpc.db import model_store as ms
 from recgrpc.db import models as m
 from recgrpc.db import training_data as td
 from recgrpc.demo import generate_demo, write_demo
@@ -94,14 +95,14 @@ def test_gate_refuses_worse_model_and_force_overrides(
     assert not worse.promoted
     assert "kept as candidate" in worse.decision
     with database.reader() as s:
-        assert td.active_model_version(s) == good.version
-        assert td.load_model(s, worse.version).status == "candidate"  # type: ignore[union-attr]
+        assert ms.active_model_version(s, ms.RECOMMENDER) == good.version
+        assert ms.load_model(s, worse.version).status == "candidate"  # type: ignore[union-attr]
     forced = train(database, settings, progress=False, epochs=1, params=weak, force=True)
     assert forced.promoted
     assert "--force" in forced.decision
     with database.reader() as s:
-        assert td.active_model_version(s) == forced.version
-        assert td.load_model(s, good.version).status == "retired"  # type: ignore[union-attr]
+        assert ms.active_model_version(s, ms.RECOMMENDER) == forced.version
+        assert ms.load_model(s, good.version).status == "retired"  # type: ignore[union-attr]
 
 
 def test_too_little_data_is_refused_and_active_model_stays(
@@ -129,9 +130,9 @@ def test_train_and_evaluate_commands_print_model_against_trending(
     assert "trending" in out
     assert "promoted" in out
     with database.reader() as s:
-        version = td.active_model_version(s)
+        version = ms.active_model_version(s, ms.RECOMMENDER)
         assert version is not None
-        model = td.load_model(s, version)
+        model = ms.load_model(s, version)
         assert model is not None
         assert model.params["components"] == 16
     assert cli.main(["--database-url", url, "evaluate"]) == 0

@@ -13,7 +13,7 @@ import pytest
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
-from recgrpc.db import training_data as td
+from recgrpc.db import model_store as ms
 from recgrpc.model.evaluation import online_metrics_since
 from recgrpc.model.recommender import TrainingParams
 from recgrpc.model.training import train
@@ -263,11 +263,11 @@ def test_a_corrupt_active_artifact_leaves_the_previous_model_serving(
     wait_for_model(channel, trained)
     now = datetime.now(UTC)
     with database.writer() as session:
-        td.store_model(
-            session, kind=td.RECOMMENDER, version="broken", params={}, metrics={},
+        ms.store_model(
+            session, kind=ms.RECOMMENDER, version="broken", params={}, metrics={},
             artifact=b"PK\x03\x04 truncated", now=now,
         )  # fmt: skip
-        td.activate_model(session, td.RECOMMENDER, "broken", now)
+        ms.activate_model(session, ms.RECOMMENDER, "broken", now)
     time.sleep(1.0)  # several refresh periods
     for _ in range(5):
         response = recommend(channel, "u000", "HYBRID")

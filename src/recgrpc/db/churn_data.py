@@ -1,4 +1,4 @@
-"""Churn queries: per-user activity aggregates as of a time, labels, models and predictions.
+"""Churn queries: per-user activity aggregates as of a time, labels and predictions.
 
 Every aggregate is one grouped, set-based query whose only user filter is optional: serving
 passes one user id (the ``(user_id, occurred_at)``-style indexes then bound the scan to that
@@ -27,13 +27,10 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    update,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from recgrpc.db import models as m
-
-CHURN_KIND = "churn"
 
 Columns = TypeVarTuple("Columns")
 
@@ -263,65 +260,6 @@ def history_span(session: Session) -> tuple[datetime, datetime] | None:
     if first is None or last is None:
         return None
     return first, last
-
-
-# -- models -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredModel:
-    version: str
-    params: Mapping[str, Any]
-    metrics: Mapping[str, Any]
-    artifact: bytes
-
-
-def active_model_version(session: Session, kind: str = CHURN_KIND) -> str | None:
-    """Version of the newest active model of ``kind`` (a cheap poll for running servers)."""
-    version: str | None = session.scalar(
-        select(m.ModelArtifact.version)
-        .where(m.ModelArtifact.kind == kind, m.ModelArtifact.status == "active")
-        .order_by(m.ModelArtifact.activated_at.desc(), m.ModelArtifact.id.desc())
-        .limit(1)
-    )
-    return version
-
-
-def load_model(session: Session, version: str) -> StoredModel | None:
-    row = session.scalar(select(m.ModelArtifact).where(m.ModelArtifact.version == version))
-    if row is None:
-        return None
-    return StoredModel(row.version, dict(row.params), dict(row.metrics), bytes(row.artifact))
-
-
-def store_active_model(
-    session: Session,
-    *,
-    version: str,
-    artifact: bytes,
-    params: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-    now: datetime,
-    kind: str = CHURN_KIND,
-) -> None:
-    """Store a model as the active one of its kind, retiring the previous active ones."""
-    session.execute(
-        update(m.ModelArtifact)
-        .where(m.ModelArtifact.kind == kind, m.ModelArtifact.status == "active")
-        .values(status="retired")
-    )
-    session.execute(
-        insert(m.ModelArtifact).values(
-            kind=kind,
-            version=version,
-            status="active",
-            params=dict(params),
-            metrics=dict(metrics),
-            artifact=artifact,
-            created_at=now,
-            activated_at=now,
-        )
-    )
 
 
 # -- predictions --------------------------------------------------------------------------

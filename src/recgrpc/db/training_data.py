@@ -4,24 +4,19 @@ per-row queries). Each function takes a Session owned by the caller."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy import Table, delete, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from recgrpc.db import models as m
 from recgrpc.db.queries import catalogue
-
-RECOMMENDER = "recommender"
-CANDIDATE = "candidate"
-ACTIVE = "active"
-RETIRED = "retired"
 
 
 @dataclass(frozen=True)
@@ -80,90 +75,6 @@ def load_training_rows(session: Session) -> TrainingRows:
         preferences=preferences,
         interactions=interactions,
         feedback=feedback,
-    )
-
-
-# -- models table ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoredModel:
-    version: str
-    status: str
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    artifact: bytes
-    created_at: datetime
-    activated_at: datetime | None
-
-
-def active_model_version(session: Session, kind: str = RECOMMENDER) -> str | None:
-    """The active model's version only: the cheap query servers poll."""
-    version: str | None = session.scalar(
-        select(m.ModelArtifact.version)
-        .where(m.ModelArtifact.kind == kind, m.ModelArtifact.status == ACTIVE)
-        .order_by(m.ModelArtifact.activated_at.desc())
-        .limit(1)
-    )
-    return version
-
-
-def load_model(session: Session, version: str) -> StoredModel | None:
-    row = session.scalar(select(m.ModelArtifact).where(m.ModelArtifact.version == version))
-    if row is None:
-        return None
-    return StoredModel(
-        version=row.version,
-        status=row.status,
-        params=dict(row.params or {}),
-        metrics=dict(row.metrics or {}),
-        artifact=bytes(row.artifact),
-        created_at=row.created_at,
-        activated_at=row.activated_at,
-    )
-
-
-def active_model(session: Session, kind: str = RECOMMENDER) -> StoredModel | None:
-    version = active_model_version(session, kind)
-    return None if version is None else load_model(session, version)
-
-
-def store_model(
-    session: Session,
-    *,
-    kind: str,
-    version: str,
-    params: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-    artifact: bytes,
-    now: datetime,
-) -> None:
-    """Insert a candidate model."""
-    session.add(
-        m.ModelArtifact(
-            kind=kind,
-            version=version,
-            status=CANDIDATE,
-            params=dict(params),
-            metrics=dict(metrics),
-            artifact=artifact,
-            created_at=now,
-        )
-    )
-    session.flush()
-
-
-def activate_model(session: Session, kind: str, version: str, now: datetime) -> None:
-    """Retire the active model of ``kind`` and make ``version`` active, in one transaction."""
-    session.execute(
-        update(m.ModelArtifact)
-        .where(m.ModelArtifact.kind == kind, m.ModelArtifact.status == ACTIVE)
-        .values(status=RETIRED)
-    )
-    session.execute(
-        update(m.ModelArtifact)
-        .where(m.ModelArtifact.version == version)
-        .values(status=ACTIVE, activated_at=now)
     )
 
 

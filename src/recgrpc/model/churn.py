@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from threadpoolctl import threadpool_limits
 
 from recgrpc import domain
-from recgrpc.db import Database, churn_data
+from recgrpc.db import Database, churn_data, model_store
 from recgrpc.errors import NotFound, Unavailable
 
 FloatArray = npt.NDArray[np.float64]
@@ -713,8 +713,9 @@ def train_churn(
         "evaluation_churn_rate": report.evaluation_churn_rate,
     }
     with db.writer() as session:
-        churn_data.store_active_model(
+        model_store.store_active_model(
             session,
+            kind=model_store.CHURN,
             version=version,
             artifact=model.to_bytes(),
             params=params,
@@ -843,10 +844,10 @@ class ActiveChurnModel:
         model in use stays.
         """
         with db.reader() as session:
-            version = churn_data.active_model_version(session)
+            version = model_store.active_model_version(session, model_store.CHURN)
             if version is None or version in (self.version, self.rejected_version):
                 return False
-            stored = churn_data.load_model(session, version)
+            stored = model_store.load_model(session, version)
         if stored is None:
             return False
         try:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
+from recgrpc.db import model_store as ms
 from recgrpc.db import training_data as td
 from recgrpc.domain import Algorithm
 from recgrpc.model import artifact
@@ -111,7 +112,7 @@ def train(
     clock = _PhaseClock(timings)
     with db.reader() as session:
         rows = td.load_training_rows(session)
-        active = td.active_model(session)
+        active = ms.active_model(session, ms.RECOMMENDER)
     clock.lap("read")
     data = build_interaction_data(rows, settings)
     holdout = temporal_holdout(data)
@@ -195,9 +196,9 @@ def train(
         "decision": decision,
     }
     with db.writer() as session:
-        td.store_model(
+        ms.store_model(
             session,
-            kind=td.RECOMMENDER,
+            kind=ms.RECOMMENDER,
             version=version,
             params=arrays.params,
             metrics=metrics,
@@ -205,7 +206,7 @@ def train(
             now=now,
         )
         if promoted:
-            td.activate_model(session, td.RECOMMENDER, version, now)
+            ms.activate_model(session, ms.RECOMMENDER, version, now)
     clock.lap("store")
     written = 0
     if promoted and write_lists:
@@ -278,7 +279,7 @@ def _require_enough(data: InteractionData, holdout: Holdout) -> None:
 
 
 def _gate(
-    new: Metrics, active: Metrics | None, stored: td.StoredModel | None, force: bool
+    new: Metrics, active: Metrics | None, stored: ms.StoredModel | None, force: bool
 ) -> tuple[bool, str]:
     if stored is None:
         return True, "promoted: no model was active"
@@ -415,7 +416,7 @@ def evaluate_active(db: Database, settings: Settings) -> EvaluationReport:
     """
     with db.reader() as session:
         rows = td.load_training_rows(session)
-        active = td.active_model(session)
+        active = ms.active_model(session, ms.RECOMMENDER)
     if active is None:
         raise LookupError("no recommender model is active; run `recgrpc train`")
     data = build_interaction_data(rows, settings)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from recgrpc import domain
 from recgrpc.config import Settings
-from recgrpc.db import Database, queries, training_data
+from recgrpc.db import Database, model_store, queries
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.churn import NO_CHURN_MODEL
@@ -82,10 +82,10 @@ def build_snapshot(
         anchor = now if newest is None else min(now, newest)
         since = anchor - timedelta(days=settings.trending_window_days)
         events = queries.recent_events(session, since)
-        version = training_data.active_model_version(session)
+        version = model_store.active_model_version(session, model_store.RECOMMENDER)
         stored = None
         if needs_load(old_view, rejected, version):
-            stored = training_data.load_model(session, version or "")
+            stored = model_store.load_model(session, version or "")
     catalog = CatalogIndex.build(rows)
     trending = trending_scores(
         events, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
