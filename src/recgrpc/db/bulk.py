@@ -21,10 +21,36 @@ from sqlalchemy.orm import Session
 
 from recgrpc import domain
 from recgrpc.db import models as m
-from recgrpc.db.queries import _insert, _interaction_row
 
 CHUNK_ROWS = 5000
 """Rows per executemany call; bounds memory and the size of each IN (...) lookup."""
+
+
+def dialect_insert(session: Session, table: type[m.Base] | Table) -> Any:
+    """A dialect-specific INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
+
+
+def interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
+    """The ``interactions`` row for an event received at ``now``."""
+    return {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "type": event.type.value,
+        "value": event.value,
+        "content_type": event.content_type,
+        "platform": event.platform,
+        "metadata": dict(event.metadata),
+        "recset_id": event.recset_id,
+        "occurred_at": event.occurred_at,
+        "received_at": now,
+    }
 
 
 def _chunks(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -145,7 +171,7 @@ def upsert(
     if not rows:
         return
     conn = session.connection()
-    stmt = _insert(session, table)
+    stmt = dialect_insert(session, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(key), set_={c: stmt.excluded[c] for c in update_columns}
     )
@@ -244,7 +270,7 @@ def insert_interactions(
     session: Session, events: Sequence[domain.Interaction], now: datetime
 ) -> int:
     """Store events whose event_id is new (users must exist); returns how many were new."""
-    rows = [_interaction_row(e, now) for e in events]
+    rows = [interaction_row(e, now) for e in events]
     return insert_new(session, m.Interaction, rows, "event_id")
 
 

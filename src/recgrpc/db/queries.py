@@ -7,21 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, exists, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
+from recgrpc.db import bulk
 from recgrpc.db import models as m
-
-
-def _insert(session: Session, table: type[m.Base] | Table) -> Any:
-    """A dialect-specific INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
+from recgrpc.db.bulk import dialect_insert, interaction_row
 
 
 def _table(model: type[m.Base]) -> Table:
@@ -35,47 +26,9 @@ def _chunks(rows: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
         yield rows[start : start + size]
 
 
-def upsert_rows(
-    session: Session,
-    table: type[m.Base],
-    rows: Sequence[Mapping[str, Any]],
-    key: Sequence[str],
-    update_columns: Sequence[str] | None = None,
-) -> None:
-    """Bulk insert-or-update on ``key``; ``update_columns=()`` means insert-or-ignore."""
-    if not rows:
-        return
-    columns = list(rows[0].keys()) if update_columns is None else list(update_columns)
-    for chunk in _chunks(rows):
-        stmt = _insert(session, table).values(list(chunk))
-        to_update = {c: stmt.excluded[c] for c in columns if c not in key}
-        if to_update:
-            stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=to_update)
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
-        session.execute(stmt)
-
-
 def upsert_items(session: Session, items: Sequence[domain.Item], now: datetime) -> None:
     """Insert or replace items; an item sent without created_at keeps the one it has."""
-    rows = [
-        {
-            "item_id": it.item_id,
-            "title": it.title,
-            "categories": list(it.categories),
-            "tags": list(it.tags),
-            "attributes": dict(it.attributes),
-            "active": it.active,
-            "created_at": it.created_at or now,
-            "updated_at": now,
-        }
-        for it in items
-    ]
-    dated = [row for row, it in zip(rows, items, strict=True) if it.created_at is not None]
-    undated = [row for row, it in zip(rows, items, strict=True) if it.created_at is None]
-    upsert_rows(session, m.Item, dated, key=["item_id"])
-    keep_created = [c for c in (undated[0].keys() if undated else ()) if c != "created_at"]
-    upsert_rows(session, m.Item, undated, key=["item_id"], update_columns=keep_created)
+    bulk.upsert_items(session, items, now)
 
 
 def ensure_users(session: Session, user_ids: Iterable[str], now: datetime) -> None:
@@ -87,28 +40,13 @@ def ensure_users(session: Session, user_ids: Iterable[str], now: datetime) -> No
     if rows:
         # One cached statement executed for every row (on the write path of every event).
         table = _table(m.User)
-        stmt = _insert(session, table).on_conflict_do_nothing(index_elements=["user_id"])
+        stmt = dialect_insert(session, table).on_conflict_do_nothing(index_elements=["user_id"])
         session.execute(stmt, rows)
 
 
 def upsert_users(session: Session, users: Sequence[domain.User], now: datetime) -> None:
     """Insert or update users; each user's preferences are replaced by the ones given."""
-    rows = [
-        {
-            "user_id": u.user_id,
-            "attributes": dict(u.attributes),
-            "created_at": now,
-            "updated_at": now,
-        }
-        for u in users
-    ]
-    upsert_rows(
-        session,
-        m.User,
-        rows,
-        key=["user_id"],
-        update_columns=["attributes", "updated_at"],
-    )
+    bulk.upsert_users(session, users, now)
     ids = [u.user_id for u in users]
     for chunk in _chunks(ids):
         session.execute(delete(m.Preference).where(m.Preference.user_id.in_(chunk)))
@@ -117,9 +55,8 @@ def upsert_users(session: Session, users: Sequence[domain.User], now: datetime) 
         for u in users
         for cat, score in u.preferences.items()
     ]
-    if prefs:
-        for chunk in _chunks(prefs):
-            session.execute(insert(m.Preference), list(chunk))
+    for chunk in _chunks(prefs):
+        session.execute(insert(_table(m.Preference)), list(chunk))
 
 
 def delete_user(session: Session, user_id: str) -> bool:
@@ -165,28 +102,12 @@ def insert_new_interactions(
     # rows into multi-row VALUES itself ("insertmanyvalues"). RETURNING says reliably which rows
     # were new (a batched rowcount may be -1).
     stmt = (
-        _insert(session, table)
+        dialect_insert(session, table)
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(table.c.event_id)
     )
-    rows = [_interaction_row(e, now) for e in events]
+    rows = [interaction_row(e, now) for e in events]
     return set(session.execute(stmt, rows).scalars())
-
-
-def _interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "item_id": event.item_id,
-        "type": event.type.value,
-        "value": event.value,
-        "content_type": event.content_type,
-        "platform": event.platform,
-        "metadata": dict(event.metadata),
-        "recset_id": event.recset_id,
-        "occurred_at": event.occurred_at,
-        "received_at": now,
-    }
 
 
 def load_user_context(
