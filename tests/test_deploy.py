@@ -1,4 +1,4 @@
-"""deploy/ and docs/operations.md agree with the server they describe.
+"""deploy/ and README.md agree with the server they describe.
 
 Every manifest parses; names, ports, probes and variables match ``Settings`` and the CLI; alert
 rules and dashboard queries only use metrics (and labels) the server really exports.
@@ -278,10 +278,10 @@ def test_alerts_and_dashboard_use_exported_metrics_and_labels(
 
 
 def test_operations_doc_lists_every_setting_and_metric(exported: dict[str, set[str]]) -> None:
-    doc = (ROOT / "docs" / "operations.md").read_text()
+    doc = (ROOT / "README.md").read_text()
     begin, end = doc.index(BEGIN_MARKER) + len(BEGIN_MARKER), doc.index(END_MARKER)
     assert doc[begin:end].strip() == settings_table().strip(), (
-        "docs/operations.md's configuration table is stale: replace the block between the "
+        "README.md's configuration table is stale: replace the block between the "
         "settings-table markers with the output of `python -m recgrpc.config_doc`"
     )
     for field in FIELDS:
@@ -289,4 +289,4 @@ def test_operations_doc_lists_every_setting_and_metric(exported: dict[str, set[s
     families = {re.sub(r"_(bucket|count|sum|created)$", "", n) for n in exported}
     for family in families:
         if family.startswith(("grpc_server_", "recgrpc_")):
-            assert family in doc, f"metric {family} is missing from docs/operations.md"
+            assert family in doc, f"metric {family} is missing from README.md"

@@ -1,6 +1,6 @@
 """The configuration reference, generated from ``Settings`` and its field docstrings.
 
-``python -m recgrpc.config_doc`` prints the Markdown table that docs/operations.md embeds between
+``python -m recgrpc.config_doc`` prints the Markdown table that README.md embeds between
 its ``settings-table`` markers; a test fails when the two differ.
 """
 
