@@ -68,6 +68,8 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic narrates every migration step at INFO; only its warnings matter to an operator.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 __all__ = ["JsonFormatter", "RequestIdFilter", "configure_logging", "request_id_var"]
