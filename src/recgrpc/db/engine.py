@@ -28,10 +28,13 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = normalise_url(url)
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"echo": echo}
         if self.url.get_backend_name() == "sqlite":
+            # A local file cannot drop a connection, so no liveness ping per checkout.
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
+            # Detects connections a restarted or unreachable server dropped, before use.
+            kwargs["pool_pre_ping"] = True
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=5)
             kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine: Engine = create_engine(self.url, **kwargs)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import BindParameter, Table, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
@@ -110,43 +110,49 @@ def insert_new_interactions(
     return set(session.execute(stmt, rows).scalars())
 
 
+# The per-request statements, built once: constructing a select costs more than running it.
+_USER: BindParameter[str] = bindparam("user_id")
+_USER_ATTRIBUTES = select(m.User.attributes).where(m.User.user_id == _USER)
+_SEEN_ITEMS = select(m.Interaction.item_id).where(m.Interaction.user_id == _USER).distinct()
+_DISMISSED_ITEMS = (
+    select(m.Feedback.item_id)
+    .where(m.Feedback.user_id == _USER, m.Feedback.dismissed.is_(True))
+    .distinct()
+)
+_PREFERENCES = select(m.Preference.category, m.Preference.score).where(
+    m.Preference.user_id == _USER
+)
+_RECENT = (
+    select(
+        m.Interaction.item_id, m.Interaction.type, m.Interaction.value, m.Interaction.occurred_at
+    )
+    .where(m.Interaction.user_id == _USER)
+    .order_by(m.Interaction.occurred_at.desc())
+    .limit(bindparam("recent_limit"))
+)
+
+
 def load_user_context(
     session: Session, user_id: str, recent_limit: int = 100
 ) -> domain.UserContext:
     """Everything ranking needs about one user, in a handful of indexed queries."""
-    user = session.get(m.User, user_id)
-    if user is None:
+    # Plain Core on the session's connection: this runs on every GetRecommendations, and the
+    # ORM's per-statement bookkeeping cost more than the indexed queries themselves.
+    conn = session.connection()
+    params = {"user_id": user_id}
+    attributes = conn.execute(_USER_ATTRIBUTES, params).scalar_one_or_none()
+    if attributes is None:
         return domain.UserContext(user_id=user_id, known=False)
-    seen = frozenset(
-        session.scalars(
-            select(m.Interaction.item_id).where(m.Interaction.user_id == user_id).distinct()
-        )
-    )
-    dismissed = frozenset(
-        session.scalars(
-            select(m.Feedback.item_id)
-            .where(m.Feedback.user_id == user_id, m.Feedback.dismissed.is_(True))
-            .distinct()
-        )
-    )
-    preferences = {
-        p.category: p.score
-        for p in session.scalars(select(m.Preference).where(m.Preference.user_id == user_id))
+    seen = frozenset(conn.scalars(_SEEN_ITEMS, params))
+    dismissed = frozenset(conn.scalars(_DISMISSED_ITEMS, params))
+    preferences: dict[str, float] = {
+        category: score for category, score in conn.execute(_PREFERENCES, params)
     }
-    recent_rows = session.execute(
-        select(
-            m.Interaction.item_id,
-            m.Interaction.type,
-            m.Interaction.value,
-            m.Interaction.occurred_at,
-        )
-        .where(m.Interaction.user_id == user_id)
-        .order_by(m.Interaction.occurred_at.desc())
-        .limit(recent_limit)
-    ).all()
     recent = tuple(
         domain.RecentInteraction(item_id, domain.InteractionType(kind), value, at)
-        for item_id, kind, value, at in recent_rows
+        for item_id, kind, value, at in conn.execute(
+            _RECENT, {"user_id": user_id, "recent_limit": recent_limit}
+        )
     )
     return domain.UserContext(
         user_id=user_id,
@@ -154,37 +160,70 @@ def load_user_context(
         seen_item_ids=seen,
         dismissed_item_ids=dismissed,
         preferences=preferences,
-        attributes=dict(user.attributes or {}),
+        attributes=dict(attributes),
         recent=recent,
     )
 
 
-def record_served_list(
-    session: Session, user_id: str, served: domain.ServedList, platform: str
+_RECOMMENDATIONS = m.Base.metadata.tables["recommendations"]
+_DELETE_STORED_LISTS = _RECOMMENDATIONS.delete().where(
+    _RECOMMENDATIONS.c.user_id.in_(bindparam("users", expanding=True))
+)
+_INSERT_STORED_LIST = insert(_RECOMMENDATIONS)
+_INSERT_IMPRESSION = insert(m.Base.metadata.tables["impressions"])
+
+
+def record_served_lists(
+    session: Session, served: Sequence[tuple[str, domain.ServedList, str]]
 ) -> None:
-    """Store the impression and make it the user's current stored top-N."""
-    lock_user(session, user_id)
-    ranking = served.ranking
-    # Core statements with bound parameters: compiled once, cached (this runs per request).
-    session.execute(
-        insert(_table(m.Impression)),
+    """Store impressions and make each one its user's current stored top-N.
+
+    ``served`` holds ``(user_id, list, platform)`` in the order the lists were served; when a
+    user appears more than once, the last list is the one kept as the stored top-N. One
+    executemany per table, so a batch of concurrent requests costs a few statements.
+    """
+    if not served:
+        return
+    # In user order, so concurrent transactions take the per-user locks in one order.
+    for user_id in sorted({user_id for user_id, _, _ in served}):
+        lock_user(session, user_id)
+    conn = session.connection()
+    conn.execute(
+        _INSERT_IMPRESSION,
+        [
+            {
+                "recset_id": listed.recset_id,
+                "user_id": user_id,
+                "algorithm": listed.ranking.algorithm.value,
+                "model_version": listed.ranking.model_version,
+                "fallback_reason": listed.ranking.fallback_reason,
+                "item_ids": [it.item_id for it in listed.ranking.items],
+                "platform": platform,
+                "served_at": listed.generated_at,
+            }
+            for user_id, listed, platform in served
+        ],
+    )
+    latest = {user_id: listed for user_id, listed, _ in served}
+    conn.execute(_DELETE_STORED_LISTS, {"users": list(latest)})
+    rows = [
         {
-            "recset_id": served.recset_id,
             "user_id": user_id,
-            "algorithm": ranking.algorithm.value,
-            "model_version": ranking.model_version,
-            "fallback_reason": ranking.fallback_reason,
-            "item_ids": [it.item_id for it in ranking.items],
-            "platform": platform,
-            "served_at": served.generated_at,
-        },
-    )
-    replace_recommendations(
-        session,
-        {user_id: ranking},
-        generated_at=served.generated_at,
-        recset_id=served.recset_id,
-    )
+            "item_id": item.item_id,
+            "rank": rank,
+            "score": item.score,
+            "algorithm": listed.ranking.algorithm.value,
+            "model_version": listed.ranking.model_version,
+            "recset_id": listed.recset_id,
+            "generated_at": listed.generated_at,
+            "is_clicked": False,
+            "is_dismissed": False,
+        }
+        for user_id, listed in latest.items()
+        for rank, item in enumerate(listed.ranking.items, start=1)
+    ]
+    if rows:
+        conn.execute(_INSERT_STORED_LIST, rows)
 
 
 def lock_user(session: Session, user_id: str) -> None:
@@ -197,36 +236,6 @@ def lock_user(session: Session, user_id: str) -> None:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(func.hashtext(user_id))))
-
-
-def replace_recommendations(
-    session: Session,
-    lists: Mapping[str, domain.RecommendationList],
-    generated_at: datetime,
-    recset_id: str = "",
-) -> None:
-    """Replace the stored top-N of each user in ``lists`` (bulk, for training runs too)."""
-    users = list(lists)
-    for chunk in _chunks(users):
-        session.execute(delete(m.Recommendation).where(m.Recommendation.user_id.in_(chunk)))
-    rows = [
-        {
-            "user_id": user_id,
-            "item_id": item.item_id,
-            "rank": rank,
-            "score": item.score,
-            "algorithm": ranking.algorithm.value,
-            "model_version": ranking.model_version,
-            "recset_id": recset_id,
-            "generated_at": generated_at,
-            "is_clicked": False,
-            "is_dismissed": False,
-        }
-        for user_id, ranking in lists.items()
-        for rank, item in enumerate(ranking.items, start=1)
-    ]
-    for chunk in _chunks(rows, 2000):
-        session.execute(insert(_table(m.Recommendation)), list(chunk))
 
 
 def record_feedback(session: Session, feedback: domain.Feedback, now: datetime) -> None:

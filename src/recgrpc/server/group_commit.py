@@ -225,10 +225,9 @@ class ServedListWriter(GroupCommitter[ServedListRecord]):
 
     def _store(self, batch: Sequence[_Pending[ServedListRecord]]) -> None:
         with self._db.writer() as session:
-            # In user order, so concurrent batches take per-user locks in one order.
-            for pending in sorted(batch, key=lambda p: p.item.user_id):
-                record = pending.item
-                queries.record_served_list(session, record.user_id, record.served, record.platform)
+            queries.record_served_lists(
+                session, [(p.item.user_id, p.item.served, p.item.platform) for p in batch]
+            )
 
 
 class FeedbackWriter(GroupCommitter[domain.Feedback]):
