@@ -238,7 +238,13 @@ def test_model_swap_during_concurrent_requests_fails_none(
         ).version  # fmt: skip
         wait_for(lambda: swapped in versions[-20:])
         served_before = len(versions)
-        wait_for(lambda: len(versions) >= max(200, served_before + 50))
+        swap_seen = time.monotonic()
+        # Keep serving well past the swap, so lists generated after it are there to judge.
+        wait_for(
+            lambda: (
+                len(versions) >= max(200, served_before + 50) and time.monotonic() - swap_seen > 1.5
+            )
+        )
     finally:
         stop.set()
         for t in threads:

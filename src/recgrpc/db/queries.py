@@ -6,7 +6,19 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Table, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    Integer,
+    Table,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
@@ -274,17 +286,24 @@ def user_has_history(session: Session, user_id: str) -> bool:
     return bool(session.scalar(select(exists().where(m.Interaction.user_id == user_id))))
 
 
-def recent_events(session: Session, since: datetime) -> list[tuple[str, str, float, datetime]]:
-    """(item_id, type, value, occurred_at) of events since ``since``, for trending."""
+def hourly_event_counts(session: Session, since: datetime) -> list[tuple[str, str, int, int]]:
+    """``(item_id, type, hour, events)`` since ``since``, ``hour`` in hours since the epoch.
+
+    Trending needs counts per item and hour, not events: grouping in the database returns far
+    fewer rows than there are events and skips per-row datetime conversion in Python.
+    """
+    occurred = m.Interaction.occurred_at
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite stores UTC text; strftime('%s') gives epoch seconds, integer division the hour.
+        hour: Any = cast(func.strftime("%s", occurred), Integer) / 3600
+    else:
+        hour = cast(func.floor(func.extract("epoch", occurred) / 3600), Integer)
     rows = session.execute(
-        select(
-            m.Interaction.item_id,
-            m.Interaction.type,
-            m.Interaction.value,
-            m.Interaction.occurred_at,
-        ).where(m.Interaction.occurred_at >= since)
-    ).all()
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
+        select(m.Interaction.item_id, m.Interaction.type, hour, func.count())
+        .where(occurred >= since)
+        .group_by(m.Interaction.item_id, m.Interaction.type, hour)
+    )
+    return [(item_id, kind, int(h), int(n)) for item_id, kind, h, n in rows]
 
 
 def newest_event_time(session: Session) -> datetime | None:

@@ -81,14 +81,14 @@ def build_snapshot(
         newest = queries.newest_event_time(session)
         anchor = now if newest is None else min(now, newest)
         since = anchor - timedelta(days=settings.trending_window_days)
-        events = queries.recent_events(session, since)
+        counts = queries.hourly_event_counts(session, since)
         version = model_store.active_model_version(session, model_store.RECOMMENDER)
         stored = None
         if needs_load(old_view, rejected, version):
             stored = model_store.load_model(session, version or "")
     catalog = CatalogIndex.build(rows)
     trending = trending_scores(
-        events, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
+        counts, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
     )
     view, rejected = refresh_view(
         old_view, rejected, version, None if stored is None else stored.artifact, rows
