@@ -319,7 +319,7 @@ def free_port() -> int:
 class ServerProcess:
     """``recgrpc serve`` in a subprocess on a loopback port; stopped with SIGTERM (drain)."""
 
-    def __init__(self, url: str, workers: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, workers: int) -> None:
         self.port = free_port()
         command = [
             *CLI,
@@ -337,7 +337,7 @@ class ServerProcess:
             "--workers",
             str(workers),
         ]
-        self.proc = subprocess.Popen(command, env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(command)
 
     @property
     def target(self) -> str:
