@@ -162,6 +162,12 @@ def test_metrics_endpoint_counts_real_calls_by_method_and_code(server: RunningSe
     assert value(items, "recgrpc_recommended_items_total") >= len(recs.items)
     lists = families["recgrpc_recommendation_lists"]
     assert value(lists, "recgrpc_recommendation_lists_total") >= 1
+    # Feedback is attributed to the served list's source: online CTR per algorithm and version.
+    on_lists = families["recgrpc_list_feedback"]
+    source = {"algorithm": "POPULAR", "model_version": "none"}
+    assert value(lists, "recgrpc_recommendation_lists_total", **source) >= 1
+    assert value(on_lists, "recgrpc_list_feedback_total", kind="clicked", **source) == 1
+    assert value(on_lists, "recgrpc_list_feedback_total", kind="dismissed", **source) == 1
     assert families["recgrpc_db_pool_size"][0].value >= 1
     assert families["recgrpc_db_pool_checked_out"][0].value >= 0
 

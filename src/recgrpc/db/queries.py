@@ -238,6 +238,20 @@ def record_served_lists(
         conn.execute(_INSERT_STORED_LIST, rows)
 
 
+_IMPRESSION_SOURCES = select(
+    m.Impression.recset_id, m.Impression.algorithm, m.Impression.model_version
+).where(m.Impression.recset_id.in_(bindparam("recset_ids", expanding=True)))
+
+
+def impression_sources(session: Session, recset_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """recset_id -> (algorithm, model_version) of the stored impressions among ``recset_ids``."""
+    wanted = sorted(set(recset_ids))
+    if not wanted:
+        return {}
+    rows = session.connection().execute(_IMPRESSION_SOURCES, {"recset_ids": wanted})
+    return {recset_id: (algorithm, version) for recset_id, algorithm, version in rows}
+
+
 def lock_user(session: Session, user_id: str) -> None:
     """Serialise writers of one user's stored top-N until the transaction ends.
 

@@ -46,6 +46,8 @@ class _Pending(Generic[T]):
     item: T
     done: threading.Event = field(default_factory=threading.Event)
     duplicate: bool = False
+    # The (algorithm, model_version) of the served list a feedback refers to, when known.
+    attribution: tuple[str, str] | None = None
     error: Exception | None = None
 
 
@@ -178,6 +180,11 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
         now = self._clock()
         with self._db.writer() as session:
             known = queries.existing_item_ids(session, {p.item.item_id for p in batch})
+            sources = queries.impression_sources(
+                session, {p.item.recset_id for p in batch if p.item.recset_id}
+            )
+            for pending in batch:
+                pending.attribution = sources.get(pending.item.recset_id)
             accepted: list[_Pending[domain.Interaction]] = []
             for pending in batch:
                 if pending.item.item_id in known:
@@ -247,14 +254,23 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
         self._clock = clock
         super().__init__(db, writers=writers, max_batch=max_batch)
 
-    def record(self, feedback: domain.Feedback) -> None:
-        """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage."""
-        self.submit(feedback)
+    def record(self, feedback: domain.Feedback) -> tuple[str, str] | None:
+        """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage.
+
+        Returns the (algorithm, model_version) of the served list it names, when that list is
+        stored, so online metrics can be attributed per algorithm and model version.
+        """
+        return self.submit(feedback).attribution
 
     def _store(self, batch: Sequence[_Pending[domain.Feedback]]) -> None:
         now = self._clock()
         with self._db.writer() as session:
             known = queries.existing_item_ids(session, {p.item.item_id for p in batch})
+            sources = queries.impression_sources(
+                session, {p.item.recset_id for p in batch if p.item.recset_id}
+            )
+            for pending in batch:
+                pending.attribution = sources.get(pending.item.recset_id)
             accepted = []
             for pending in batch:
                 if pending.item.item_id in known:

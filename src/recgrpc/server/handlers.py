@@ -58,7 +58,9 @@ class ServiceObserver(Protocol):
         self, interaction_type: domain.InteractionType, duplicate: bool
     ) -> None: ...
 
-    def feedback_recorded(self, feedback: domain.Feedback) -> None: ...
+    def feedback_recorded(
+        self, feedback: domain.Feedback, source: tuple[str, str] | None
+    ) -> None: ...
 
     def churn_predicted(self, prediction: domain.ChurnPrediction) -> None: ...
 
@@ -180,9 +182,9 @@ class Handlers:
         return event.event_id, duplicate
 
     def submit_feedback(self, feedback: domain.Feedback) -> bool:
-        self.feedback.record(feedback)
+        source = self.feedback.record(feedback)
         if self.metrics is not None:
-            self.metrics.feedback_recorded(feedback)
+            self.metrics.feedback_recorded(feedback, source)
         return True
 
     def predict_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:

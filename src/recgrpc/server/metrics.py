@@ -191,8 +191,15 @@ class ServerMetrics:
         )
         self.lists_served = Counter(
             "recgrpc_recommendation_lists_total",
-            "Recommendation lists served, by the algorithm actually used.",
-            ["algorithm"],
+            "Recommendation lists served, by the algorithm actually used and model version.",
+            ["algorithm", "model_version"],
+            registry=r,
+        )
+        # With lists_served, gives online click-through rate per algorithm and model version.
+        self.list_feedback = Counter(
+            "recgrpc_list_feedback_total",
+            "Feedback on served lists, by kind and the list's algorithm and model version.",
+            ["kind", "algorithm", "model_version"],
             registry=r,
         )
         self.fallbacks = Counter(
@@ -244,7 +251,7 @@ class ServerMetrics:
     # -- domain events (used by the handler layer) ------------------------------------------
 
     def recommendations_served(self, ranking: domain.RecommendationList) -> None:
-        self.lists_served.labels(str(ranking.algorithm)).inc()
+        self.lists_served.labels(str(ranking.algorithm), ranking.model_version or "none").inc()
         if ranking.fallback_reason:
             self.fallbacks.labels(fallback_code(ranking.fallback_reason)).inc()
         counts: dict[str, int] = {}
@@ -257,7 +264,9 @@ class ServerMetrics:
     def interaction_logged(self, interaction_type: domain.InteractionType, duplicate: bool) -> None:
         self.interactions.labels(str(interaction_type), "true" if duplicate else "false").inc()
 
-    def feedback_recorded(self, feedback: domain.Feedback) -> None:
+    def feedback_recorded(
+        self, feedback: domain.Feedback, source: tuple[str, str] | None = None
+    ) -> None:
         kinds = [
             kind
             for kind, present in (
@@ -269,6 +278,9 @@ class ServerMetrics:
         ]
         for kind in kinds or ["ignored"]:
             self.feedback.labels(kind).inc()
+            if source is not None:
+                algorithm, version = source
+                self.list_feedback.labels(kind, algorithm, version or "none").inc()
 
     def churn_predicted(self, prediction: domain.ChurnPrediction) -> None:
         self.churn_predictions.labels(str(prediction.level)).inc()
