@@ -85,6 +85,15 @@ def wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+def served_list(channel: grpc.Channel, user: str) -> pb.GetRecommendationsResponse:
+    """A list of all six seeded items served to ``user`` once trending knows them."""
+    seed_catalogue(channel)
+    for k in range(6):
+        log(channel, f"p{k}", f"i{k}")
+    wait_for(lambda: len(recommend(channel, user).recommendations) == 6)
+    return recommend(channel, user)
+
+
 # -- happy paths -------------------------------------------------------------------------------
 
 
@@ -194,11 +203,7 @@ def test_occurred_at_defaults_to_now_and_keeps_past_times(
 def test_dismissed_item_is_never_recommended_again(
     channel: grpc.Channel, database: Database
 ) -> None:
-    seed_catalogue(channel)
-    for k in range(6):
-        log(channel, f"p{k}", f"i{k}")
-    wait_for(lambda: len(recommend(channel, "u1").recommendations) == 6)
-    served = recommend(channel, "u1")
+    served = served_list(channel, "u1")
     top = served.recommendations[0].item_id
     rec, _ = stubs(channel)
     ack = rec.SubmitFeedback(
@@ -219,11 +224,7 @@ def test_dismissed_item_is_never_recommended_again(
 def test_feedback_marks_the_stored_recommendation(
     channel: grpc.Channel, database: Database
 ) -> None:
-    seed_catalogue(channel)
-    for k in range(6):
-        log(channel, f"p{k}", f"i{k}")
-    wait_for(lambda: len(recommend(channel, "u1").recommendations) == 6)
-    served = recommend(channel, "u1")
+    served = served_list(channel, "u1")
     clicked = served.recommendations[1].item_id
     rec, _ = stubs(channel)
     rec.SubmitFeedback(

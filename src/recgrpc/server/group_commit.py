@@ -21,7 +21,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from recgrpc import domain
@@ -67,8 +67,16 @@ class GroupCommitter(Generic[T]):
     name = "group-commit"
     what = "item"
 
-    def __init__(self, db: Database, *, writers: int = 1, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        writers: int = 1,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         self._db = db
+        self._clock = clock
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending[T] | object] = queue.SimpleQueue()
         self._closed = threading.Event()
@@ -157,17 +165,6 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
     name = "interaction-writer"
     what = "interaction"
 
-    def __init__(
-        self,
-        db: Database,
-        clock: Callable[[], datetime],
-        *,
-        writers: int = 1,
-        max_batch: int = MAX_BATCH,
-    ) -> None:
-        self._clock = clock
-        super().__init__(db, writers=writers, max_batch=max_batch)
-
     def log(self, event: domain.Interaction) -> bool:
         """Store ``event`` once; True when its ``event_id`` was already stored (a duplicate).
 
@@ -242,17 +239,6 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
 
     name = "feedback-writer"
     what = "feedback"
-
-    def __init__(
-        self,
-        db: Database,
-        clock: Callable[[], datetime],
-        *,
-        writers: int = 1,
-        max_batch: int = MAX_BATCH,
-    ) -> None:
-        self._clock = clock
-        super().__init__(db, writers=writers, max_batch=max_batch)
 
     def record(self, feedback: domain.Feedback) -> tuple[str, str] | None:
         """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage.
