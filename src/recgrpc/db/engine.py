@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +41,8 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        # Same pool; on PostgreSQL no BEGIN and ROLLBACK round trips around a few reads.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = sessionmaker(
             self.engine.execution_options(recgrpc_immediate=True), expire_on_commit=False
         )
@@ -54,6 +56,16 @@ class Database:
         """A session for reads; rolled back at the end."""
         with self._reader() as session:
             yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A bare Core connection for the per-request reads (``queries.load_user_context``).
+
+        No ORM session and no transaction (autocommit): each statement sees what was committed
+        before it ran.
+        """
+        with self._autocommit.connect() as connection:
+            yield connection
 
     @contextmanager
     def writer(self) -> Iterator[Session]:

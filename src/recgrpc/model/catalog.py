@@ -16,6 +16,7 @@ class CatalogIndex:
 
     item_ids: tuple[str, ...]
     categories: tuple[tuple[str, ...], ...]
+    """Each item's distinct categories."""
     created_at: npt.NDArray[np.float64]  # Unix seconds
     position: dict[str, int] = field(repr=False)
     by_category: dict[str, npt.NDArray[np.int64]] = field(repr=False)
@@ -26,7 +27,7 @@ class CatalogIndex:
     ) -> CatalogIndex:
         """From ``(item_id, categories, tags, created_at)`` rows (see db.queries.catalogue)."""
         item_ids = tuple(r[0] for r in rows)
-        categories = tuple(tuple(r[1]) for r in rows)
+        categories = tuple(tuple(dict.fromkeys(r[1])) for r in rows)  # without repeats
         members: dict[str, list[int]] = {}
         for idx, cats in enumerate(categories):
             for cat in cats:

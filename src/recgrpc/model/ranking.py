@@ -212,8 +212,9 @@ class RankingEngine:
             if vector is None:
                 continue
             items = model.items_for(source)
-            # einsum, not BLAS: multi-threaded BLAS spins against the RPC threads for a matvec.
-            scores: npt.NDArray[np.float32] = np.einsum("ij,j->i", items, vector)
+            # BLAS sgemv; the server pins BLAS to one thread (``server.app``), since its worker
+            # threads would only spin against the RPC threads for a single matrix-vector product.
+            scores: npt.NDArray[np.float32] = items @ vector
             usable = allowed
             if source == Algorithm.COLLABORATIVE:
                 usable = allowed & model.trained

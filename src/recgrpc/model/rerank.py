@@ -9,6 +9,7 @@ category (averaged over the item's categories).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,6 +73,7 @@ def rerank(
 ) -> Reranked:
     """The ``limit`` best allowed items after freshness boost and diversity penalty.
 
+    ``categories`` holds each item's distinct categories (as ``CatalogIndex`` keeps them).
     ``fresh`` is per-item freshness (0..1) and ``fresh_items`` the positions where it is
     significant, both precomputed with the snapshot so a request touches only the pool.
     """
@@ -91,7 +93,8 @@ def rerank(
         # Only fresh items whose boosted score clears the pool's floor can enter it.
         lifted = scores[fresh_items] + bonus_unit * fresh[fresh_items]
         extra = fresh_items[(lifted > lo) & allowed[fresh_items]]
-        extra = extra[~np.isin(extra, pool)]
+        in_pool = set(pool.tolist())
+        extra = np.array([e for e in extra.tolist() if e not in in_pool], dtype=np.int64)
         merged = np.concatenate([pool, extra])
         boosted = scores[merged] + bonus_unit * fresh[merged]
         order = np.argsort(-boosted, kind="stable")[:pool_size]
@@ -131,27 +134,22 @@ def _diversify(
     """Greedy MMR: repeatedly take the best score minus the repeated-category penalty.
 
     An item's penalty is ``diversity`` times the number of already-chosen items in each of its
-    categories, averaged over its categories (an item-by-category matrix keeps it vectorised).
+    categories, averaged over its categories. The pool is a few dozen items, so plain Python
+    with incremental penalties beats building matrices: each pick lowers only the items that
+    share one of its categories.
     """
-    value = (pool_scores.astype(np.float64) - lo) / span
-    vocabulary: dict[str, int] = {}
-    rows: list[int] = []
-    cols: list[int] = []
-    for j, p in enumerate(pool.tolist()):
-        for c in categories[p]:
-            rows.append(j)
-            cols.append(vocabulary.setdefault(c, len(vocabulary)))
-    member = np.zeros((pool.size, max(len(vocabulary), 1)))
-    member[rows, cols] = 1.0
-    share = member / np.maximum(member.sum(axis=1), 1.0)[:, None]
-    counts = np.zeros(member.shape[1])
-    taken = np.zeros(pool.size, dtype=np.bool_)
+    adjusted = ((pool_scores.astype(np.float64) - lo) / span).tolist()
+    item_categories = [categories[p] for p in pool.tolist()]
+    members: dict[str, list[tuple[int, float]]] = {}
+    for j, cats in enumerate(item_categories):
+        for c in cats:
+            members.setdefault(c, []).append((j, diversity / len(cats)))
     chosen: list[int] = []
-    for _ in range(min(limit, pool.size)):
-        adjusted = value - diversity * (share @ counts)
-        adjusted[taken] = -np.inf
-        best = int(np.argmax(adjusted))
+    for _ in range(min(limit, len(adjusted))):
+        best = adjusted.index(max(adjusted))  # the first of equal bests, like argmax
         chosen.append(best)
-        taken[best] = True
-        counts += member[best]
+        adjusted[best] = -math.inf
+        for c in item_categories[best]:
+            for j, penalty in members[c]:
+                adjusted[j] -= penalty
     return np.array(chosen, dtype=np.int64)

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from threadpoolctl import threadpool_limits
 
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
@@ -192,6 +193,9 @@ def create_server(
     The standard interceptors (access log, metrics, auth and rate limit as configured) run
     outside any given ``interceptors``. ``metrics`` defaults to a fresh registry per server.
     """
+    # Each request scores with one matrix-vector product on its RPC thread; BLAS's own worker
+    # threads would only spin against the other RPC threads (process-wide, like BLAS itself).
+    threadpool_limits(limits=1, user_api="blas")
     owns_db = db is None
     metrics = metrics if metrics is not None else ServerMetrics()
     tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None

@@ -146,8 +146,8 @@ class Handlers:
     def get_recommendations(self, query: domain.RecommendationQuery) -> domain.ServedList:
         outage = False
         try:
-            with self.db.reader() as session:
-                context = queries.load_user_context(session, query.user_id)
+            with self.db.connection() as conn:
+                context = queries.load_user_context(conn, query.user_id)
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
