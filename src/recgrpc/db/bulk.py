@@ -28,7 +28,11 @@ CHUNK_ROWS = 5000
 
 def dialect_insert(session: Session, table: type[m.Base] | Table) -> Any:
     """A dialect-specific INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
+    return insert_for(session.get_bind().dialect.name, table)
+
+
+def insert_for(dialect: str, table: type[m.Base] | Table) -> Any:
+    """``dialect_insert`` by dialect name."""
     if dialect == "postgresql":
         return postgresql.insert(table)
     if dialect == "sqlite":

@@ -33,8 +33,11 @@ class Database:
             # A local file cannot drop a connection, so no liveness ping per checkout.
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            # Detects connections a restarted or unreachable server dropped, before use.
-            kwargs["pool_pre_ping"] = True
+            # No liveness ping per checkout: it is a round trip on every request. A connection
+            # the server dropped fails its next statement instead; that request answers
+            # UNAVAILABLE (or serves the fallback), and the whole pool is marked stale so the
+            # following requests reconnect (SQLAlchemy's disconnect handling, and
+            # ``db.prepared`` for the statements it runs).
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=5)
             kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine: Engine = create_engine(self.url, **kwargs)

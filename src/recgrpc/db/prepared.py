@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Connection, Dialect, bindparam
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -72,7 +72,13 @@ class Prepared:
     immutable and a racing first compilation only computes the same thing twice.
     """
 
-    def __init__(self, statement: ClauseElement, *, column_keys: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        statement: ClauseElement | Callable[[str], ClauseElement],
+        *,
+        column_keys: Sequence[str] = (),
+    ) -> None:
+        # A callable builds the statement for a dialect name (e.g. dialect-specific ON CONFLICT).
         self._statement = statement
         self._column_keys = list(column_keys)
         self._by_dialect: dict[str, _Compiled] = {}
@@ -84,16 +90,18 @@ class Prepared:
         found = self._by_dialect.get(dialect.name)
         if found is not None:
             return found
+        statement = self._statement
+        if not isinstance(statement, ClauseElement):
+            statement = statement(dialect.name)
         compiled = cast(
-            SQLCompiler,
-            self._statement.compile(dialect=dialect, column_keys=self._column_keys or None),
+            SQLCompiler, statement.compile(dialect=dialect, column_keys=self._column_keys or None)
         )
         positiontup = compiled.positiontup
         names = tuple(positiontup) if positiontup is not None else tuple(compiled.binds)
         types = {key: bind.type for key, bind in compiled.binds.items()}
         result_types: tuple[TypeEngine[Any], ...] = ()
-        if isinstance(self._statement, Select):
-            result_types = tuple(column.type for column in self._statement.selected_columns)
+        if isinstance(statement, Select):
+            result_types = tuple(column.type for column in statement.selected_columns)
         found = _Compiled(
             sql=compiled.string,
             names=names,
@@ -120,6 +128,10 @@ class Prepared:
             return [convert_row(row) for row in fetched]
         return [convert_row(row) for row in fetched[:convert]] + fetched[convert:]
 
+    def execute(self, connection: Connection, values: Mapping[str, Any]) -> None:
+        """Run an INSERT, UPDATE or DELETE once."""
+        self._run(connection, values, many=False)
+
     def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run an INSERT, UPDATE or DELETE once per parameter set."""
         if rows:
@@ -140,13 +152,18 @@ class Prepared:
                 return [], None
             params = compiled.parameters(values)
             cursor.execute(compiled.sql, params)
-            fetched = cursor.fetchall()
             description = cursor.description
+            if description is None:  # no result rows (an INSERT without RETURNING)
+                return [], None
+            fetched = cursor.fetchall()
         except dialect.loaded_dbapi.Error as exc:
             # What SQLAlchemy does for its own executions: wrap the driver's error in its
             # exception hierarchy, and drop a connection the server closed from the pool.
             invalidated = dialect.is_disconnect(exc, driver, cursor)
             if invalidated:
+                # As SQLAlchemy does on a disconnect: every pooled connection as old as this
+                # one is reconnected at its next checkout, not just this one.
+                connection.engine.pool._invalidate(connection.connection, exc)
                 connection.invalidate(exc)
             raise sa_exc.DBAPIError.instance(
                 compiled.sql,
@@ -165,3 +182,44 @@ class Prepared:
             ]
             self._converters[dialect.name] = _converter(processors) if any(processors) else None
         return fetched, self._converters[dialect.name]
+
+
+class PreparedInsert:
+    """A multi-row ``INSERT ... VALUES (...), (...)`` compiled once per dialect and row count.
+
+    One statement per chunk of rows instead of one execution per row: on PostgreSQL an
+    executemany costs a protocol exchange per row in the driver, several times the insert itself
+    for the dozen rows a served list stores. ``build`` makes the INSERT for a dialect name (so
+    ON CONFLICT clauses can be dialect-specific); its VALUES are filled in here.
+    """
+
+    CHUNK = 100
+    """Rows per statement (bounds the bound parameters, under SQLite's limit)."""
+
+    def __init__(self, build: Callable[[str], Any], columns: Sequence[str]) -> None:
+        self._build = build
+        self._columns = tuple(columns)
+        self._by_size: dict[int, Prepared] = {}
+
+    def _prepared(self, size: int) -> Prepared:
+        found = self._by_size.get(size)
+        if found is None:
+
+            def statement(dialect: str) -> ClauseElement:
+                insert = self._build(dialect)
+                table = insert.table
+                values = [
+                    {c: bindparam(f"{c}__{i}", type_=table.c[c].type) for c in self._columns}
+                    for i in range(size)
+                ]
+                built: ClauseElement = insert.values(values)
+                return built
+
+            found = self._by_size[size] = Prepared(statement)
+        return found
+
+    def insert(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        for start in range(0, len(rows), self.CHUNK):
+            chunk = rows[start : start + self.CHUNK]
+            flat = {f"{c}__{i}": row[c] for i, row in enumerate(chunk) for c in self._columns}
+            self._prepared(len(chunk)).execute(connection, flat)

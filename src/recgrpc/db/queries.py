@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -25,8 +26,8 @@ from sqlalchemy.orm import Session
 from recgrpc import domain
 from recgrpc.db import bulk
 from recgrpc.db import models as m
-from recgrpc.db.bulk import dialect_insert, interaction_row
-from recgrpc.db.prepared import Prepared
+from recgrpc.db.bulk import insert_for, interaction_row
+from recgrpc.db.prepared import Prepared, PreparedInsert
 
 
 def _table(model: type[m.Base]) -> Table:
@@ -51,11 +52,16 @@ def ensure_users(session: Session, user_ids: Iterable[str], now: datetime) -> No
         {"user_id": uid, "attributes": {}, "created_at": now, "updated_at": now}
         for uid in sorted(set(user_ids))
     ]
-    if rows:
-        # One cached statement executed for every row (on the write path of every event).
-        table = _table(m.User)
-        stmt = dialect_insert(session, table).on_conflict_do_nothing(index_elements=["user_id"])
-        session.execute(stmt, rows)
+    # On the write path of every event: one prepared multi-row statement.
+    _ENSURE_USERS.insert(session.connection(), rows)
+
+
+_ENSURE_USERS = PreparedInsert(
+    lambda dialect: insert_for(dialect, _table(m.User)).on_conflict_do_nothing(
+        index_elements=["user_id"]
+    ),
+    ("user_id", "attributes", "created_at", "updated_at"),
+)
 
 
 def upsert_users(session: Session, users: Sequence[domain.User], now: datetime) -> None:
@@ -89,8 +95,9 @@ _ITEMS_AMONG = select(m.Item.item_id).where(m.Item.item_id.in_(bindparam("ids", 
 def existing_item_ids(session: Session, item_ids: Iterable[str]) -> set[str]:
     wanted = sorted(set(item_ids))
     found: set[str] = set()
+    conn = session.connection()  # Core, not the ORM's result machinery (every event's path)
     for chunk in _chunks(wanted):
-        found.update(session.scalars(_ITEMS_AMONG, {"ids": list(chunk)}))
+        found.update(conn.scalars(_ITEMS_AMONG, {"ids": list(chunk)}))
     return found
 
 
@@ -111,17 +118,23 @@ def insert_new_interactions(
     if not events:
         return set()
     ensure_users(session, (e.user_id for e in events), now)
-    table = _table(m.Interaction)
+    conn = session.connection()
+    rows = [interaction_row(e, now) for e in events]
+    return set(conn.execute(_insert_new_interactions(conn.dialect.name), rows).scalars())
+
+
+@functools.cache
+def _insert_new_interactions(dialect: str) -> Any:
     # One statement for any number of rows: SQLAlchemy caches its compiled form and batches the
     # rows into multi-row VALUES itself ("insertmanyvalues"). RETURNING says reliably which rows
-    # were new (a batched rowcount may be -1).
-    stmt = (
-        dialect_insert(session, table)
+    # were new (a batched rowcount may be -1). Built once per dialect: building costs more than
+    # a small batch's insert.
+    table = _table(m.Interaction)
+    return (
+        insert_for(dialect, table)
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(table.c.event_id)
     )
-    rows = [interaction_row(e, now) for e in events]
-    return set(session.execute(stmt, rows).scalars())
 
 
 # The per-request statements, compiled once and run on the driver's cursor (db.prepared).
@@ -181,12 +194,12 @@ _STORED_LIST_COLUMNS = (
     "user_id", "item_id", "rank", "score", "algorithm", "model_version", "recset_id",
     "generated_at", "is_clicked", "is_dismissed",
 )  # fmt: skip
-_INSERT_STORED_LIST = Prepared(insert(_RECOMMENDATIONS), column_keys=_STORED_LIST_COLUMNS)
+_INSERT_STORED_LIST = PreparedInsert(lambda _: insert(_RECOMMENDATIONS), _STORED_LIST_COLUMNS)
 _IMPRESSION_COLUMNS = (
     "recset_id", "user_id", "algorithm", "model_version", "fallback_reason", "item_ids",
     "platform", "served_at",
 )  # fmt: skip
-_INSERT_IMPRESSION = Prepared(insert(_IMPRESSIONS), column_keys=_IMPRESSION_COLUMNS)
+_INSERT_IMPRESSION = PreparedInsert(lambda _: insert(_IMPRESSIONS), _IMPRESSION_COLUMNS)
 
 
 def record_served_lists(
@@ -204,7 +217,7 @@ def record_served_lists(
     for user_id in sorted({user_id for user_id, _, _ in served}):
         lock_user(session, user_id)
     conn = session.connection()
-    _INSERT_IMPRESSION.execute_many(
+    _INSERT_IMPRESSION.insert(
         conn,
         [
             {
@@ -222,7 +235,7 @@ def record_served_lists(
     )
     latest = {user_id: listed for user_id, listed, _ in served}
     _DELETE_STORED_LIST.execute_many(conn, [{"user_id": user_id} for user_id in latest])
-    _INSERT_STORED_LIST.execute_many(
+    _INSERT_STORED_LIST.insert(
         conn,
         [
             {
@@ -265,8 +278,12 @@ def lock_user(session: Session, user_id: str) -> None:
     runs one writer at a time; PostgreSQL takes a transaction-scoped advisory lock (which works
     for users without a row, too).
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(user_id))))
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        _LOCK_USER.rows(conn, {"user_id": user_id})
+
+
+_LOCK_USER = Prepared(select(func.pg_advisory_xact_lock(func.hashtext(_USER))))
 
 
 def record_feedback(session: Session, feedback: domain.Feedback, now: datetime) -> None:

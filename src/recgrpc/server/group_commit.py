@@ -19,10 +19,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
+
+from sqlalchemy.orm import Session
 
 from recgrpc import domain
 from recgrpc.db import Database, queries
@@ -61,7 +63,8 @@ class GroupCommitter(Generic[T]):
     transaction holding its item committed. With several ``writers`` (PostgreSQL), one batch is
     built while another waits for its commit to reach disk. ``close`` stores what is queued and
     stops the threads; later submissions are refused (UNAVAILABLE). Subclasses say how a batch
-    is stored (``_store``), setting per-item answers and errors.
+    is stored (``_store``), setting per-item answers and errors. ``catalogued`` gives the item
+    ids known to be in the catalogue (the serving snapshot's), to skip looking them up.
     """
 
     name = "group-commit"
@@ -74,9 +77,11 @@ class GroupCommitter(Generic[T]):
         *,
         writers: int = 1,
         max_batch: int = MAX_BATCH,
+        catalogued: Callable[[], Container[str]] = frozenset,
     ) -> None:
         self._db = db
         self._clock = clock
+        self._catalogued = catalogued
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending[T] | object] = queue.SimpleQueue()
         self._closed = threading.Event()
@@ -158,6 +163,18 @@ class GroupCommitter(Generic[T]):
     def _store(self, batch: Sequence[_Pending[T]]) -> None:
         raise NotImplementedError
 
+    def _existing_items(self, session: Session, item_ids: set[str]) -> set[str]:
+        """Which of ``item_ids`` are in the catalogue.
+
+        Items are never deleted, so an id the serving snapshot holds needs no query; only ids
+        it does not know yet (added since the last refresh, or inactive) are looked up.
+        """
+        catalogued = self._catalogued()
+        unknown = {i for i in item_ids if i not in catalogued}
+        if not unknown:
+            return item_ids
+        return (item_ids - unknown) | queries.existing_item_ids(session, unknown)
+
 
 class InteractionWriter(GroupCommitter[domain.Interaction]):
     """LogInteraction's group commit (see the module docstring)."""
@@ -176,7 +193,7 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
     def _store(self, batch: Sequence[_Pending[domain.Interaction]]) -> None:
         now = self._clock()
         with self._db.writer() as session:
-            known = queries.existing_item_ids(session, {p.item.item_id for p in batch})
+            known = self._existing_items(session, {p.item.item_id for p in batch})
             sources = queries.impression_sources(
                 session, {p.item.recset_id for p in batch if p.item.recset_id}
             )
@@ -251,7 +268,7 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
     def _store(self, batch: Sequence[_Pending[domain.Feedback]]) -> None:
         now = self._clock()
         with self._db.writer() as session:
-            known = queries.existing_item_ids(session, {p.item.item_id for p in batch})
+            known = self._existing_items(session, {p.item.item_id for p in batch})
             sources = queries.impression_sources(
                 session, {p.item.recset_id for p in batch if p.item.recset_id}
             )

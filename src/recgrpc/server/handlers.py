@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -130,10 +130,14 @@ class Handlers:
         # anyway; on PostgreSQL two writers per kind overlap their commits' disk flushes while
         # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
         writers = 1 if db.is_sqlite else 2
-        self.interactions = InteractionWriter(db, clock, writers=writers)
+        catalogued = self._catalogued_items
+        self.interactions = InteractionWriter(db, clock, writers=writers, catalogued=catalogued)
         # The same for the impressions (and stored top-N) of concurrently served lists.
         self.served_lists = ServedListWriter(db, writers=writers)
-        self.feedback = FeedbackWriter(db, clock, writers=writers)
+        self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
+
+    def _catalogued_items(self) -> Container[str]:
+        return self.engine.snapshot.catalog.position
 
     def close(self) -> None:
         """Store the writes still queued; call after the server stopped taking calls."""
