@@ -11,12 +11,14 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
+from recgrpc import domain
 from recgrpc.config import Settings
-from recgrpc.db import Database
+from recgrpc.db import Database, queries
 from recgrpc.db import model_store as ms
 from recgrpc.model.evaluation import online_metrics_since
 from recgrpc.model.recommender import TrainingParams
 from recgrpc.model.training import train
+from recgrpc.server.handlers import build_snapshot
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import TasteData, load, taste_data
@@ -327,3 +329,23 @@ def test_an_erased_user_is_not_personalised_by_the_model_any_more(
     assert after.fallback_reason
     hybrid = recommend(channel, "u004", "HYBRID")
     assert hybrid.algorithm == pb.ALGORITHM_POPULAR
+
+
+def test_a_refresh_reads_the_catalogue_again_only_after_it_changed(
+    trained: str, database: Database, settings: Settings
+) -> None:
+    first = build_snapshot(database, settings, datetime.now(UTC))
+    again = build_snapshot(database, settings, datetime.now(UTC), first)
+    assert again.catalog is first.catalog  # nothing written: the same catalogue object
+    assert again.model is first.model
+    assert again.model is not None
+    assert again.model.version == trained
+
+    with database.writer() as session:
+        queries.upsert_items(
+            session, [domain.Item("i-brand-new", categories=("c0",))], datetime.now(UTC)
+        )
+    changed = build_snapshot(database, settings, datetime.now(UTC), again)
+    assert "i-brand-new" in changed.catalog.position
+    assert changed.model is not None
+    assert changed.model.hybrid.shape[0] == len(changed.catalog)  # re-aligned with it

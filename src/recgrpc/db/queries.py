@@ -347,6 +347,16 @@ def newest_event_time(session: Session) -> datetime | None:
     return value
 
 
+def catalogue_stamp(session: Session) -> tuple[int, datetime | None]:
+    """(item count, newest ``updated_at``): changes with every catalogue write (items are
+    never deleted, and every upsert sets ``updated_at``), at the cost of one scan in the
+    database instead of reading every item into Python."""
+    count, newest = session.execute(
+        select(func.count(), func.max(m.Item.updated_at)).select_from(m.Item)
+    ).one()
+    return int(count), newest
+
+
 def catalogue(session: Session) -> list[tuple[str, list[str], list[str], datetime]]:
     """(item_id, categories, tags, created_at) of every active item, ordered by id."""
     rows = session.execute(

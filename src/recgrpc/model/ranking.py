@@ -81,6 +81,9 @@ class ServingSnapshot:
     config: RankingConfig = field(default_factory=RankingConfig)
     rejected_model_version: str = ""
     """An active model version that failed to load; not retried until it changes."""
+    catalog_stamp: object = None
+    """What the catalogue looked like when read (``db.queries.catalogue_stamp``); an unchanged
+    stamp lets the next refresh keep this catalogue instead of reading every item again."""
 
     @classmethod
     def empty(cls, now: datetime) -> ServingSnapshot:
@@ -97,6 +100,7 @@ class ServingSnapshot:
         model: ModelView | None,
         config: RankingConfig,
         rejected_model_version: str = "",
+        catalog_stamp: object = None,
     ) -> ServingSnapshot:
         """A snapshot with item freshness precomputed as of ``built_at``."""
         if model is not None and model.hybrid.shape[0] != len(catalog):
@@ -113,6 +117,7 @@ class ServingSnapshot:
             fresh_items=np.flatnonzero(fresh >= FRESH_SIGNIFICANT).astype(np.int64),
             config=config,
             rejected_model_version=rejected_model_version,
+            catalog_stamp=catalog_stamp,
         )
 
     @property

@@ -71,13 +71,14 @@ def build_snapshot(
     """Catalogue, trending scores and the active model, read in one read session.
 
     The model artifact is fetched only when the active version differs from ``previous``'s
-    (polling is one indexed query on kind/status); its item representations are recomputed
-    only when the catalogue changed.
+    (polling is one indexed query on kind/status). The catalogue is read again only when its
+    stamp changed (or a new model must be aligned with it): rebuilding a large catalogue every
+    refresh would hold the interpreter long enough to show in every request's tail latency.
     """
     old_view = None if previous is None else previous.model
     rejected = "" if previous is None else previous.rejected_model_version
     with db.reader() as session:
-        rows = queries.catalogue(session)
+        stamp = queries.catalogue_stamp(session)
         # Trending is anchored at the newest event when that is in the past (history imported
         # from years ago still has a popularity ranking), at the wall clock otherwise.
         newest = queries.newest_event_time(session)
@@ -88,12 +89,21 @@ def build_snapshot(
         stored = None
         if needs_load(old_view, rejected, version):
             stored = model_store.load_model(session, version or "")
-    catalog = CatalogIndex.build(rows)
+        rows = None
+        if previous is None or previous.catalog_stamp != stamp or stored is not None:
+            rows = queries.catalogue(session)
+    if rows is None:
+        assert previous is not None
+        catalog = previous.catalog
+        # What refresh_view gives for an unchanged catalogue and no newly loaded model.
+        view, rejected = (None, "") if version is None else (old_view, rejected)
+    else:
+        catalog = CatalogIndex.build(rows)
+        view, rejected = refresh_view(
+            old_view, rejected, version, None if stored is None else stored.artifact, rows
+        )
     trending = trending_scores(
         counts, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
-    )
-    view, rejected = refresh_view(
-        old_view, rejected, version, None if stored is None else stored.artifact, rows
     )
     return ServingSnapshot.assemble(
         catalog,
@@ -102,6 +112,7 @@ def build_snapshot(
         model=view,
         config=RankingConfig.from_settings(settings),
         rejected_model_version=rejected,
+        catalog_stamp=stamp,
     )
 
 
