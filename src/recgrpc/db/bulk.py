@@ -40,6 +40,13 @@ def insert_for(dialect: str, table: type[m.Base] | Table) -> Any:
     raise NotImplementedError(f"unsupported database dialect {dialect!r}")
 
 
+INTERACTION_COLUMNS = (
+    "event_id", "user_id", "item_id", "type", "value", "content_type", "platform", "metadata",
+    "recset_id", "occurred_at", "received_at",
+)  # fmt: skip
+"""The columns ``interaction_row`` fills."""
+
+
 def interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
     """The ``interactions`` row for an event received at ``now``."""
     return {

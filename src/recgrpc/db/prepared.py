@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Dialect, bindparam
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import Select
+from sqlalchemy.sql.expression import ReturnsRows
 from sqlalchemy.types import TypeEngine
 
 Processor = Callable[[Any], Any] | None
@@ -100,8 +100,8 @@ class Prepared:
         names = tuple(positiontup) if positiontup is not None else tuple(compiled.binds)
         types = {key: bind.type for key, bind in compiled.binds.items()}
         result_types: tuple[TypeEngine[Any], ...] = ()
-        if isinstance(statement, Select):
-            result_types = tuple(column.type for column in statement.selected_columns)
+        if isinstance(statement, ReturnsRows):  # a SELECT, or DML with RETURNING
+            result_types = tuple(column.type for column in statement.exported_columns)
         found = _Compiled(
             sql=compiled.string,
             names=names,
@@ -218,8 +218,13 @@ class PreparedInsert:
             found = self._by_size[size] = Prepared(statement)
         return found
 
-    def insert(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def insert(
+        self, connection: Connection, rows: Sequence[Mapping[str, Any]]
+    ) -> list[tuple[Any, ...]]:
+        """Insert ``rows``; returns what the statement's RETURNING clause gave, if it has one."""
+        returned: list[tuple[Any, ...]] = []
         for start in range(0, len(rows), self.CHUNK):
             chunk = rows[start : start + self.CHUNK]
             flat = {f"{c}__{i}": row[c] for i, row in enumerate(chunk) for c in self._columns}
-            self._prepared(len(chunk)).execute(connection, flat)
+            returned.extend(self._prepared(len(chunk)).rows(connection, flat))
+        return returned

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -26,7 +25,7 @@ from sqlalchemy.orm import Session
 from recgrpc import domain
 from recgrpc.db import bulk
 from recgrpc.db import models as m
-from recgrpc.db.bulk import insert_for, interaction_row
+from recgrpc.db.bulk import INTERACTION_COLUMNS, insert_for, interaction_row
 from recgrpc.db.prepared import Prepared, PreparedInsert
 
 
@@ -118,23 +117,19 @@ def insert_new_interactions(
     if not events:
         return set()
     ensure_users(session, (e.user_id for e in events), now)
-    conn = session.connection()
     rows = [interaction_row(e, now) for e in events]
-    return set(conn.execute(_insert_new_interactions(conn.dialect.name), rows).scalars())
+    return {event_id for (event_id,) in _INSERT_NEW_INTERACTIONS.insert(session.connection(), rows)}
 
 
-@functools.cache
-def _insert_new_interactions(dialect: str) -> Any:
-    # One statement for any number of rows: SQLAlchemy caches its compiled form and batches the
-    # rows into multi-row VALUES itself ("insertmanyvalues"). RETURNING says reliably which rows
-    # were new (a batched rowcount may be -1). Built once per dialect: building costs more than
-    # a small batch's insert.
-    table = _table(m.Interaction)
-    return (
-        insert_for(dialect, table)
+# RETURNING says reliably which rows were new (a multi-row rowcount would not say which).
+_INSERT_NEW_INTERACTIONS = PreparedInsert(
+    lambda dialect: (
+        insert_for(dialect, _table(m.Interaction))
         .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(table.c.event_id)
-    )
+        .returning(_table(m.Interaction).c.event_id)
+    ),
+    INTERACTION_COLUMNS,
+)
 
 
 # The per-request statements, compiled once and run on the driver's cursor (db.prepared).
