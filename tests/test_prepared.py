@@ -1,0 +1,104 @@
+"""The hot path's prepared statements store and read exactly what SQLAlchemy would."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+
+from recgrpc import domain
+from recgrpc.db import Database, queries
+from recgrpc.db import models as m
+from recgrpc.db.prepared import Prepared
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _event(event_id: str, at: datetime, **fields: object) -> domain.Interaction:
+    return domain.Interaction(
+        event_id=event_id,
+        user_id="u1",
+        item_id="i1",
+        type=domain.InteractionType.RATING,
+        occurred_at=at,
+        value=4.5,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_an_interaction_round_trips_through_prepared_and_orm_alike(database: Database) -> None:
+    with database.writer() as session:
+        queries.upsert_items(session, [domain.Item("i1", categories=("c",))], NOW)
+    # A zone other than UTC and a whole second: both are where text formats could drift.
+    at = datetime(2026, 2, 28, 14, 30, 0, tzinfo=timezone(timedelta(hours=2)))
+    event = _event("e1", at, metadata={"k": "v", "ü": "ß"}, platform="ios")
+    with database.writer() as session:
+        assert queries.insert_new_interactions(session, [event, _event("e2", NOW)], NOW) == {
+            "e1",
+            "e2",
+        }
+    with database.writer() as session:  # stored before: nothing new
+        assert queries.insert_new_interactions(session, [event], NOW) == set()
+
+    with database.reader() as session:
+        row = session.scalars(select(m.Interaction).where(m.Interaction.event_id == "e1")).one()
+        # A range filter compiled by SQLAlchemy finds it: the stored form is the one it writes.
+        in_range = session.scalars(
+            select(m.Interaction.event_id).where(
+                m.Interaction.occurred_at >= at - timedelta(microseconds=1),
+                m.Interaction.occurred_at < at + timedelta(microseconds=1),
+            )
+        ).all()
+    assert row.occurred_at == at
+    assert row.occurred_at.tzinfo is not None
+    assert row.event_metadata == {"k": "v", "ü": "ß"}
+    assert row.platform == "ios"
+    assert row.received_at == NOW
+    assert in_range == ["e1"]
+
+    with database.connection() as conn:
+        context = queries.load_user_context(conn, "u1")
+    assert context.known
+    assert context.seen_item_ids == {"i1"}
+    assert [r.occurred_at for r in context.recent] == [NOW, at]  # newest first
+    assert all(r.occurred_at.utcoffset() == timedelta(0) for r in context.recent)
+    assert context.recent[0].value == 4.5
+    assert context.recent[0].type is domain.InteractionType.RATING
+
+
+def test_a_served_list_is_stored_as_impression_and_top_n(database: Database) -> None:
+    ranking = domain.RecommendationList(
+        items=[domain.ScoredItem(f"i{k}", 1.0 - k / 10, "collaborative") for k in range(3)],
+        algorithm=domain.Algorithm.HYBRID,
+        model_version="v1",
+        fallback_reason="",
+    )
+    first = domain.ServedList(recset_id="r1", generated_at=NOW, ranking=ranking)
+    second = domain.ServedList(recset_id="r2", generated_at=NOW, ranking=ranking)
+    with database.writer() as session:
+        queries.record_served_lists(session, [("u1", first, "web"), ("u1", second, "web")])
+    with database.reader() as session:
+        impressions = session.scalars(select(m.Impression).order_by(m.Impression.recset_id)).all()
+        stored = session.scalars(select(m.Recommendation).order_by(m.Recommendation.rank)).all()
+    assert [(i.recset_id, i.item_ids, i.served_at) for i in impressions] == [
+        ("r1", ["i0", "i1", "i2"], NOW),
+        ("r2", ["i0", "i1", "i2"], NOW),
+    ]
+    # The user's stored top-N is the last list served.
+    assert [(r.recset_id, r.item_id, r.rank) for r in stored] == [
+        ("r2", "i0", 1),
+        ("r2", "i1", 2),
+        ("r2", "i2", 3),
+    ]
+    assert stored[0].score == pytest.approx(1.0)
+
+
+def test_a_driver_error_surfaces_as_sqlalchemys_own(database: Database) -> None:
+    # The error mapping (server.errors) knows SQLAlchemy's exceptions, not each driver's.
+    missing = Prepared(text("SELECT x FROM no_such_table"))
+    with database.connection() as conn, pytest.raises(DBAPIError) as raised:
+        missing.rows(conn, {})
+    assert not raised.value.connection_invalidated  # a bad statement is not a lost connection
+    assert "no_such_table" in str(raised.value)
