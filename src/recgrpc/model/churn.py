@@ -859,7 +859,7 @@ class ActiveChurnModel:
         return True
 
     def predict(self, session: Session, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
-        """Score one user as of ``as_of`` and record the prediction in the given writer session.
+        """Score one user as of ``as_of`` (reads only; the caller records the prediction).
 
         Raises NotFound when the user has no activity by ``as_of`` (checked first), and
         Unavailable while no churn model has been trained.
@@ -870,9 +870,7 @@ class ActiveChurnModel:
             raise NotFound(f"user {user_id!r} has no recorded activity by {as_of.isoformat()}")
         if model is None:
             raise Unavailable(NO_CHURN_MODEL)
-        prediction = self._predictions(model, table)[0]
-        churn_data.record_predictions(session, [prediction_row(prediction)])
-        return prediction
+        return self._predictions(model, table)[0]
 
     def score_all(self, session: Session, as_of: datetime) -> list[domain.ChurnPrediction]:
         """Score every user with history by ``as_of`` and record the predictions (batch)."""

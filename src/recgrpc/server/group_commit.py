@@ -1,5 +1,5 @@
 """Group commit: concurrent calls share one database transaction (LogInteraction,
-SubmitFeedback, and the impressions GetRecommendations records).
+SubmitFeedback, the impressions GetRecommendations records and PredictChurn's record).
 
 A single-row transaction costs several round trips (pool ping, item check, user upsert, insert,
 commit), and under load those round trips, not Python, bound throughput. One writer thread takes
@@ -27,8 +27,9 @@ from typing import Generic, TypeVar
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
-from recgrpc.db import Database, queries
+from recgrpc.db import Database, churn_data, queries
 from recgrpc.errors import NotFound, Unavailable
+from recgrpc.model.churn import prediction_row
 from recgrpc.server.errors import DATABASE_UNAVAILABLE, is_database_outage
 
 log = logging.getLogger(__name__)
@@ -288,3 +289,18 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
             for feedback in sorted(accepted, key=lambda f: (f.user_id, f.item_id)):
                 queries.lock_user(session, feedback.user_id)
                 queries.record_feedback(session, feedback, now)
+
+
+class ChurnPredictionWriter(GroupCommitter[domain.ChurnPrediction]):
+    """PredictChurn's record of each prediction, committed together for concurrent calls."""
+
+    name = "churn-prediction-writer"
+    what = "churn prediction"
+
+    def record(self, prediction: domain.ChurnPrediction) -> None:
+        """Store the prediction; raises Unavailable on an outage."""
+        self.submit(prediction)
+
+    def _store(self, batch: Sequence[_Pending[domain.ChurnPrediction]]) -> None:
+        with self._db.writer() as session:
+            churn_data.record_predictions(session, [prediction_row(p.item) for p in batch])

@@ -24,7 +24,12 @@ from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
 from recgrpc.server.errors import is_database_outage
-from recgrpc.server.group_commit import FeedbackWriter, InteractionWriter, ServedListWriter
+from recgrpc.server.group_commit import (
+    ChurnPredictionWriter,
+    FeedbackWriter,
+    InteractionWriter,
+    ServedListWriter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ class ChurnPredictor(Protocol):
     """Scores one user's churn risk from the database as of a time (see model.churn).
 
     Raises NotFound for a user with no activity by ``as_of`` (before Unavailable when no
-    model is loaded), and records the prediction in the given writer session.
+    model is loaded). Reads only: the handler records the prediction.
     """
 
     def predict(
@@ -146,6 +151,7 @@ class Handlers:
         # The same for the impressions (and stored top-N) of concurrently served lists.
         self.served_lists = ServedListWriter(db, writers=writers)
         self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
+        self.predictions = ChurnPredictionWriter(db, writers=writers)
 
     def _catalogued_items(self) -> Container[str]:
         return self.engine.snapshot.catalog.position
@@ -155,6 +161,7 @@ class Handlers:
         self.interactions.close()
         self.feedback.close()
         self.served_lists.close()
+        self.predictions.close()
 
     # -- RecommendationService ------------------------------------------------------------
 
@@ -203,13 +210,16 @@ class Handlers:
         return True
 
     def predict_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
-        with self.db.writer() as session:
+        # Scored in a read session; the record of the prediction joins the group commit, so
+        # concurrent calls do not queue for SQLite's write lock one by one.
+        with self.db.reader() as session:
             if self.churn is None:
                 if not queries.user_has_history(session, user_id):
                     raise NotFound(f"user {user_id!r} has no recorded activity")
                 raise Unavailable(NO_CHURN_MODEL)
             # The predictor answers NotFound itself, from the query that reads the features.
             prediction = self.churn.predict(session, user_id, as_of)
+        self.predictions.record(prediction)
         if self.metrics is not None:
             self.metrics.churn_predicted(prediction)
         return prediction
