@@ -43,8 +43,12 @@ class _Compiled:
     positional: bool
     binds: tuple[Processor, ...]
     result_types: tuple[TypeEngine[Any], ...]
+    fixed: Mapping[str, Any]
+    """Values the statement carries itself (``.values(flag=True)``), not given per call."""
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        if self.fixed:
+            values = {**self.fixed, **values}
         converted = [
             values[name] if process is None else process(values[name])
             for name, process in zip(self.names, self.binds, strict=True)
@@ -97,7 +101,13 @@ class Prepared:
             SQLCompiler, statement.compile(dialect=dialect, column_keys=self._column_keys or None)
         )
         positiontup = compiled.positiontup
-        names = tuple(positiontup) if positiontup is not None else tuple(compiled.binds)
+        # The names the SQL refers to, in order for positional drivers (not every entry of
+        # compiled.binds is rendered: an UPDATE's values can appear there twice).
+        names = (
+            tuple(positiontup)
+            if positiontup is not None
+            else tuple(dict.fromkeys(compiled.bind_names.values()))
+        )
         types = {key: bind.type for key, bind in compiled.binds.items()}
         result_types: tuple[TypeEngine[Any], ...] = ()
         if isinstance(statement, ReturnsRows):  # a SELECT, or DML with RETURNING
@@ -108,6 +118,11 @@ class Prepared:
             positional=positiontup is not None,
             binds=tuple(bind_processor(types[name], dialect) for name in names),
             result_types=result_types,
+            fixed={
+                name: bind.value
+                for bind, name in compiled.bind_names.items()
+                if not bind.required and name in names
+            },
         )
         self._by_dialect[dialect.name] = found
         return found

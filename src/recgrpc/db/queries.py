@@ -18,7 +18,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    update,
 )
 from sqlalchemy.orm import Session
 
@@ -282,31 +281,45 @@ _LOCK_USER = Prepared(select(func.pg_advisory_xact_lock(func.hashtext(_USER))))
 
 
 def record_feedback(session: Session, feedback: domain.Feedback, now: datetime) -> None:
-    session.execute(
-        insert(m.Feedback).values(
-            recset_id=feedback.recset_id,
-            user_id=feedback.user_id,
-            item_id=feedback.item_id,
-            clicked=feedback.clicked,
-            dismissed=feedback.dismissed,
-            rating=feedback.rating,
-            created_at=now,
-        )
+    record_feedback_batch(session, [feedback], now)
+
+
+def record_feedback_batch(
+    session: Session, feedback: Sequence[domain.Feedback], now: datetime
+) -> None:
+    """Append feedback rows and flag the clicked or dismissed items in the stored top-N."""
+    conn = session.connection()
+    _INSERT_FEEDBACK.insert(
+        conn,
+        [
+            {
+                "recset_id": f.recset_id,
+                "user_id": f.user_id,
+                "item_id": f.item_id,
+                "clicked": f.clicked,
+                "dismissed": f.dismissed,
+                "rating": f.rating,
+                "created_at": now,
+            }
+            for f in feedback
+        ],
     )
-    flags: dict[str, bool] = {}
-    if feedback.clicked:
-        flags["is_clicked"] = True
-    if feedback.dismissed:
-        flags["is_dismissed"] = True
-    if flags:
-        session.execute(
-            update(m.Recommendation)
-            .where(
-                m.Recommendation.user_id == feedback.user_id,
-                m.Recommendation.item_id == feedback.item_id,
-            )
-            .values(**flags)
-        )
+    keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in feedback]
+    _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, feedback, strict=True) if f.clicked])
+    _FLAG_DISMISSED.execute_many(
+        conn, [k for k, f in zip(keys, feedback, strict=True) if f.dismissed]
+    )
+
+
+_INSERT_FEEDBACK = PreparedInsert(
+    lambda _: insert(_table(m.Feedback)),
+    ("recset_id", "user_id", "item_id", "clicked", "dismissed", "rating", "created_at"),
+)
+_STORED_ITEM = (_RECOMMENDATIONS.c.user_id == _USER) & (
+    _RECOMMENDATIONS.c.item_id == bindparam("item_id")
+)
+_FLAG_CLICKED = Prepared(_RECOMMENDATIONS.update().where(_STORED_ITEM).values(is_clicked=True))
+_FLAG_DISMISSED = Prepared(_RECOMMENDATIONS.update().where(_STORED_ITEM).values(is_dismissed=True))
 
 
 def user_exists(session: Session, user_id: str) -> bool:

@@ -286,9 +286,11 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
             queries.ensure_users(session, (f.user_id for f in accepted), now)
             # Per-user locks in user order, as served lists take them: a user's stored top-N
             # is never updated by two transactions in opposite orders (no deadlock).
-            for feedback in sorted(accepted, key=lambda f: (f.user_id, f.item_id)):
-                queries.lock_user(session, feedback.user_id)
-                queries.record_feedback(session, feedback, now)
+            for user_id in sorted({f.user_id for f in accepted}):
+                queries.lock_user(session, user_id)
+            queries.record_feedback_batch(
+                session, sorted(accepted, key=lambda f: (f.user_id, f.item_id)), now
+            )
 
 
 class ChurnPredictionWriter(GroupCommitter[domain.ChurnPrediction]):
