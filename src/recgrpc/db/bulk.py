@@ -64,6 +64,25 @@ def interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
     }
 
 
+FEEDBACK_COLUMNS = (
+    "recset_id", "user_id", "item_id", "clicked", "dismissed", "rating", "created_at",
+)  # fmt: skip
+"""The columns ``feedback_row`` fills."""
+
+
+def feedback_row(feedback: domain.Feedback, at: datetime) -> dict[str, Any]:
+    """The ``feedback`` row for feedback given at ``at``."""
+    return {
+        "recset_id": feedback.recset_id,
+        "user_id": feedback.user_id,
+        "item_id": feedback.item_id,
+        "clicked": feedback.clicked,
+        "dismissed": feedback.dismissed,
+        "rating": feedback.rating,
+        "created_at": at,
+    }
+
+
 def _chunks(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
@@ -292,18 +311,7 @@ def insert_impressions(session: Session, rows: Sequence[Mapping[str, Any]]) -> i
 
 def insert_feedback(session: Session, feedback: Sequence[tuple[domain.Feedback, datetime]]) -> int:
     """Append feedback rows with the time each was given; returns how many."""
-    rows = [
-        {
-            "recset_id": f.recset_id,
-            "user_id": f.user_id,
-            "item_id": f.item_id,
-            "clicked": f.clicked,
-            "dismissed": f.dismissed,
-            "rating": f.rating,
-            "created_at": at,
-        }
-        for f, at in feedback
-    ]
+    rows = [feedback_row(f, at) for f, at in feedback]
     conn = session.connection()
     for chunk in _chunks(rows, CHUNK_ROWS):
         conn.execute(insert(m.Feedback), list(chunk))

@@ -24,7 +24,13 @@ from sqlalchemy.orm import Session
 from recgrpc import domain
 from recgrpc.db import bulk
 from recgrpc.db import models as m
-from recgrpc.db.bulk import INTERACTION_COLUMNS, insert_for, interaction_row
+from recgrpc.db.bulk import (
+    FEEDBACK_COLUMNS,
+    INTERACTION_COLUMNS,
+    feedback_row,
+    insert_for,
+    interaction_row,
+)
 from recgrpc.db.prepared import Prepared, PreparedInsert
 
 
@@ -289,21 +295,7 @@ def record_feedback_batch(
 ) -> None:
     """Append feedback rows and flag the clicked or dismissed items in the stored top-N."""
     conn = session.connection()
-    _INSERT_FEEDBACK.insert(
-        conn,
-        [
-            {
-                "recset_id": f.recset_id,
-                "user_id": f.user_id,
-                "item_id": f.item_id,
-                "clicked": f.clicked,
-                "dismissed": f.dismissed,
-                "rating": f.rating,
-                "created_at": now,
-            }
-            for f in feedback
-        ],
-    )
+    _INSERT_FEEDBACK.insert(conn, [feedback_row(f, now) for f in feedback])
     keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in feedback]
     _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, feedback, strict=True) if f.clicked])
     _FLAG_DISMISSED.execute_many(
@@ -311,10 +303,7 @@ def record_feedback_batch(
     )
 
 
-_INSERT_FEEDBACK = PreparedInsert(
-    lambda _: insert(_table(m.Feedback)),
-    ("recset_id", "user_id", "item_id", "clicked", "dismissed", "rating", "created_at"),
-)
+_INSERT_FEEDBACK = PreparedInsert(lambda _: insert(_table(m.Feedback)), FEEDBACK_COLUMNS)
 _STORED_ITEM = (_RECOMMENDATIONS.c.user_id == _USER) & (
     _RECOMMENDATIONS.c.item_id == bindparam("item_id")
 )
