@@ -102,3 +102,23 @@ def test_a_driver_error_surfaces_as_sqlalchemys_own(database: Database) -> None:
         missing.rows(conn, {})
     assert not raised.value.connection_invalidated  # a bad statement is not a lost connection
     assert "no_such_table" in str(raised.value)
+
+
+def test_a_batch_creates_its_users_and_stores_a_repeated_event_id_once(
+    database: Database,
+) -> None:
+    with database.writer() as session:
+        queries.upsert_items(session, [domain.Item("i1")], NOW)
+    first = _event("same", NOW, platform="first")
+    again = _event("same", NOW, platform="second")
+    other = domain.Interaction("other", "u2", "i1", domain.InteractionType.VIEW, NOW)
+    with database.connection() as conn:  # on PostgreSQL, one autocommit statement
+        assert queries.insert_new_interactions(conn, [first, again, other], NOW) == {
+            "same",
+            "other",
+        }
+    with database.reader() as session:
+        stored = session.scalars(select(m.Interaction).order_by(m.Interaction.event_id)).all()
+        users = session.scalars(select(m.User.user_id).order_by(m.User.user_id)).all()
+    assert [(i.event_id, i.platform) for i in stored] == [("other", ""), ("same", "first")]
+    assert users == ["u1", "u2"]

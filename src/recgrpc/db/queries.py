@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BindParameter,
     Connection,
+    Float,
     Integer,
+    String,
     Table,
+    Text,
     bindparam,
     cast,
     delete,
@@ -18,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.orm import Session
 
@@ -32,6 +38,11 @@ from recgrpc.db.bulk import (
     interaction_row,
 )
 from recgrpc.db.prepared import Prepared, PreparedInsert
+
+
+def _core(executor: Session | Connection) -> Connection:
+    """The Core connection behind a session (its transaction's), or the connection itself."""
+    return executor if isinstance(executor, Connection) else executor.connection()
 
 
 def _table(model: type[m.Base]) -> Table:
@@ -50,14 +61,14 @@ def upsert_items(session: Session, items: Sequence[domain.Item], now: datetime) 
     bulk.upsert_items(session, items, now)
 
 
-def ensure_users(session: Session, user_ids: Iterable[str], now: datetime) -> None:
+def ensure_users(session: Session | Connection, user_ids: Iterable[str], now: datetime) -> None:
     """Create bare user rows for ids seen in events before any UpsertUsers."""
     rows = [
         {"user_id": uid, "attributes": {}, "created_at": now, "updated_at": now}
         for uid in sorted(set(user_ids))
     ]
     # On the write path of every event: one prepared multi-row statement.
-    _ENSURE_USERS.insert(session.connection(), rows)
+    _ENSURE_USERS.insert(_core(session), rows)
 
 
 _ENSURE_USERS = PreparedInsert(
@@ -96,10 +107,10 @@ def delete_user(session: Session, user_id: str) -> bool:
 _ITEMS_AMONG = select(m.Item.item_id).where(m.Item.item_id.in_(bindparam("ids", expanding=True)))
 
 
-def existing_item_ids(session: Session, item_ids: Iterable[str]) -> set[str]:
+def existing_item_ids(session: Session | Connection, item_ids: Iterable[str]) -> set[str]:
     wanted = sorted(set(item_ids))
     found: set[str] = set()
-    conn = session.connection()  # Core, not the ORM's result machinery (every event's path)
+    conn = _core(session)  # Core, not the ORM's result machinery (every event's path)
     for chunk in _chunks(wanted):
         found.update(conn.scalars(_ITEMS_AMONG, {"ids": list(chunk)}))
     return found
@@ -113,17 +124,76 @@ def insert_interactions(
 
 
 def insert_new_interactions(
-    session: Session, events: Sequence[domain.Interaction], now: datetime
+    session: Session | Connection, events: Sequence[domain.Interaction], now: datetime
 ) -> set[str]:
-    """Store events, ignoring event_ids already stored; returns the event_ids stored now.
+    """Store events (and bare users for new user ids), ignoring event_ids already stored;
+    returns the event_ids stored now.
 
-    An event_id repeated within ``events`` is stored once (the first occurrence).
+    An event_id repeated within ``events`` is stored once (the first occurrence). On
+    PostgreSQL this is a single statement, so on an autocommit connection it is one round trip
+    and its own transaction.
     """
     if not events:
         return set()
-    ensure_users(session, (e.user_id for e in events), now)
+    conn = _core(session)
+    if conn.dialect.name == "postgresql":
+        # received_at (the last column) is :now
+        params: dict[str, list[Any]] = {column: [] for column in INTERACTION_COLUMNS[:-1]}
+        for event in events:
+            row = interaction_row(event, now)
+            for column, values in params.items():
+                values.append(row[column])
+        params["metadata"] = [json.dumps(meta) for meta in params["metadata"]]
+        stored = _PG_INSERT_EVENTS_AND_USERS.rows(
+            conn, {**params, "user_ids": sorted(set(params["user_id"])), "now": now}
+        )
+        return {event_id for (event_id,) in stored}
+    ensure_users(conn, (e.user_id for e in events), now)
     rows = [interaction_row(e, now) for e in events]
-    return {event_id for (event_id,) in _INSERT_NEW_INTERACTIONS.insert(session.connection(), rows)}
+    return {event_id for (event_id,) in _INSERT_NEW_INTERACTIONS.insert(conn, rows)}
+
+
+def _array(name: str, item: Any) -> BindParameter[Any]:
+    return bindparam(name, type_=ARRAY(item))
+
+
+# The bare users a batch of events needs and the events themselves in one statement, taking
+# whole columns as arrays so its text is the same for any batch size. Users are inserted in id
+# order and events come in event_id order, so concurrent batches take row locks in one order.
+_PG_INSERT_EVENTS_AND_USERS = Prepared(
+    text(
+        """
+WITH new_users AS (
+    INSERT INTO users (user_id, attributes, created_at, updated_at)
+    SELECT wanted.user_id, CAST('{}' AS JSON), :now, :now
+    FROM unnest(:user_ids) WITH ORDINALITY AS wanted(user_id, position)
+    ORDER BY wanted.position
+    ON CONFLICT (user_id) DO NOTHING
+)
+INSERT INTO interactions (event_id, user_id, item_id, type, value, content_type, platform,
+                          metadata, recset_id, occurred_at, received_at)
+SELECT e.event_id, e.user_id, e.item_id, e.type, e.value, e.content_type, e.platform,
+       CAST(e.metadata AS JSON), e.recset_id, e.occurred_at, :now
+FROM unnest(:event_id, :user_id, :item_id, :type, :value, :content_type, :platform,
+            :metadata, :recset_id, :occurred_at)
+     WITH ORDINALITY AS e(event_id, user_id, item_id, type, value, content_type, platform,
+                          metadata, recset_id, occurred_at, position)
+ORDER BY e.position
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+    )
+    .bindparams(
+        bindparam("now", type_=m.UTCDateTime()),
+        _array("user_ids", String()),
+        *(_array(c, String()) for c in ("event_id", "user_id", "item_id", "type")),
+        *(_array(c, String()) for c in ("content_type", "platform", "recset_id")),
+        _array("value", Float()),
+        _array("metadata", Text()),
+        _array("occurred_at", m.UTCDateTime()),
+    )
+    .columns(event_id=String())
+)
 
 
 # RETURNING says reliably which rows were new (a multi-row rowcount would not say which).
@@ -261,12 +331,14 @@ _IMPRESSION_SOURCES = select(
 ).where(m.Impression.recset_id.in_(bindparam("recset_ids", expanding=True)))
 
 
-def impression_sources(session: Session, recset_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+def impression_sources(
+    session: Session | Connection, recset_ids: Iterable[str]
+) -> dict[str, tuple[str, str]]:
     """recset_id -> (algorithm, model_version) of the stored impressions among ``recset_ids``."""
     wanted = sorted(set(recset_ids))
     if not wanted:
         return {}
-    rows = session.connection().execute(_IMPRESSION_SOURCES, {"recset_ids": wanted})
+    rows = _core(session).execute(_IMPRESSION_SOURCES, {"recset_ids": wanted})
     return {recset_id: (algorithm, version) for recset_id, algorithm, version in rows}
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
@@ -164,7 +165,7 @@ class GroupCommitter(Generic[T]):
     def _store(self, batch: Sequence[_Pending[T]]) -> None:
         raise NotImplementedError
 
-    def _existing_items(self, session: Session, item_ids: set[str]) -> set[str]:
+    def _existing_items(self, session: Session | Connection, item_ids: set[str]) -> set[str]:
         """Which of ``item_ids`` are in the catalogue.
 
         Items are never deleted, so an id the serving snapshot holds needs no query; only ids
@@ -193,7 +194,11 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
 
     def _store(self, batch: Sequence[_Pending[domain.Interaction]]) -> None:
         now = self._clock()
-        with self._db.writer() as session:
+        # SQLite: one write transaction for the batch. PostgreSQL: the batch is stored by a
+        # single statement (users and events), which on an autocommit connection is its own
+        # transaction, committed when it returns: no BEGIN and COMMIT round trips.
+        batch_scope = self._db.writer() if self._db.is_sqlite else self._db.connection()
+        with batch_scope as session:
             known = self._existing_items(session, {p.item.item_id for p in batch})
             sources = queries.impression_sources(
                 session, {p.item.recset_id for p in batch if p.item.recset_id}
