@@ -147,7 +147,9 @@ class Handlers:
         # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
         writers = 1 if db.is_sqlite else 2
         catalogued = self._catalogued_items
-        self.interactions = InteractionWriter(db, clock, writers=writers, catalogued=catalogued)
+        # Except LogInteraction's: on PostgreSQL a batch is a single autocommit statement, so
+        # a second writer only splits batches (CPU per event 0.35 ms with one, 0.44 with two).
+        self.interactions = InteractionWriter(db, clock, catalogued=catalogued)
         # The same for the impressions (and stored top-N) of concurrently served lists.
         self.served_lists = ServedListWriter(db, writers=writers)
         self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
