@@ -93,8 +93,9 @@ def rerank(
         # Only fresh items whose boosted score clears the pool's floor can enter it.
         lifted = scores[fresh_items] + bonus_unit * fresh[fresh_items]
         extra = fresh_items[(lifted > lo) & allowed[fresh_items]]
-        in_pool = set(pool.tolist())
-        extra = np.array([e for e in extra.tolist() if e not in in_pool], dtype=np.int64)
+        in_pool = np.zeros(scores.size, dtype=np.bool_)
+        in_pool[pool] = True
+        extra = extra[~in_pool[extra]]
         merged = np.concatenate([pool, extra])
         boosted = scores[merged] + bonus_unit * fresh[merged]
         order = np.argsort(-boosted, kind="stable")[:pool_size]
