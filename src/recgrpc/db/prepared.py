@@ -71,20 +71,13 @@ def _converter(processors: Sequence[Processor]) -> Callable[[Sequence[Any]], tup
 class Prepared:
     """A Core statement compiled once per dialect, executed on the DBAPI cursor.
 
-    ``column_keys`` names the columns an INSERT sets (each a bind parameter of that name).
     Statements must not use expanding ``IN`` parameters. Thread-safe: compiled forms are
     immutable and a racing first compilation only computes the same thing twice.
     """
 
-    def __init__(
-        self,
-        statement: ClauseElement | Callable[[str], ClauseElement],
-        *,
-        column_keys: Sequence[str] = (),
-    ) -> None:
+    def __init__(self, statement: ClauseElement | Callable[[str], ClauseElement]) -> None:
         # A callable builds the statement for a dialect name (e.g. dialect-specific ON CONFLICT).
         self._statement = statement
-        self._column_keys = list(column_keys)
         self._by_dialect: dict[str, _Compiled] = {}
         # Result processors per dialect, made from the first result's column type codes (some
         # drivers' processors depend on them); None when no column needs converting.
@@ -97,9 +90,7 @@ class Prepared:
         statement = self._statement
         if not isinstance(statement, ClauseElement):
             statement = statement(dialect.name)
-        compiled = cast(
-            SQLCompiler, statement.compile(dialect=dialect, column_keys=self._column_keys or None)
-        )
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         positiontup = compiled.positiontup
         # The names the SQL refers to, in order for positional drivers (not every entry of
         # compiled.binds is rendered: an UPDATE's values can appear there twice).
@@ -130,7 +121,8 @@ class Prepared:
     def rows(
         self, connection: Connection, values: Mapping[str, Any], *, convert: int | None = None
     ) -> list[tuple[Any, ...]]:
-        """Run a SELECT and return its rows, converted as SQLAlchemy would.
+        """Run a SELECT (or DML with RETURNING) and return its rows, converted as SQLAlchemy
+        would.
 
         With ``convert``, only the first ``convert`` rows are converted; later rows come as the
         driver gave them (for a long history where only the newest rows' times are needed,

@@ -137,8 +137,11 @@ def insert_new_interactions(
         return set()
     conn = _core(session)
     if conn.dialect.name == "postgresql":
-        # received_at (the last column) is :now
-        params: dict[str, list[Any]] = {column: [] for column in INTERACTION_COLUMNS[:-1]}
+        params: dict[str, list[Any]] = {
+            column: []
+            for column in INTERACTION_COLUMNS
+            if column != "received_at"  # :now
+        }
         for event in events:
             row = interaction_row(event, now)
             for column, values in params.items():
