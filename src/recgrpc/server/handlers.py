@@ -148,7 +148,8 @@ class Handlers:
         writers = 1 if db.is_sqlite else 2
         catalogued = self._catalogued_items
         # Except LogInteraction's: on PostgreSQL a batch is a single autocommit statement, so
-        # a second writer only splits batches (CPU per event 0.35 ms with one, 0.44 with two).
+        # a second writer only splits batches (bench/group_commit.py: less CPU per event with
+        # one, for about the same rate).
         self.interactions = InteractionWriter(db, clock, catalogued=catalogued)
         # The same for the impressions (and stored top-N) of concurrently served lists.
         self.served_lists = ServedListWriter(db, writers=writers)
