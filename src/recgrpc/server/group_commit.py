@@ -1,7 +1,7 @@
 """Group commit: concurrent calls share one database transaction (LogInteraction,
 SubmitFeedback, the impressions GetRecommendations records and PredictChurn's record).
 
-A single-row transaction costs several round trips (pool ping, item check, user upsert, insert,
+A single-row transaction costs several round trips (begin, item check, user upsert, insert,
 commit), and under load those round trips, not Python, bound throughput. One writer thread takes
 every event queued while the previous transaction ran and stores them all in one transaction,
 so the per-event cost shrinks as load grows, while a lone event still commits at once.
