@@ -1,8 +1,9 @@
 """Statements for the per-request hot path, run straight on the driver's cursor.
 
 SQLAlchemy's per-execution bookkeeping (execution context, parameter and result handling) costs
-more than the indexed statements GetRecommendations and the group committers run on every call:
-about 60 µs a statement against 5-20 µs for the statement itself. A ``Prepared`` statement is a
+more than the indexed statements GetRecommendations and the group committers run on every call
+(reading one user's history on SQLite took 1.2 ms through Core statements, 0.67 ms with these,
+one query fewer included, measured in process). A ``Prepared`` statement is a
 Core statement compiled once per dialect; its values still pass through each column type's own
 bind and result processors, so what is stored and read back is exactly what SQLAlchemy would
 store and read. It runs on the caller's connection, inside whatever transaction the caller began.

@@ -268,17 +268,19 @@ def refresh_view(
     rejected: str,
     version: str | None,
     artifact_bytes: bytes | None,
-    rows: CatalogRows,
+    rows: CatalogRows | None,
 ) -> tuple[ModelView | None, str]:
     """The model view for a new snapshot, and the version to not retry.
 
     Loads ``artifact_bytes`` when given (a newly activated version); otherwise keeps
-    ``previous``, re-aligned if the catalogue changed. A corrupt artifact is logged and
-    the previous model keeps serving.
+    ``previous``, re-aligned if the catalogue changed. ``rows`` is None when the catalogue is
+    unchanged since ``previous`` was built (it must be given with ``artifact_bytes``). A
+    corrupt artifact is logged and the previous model keeps serving.
     """
     if version is None:
         return None, ""
     if artifact_bytes is not None:
+        assert rows is not None, "a newly loaded model must be aligned with the catalogue"
         try:
             return ModelView.build(artifact.decode(artifact_bytes), rows), ""
         except ValueError:
@@ -294,7 +296,7 @@ def needs_load(previous: ModelView | None, rejected: str, version: str | None) -
     return previous is None or previous.version != version
 
 
-def _realigned(view: ModelView | None, rows: CatalogRows) -> ModelView | None:
-    if view is None or view.key == catalog_key(rows):
+def _realigned(view: ModelView | None, rows: CatalogRows | None) -> ModelView | None:
+    if view is None or rows is None or view.key == catalog_key(rows):
         return view
     return ModelView.build(view.arrays, rows)

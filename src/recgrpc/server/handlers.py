@@ -100,13 +100,11 @@ def build_snapshot(
     if rows is None:
         assert previous is not None
         catalog = previous.catalog
-        # What refresh_view gives for an unchanged catalogue and no newly loaded model.
-        view, rejected = (None, "") if version is None else (old_view, rejected)
     else:
         catalog = CatalogIndex.build(rows)
-        view, rejected = refresh_view(
-            old_view, rejected, version, None if stored is None else stored.artifact, rows
-        )
+    view, rejected = refresh_view(
+        old_view, rejected, version, None if stored is None else stored.artifact, rows
+    )
     trending = trending_scores(
         counts, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
     )
