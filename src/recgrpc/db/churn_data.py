@@ -17,6 +17,7 @@ from typing import Any, TypeVarTuple
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Connection,
     Date,
     Select,
     bindparam,
@@ -265,7 +266,7 @@ def history_span(session: Session) -> tuple[datetime, datetime] | None:
 # -- predictions --------------------------------------------------------------------------
 
 
-def record_predictions(session: Session, rows: Collection[Mapping[str, Any]]) -> None:
+def record_predictions(executor: Session | Connection, rows: Collection[Mapping[str, Any]]) -> None:
     """Append churn predictions (``churn_predictions`` columns as keys) in bulk.
 
     On PostgreSQL the transaction commits without waiting for its WAL flush: a prediction is
@@ -274,10 +275,10 @@ def record_predictions(session: Session, rows: Collection[Mapping[str, Any]]) ->
     batch = list(rows)
     if not batch:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
     # Core insert on the connection: the ORM bulk path costs more than the row itself here.
-    connection = session.connection()
+    connection = executor if isinstance(executor, Connection) else executor.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
     statement = insert(m.ChurnPrediction)
     for start in range(0, len(batch), 2000):
         connection.execute(statement, [dict(r) for r in batch[start : start + 2000]])

@@ -20,7 +20,7 @@ def normalise_url(url: str) -> URL:
 
 
 class Database:
-    """One engine per process, with read and write session factories.
+    """One engine per process (two pools on PostgreSQL), with read and write session factories.
 
     On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on
     the busy timeout instead of failing when a deferred transaction tries to upgrade its lock.
@@ -44,11 +44,20 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
-        # Same pool; on PostgreSQL no BEGIN and ROLLBACK round trips around a few reads.
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._writer = sessionmaker(
-            self.engine.execution_options(recgrpc_immediate=True), expire_on_commit=False
+        # Autocommit: no BEGIN and ROLLBACK round trips around a few reads. On PostgreSQL a pool
+        # of its own whose connections are put in autocommit once, when opened: switching a
+        # shared pool's connection on every checkout and back on every return cost 10% of
+        # LogInteraction's CPU per event (bench/group_commit.py). Each pool opens connections
+        # only as concurrent calls need them, up to pool_size (doubled by overflow).
+        self._autocommit: Engine = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.is_sqlite
+            else create_engine(
+                self.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **kwargs
+            )
         )
+        self._immediate = self.engine.execution_options(recgrpc_immediate=True)
+        self._writer = sessionmaker(self._immediate, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -67,8 +76,12 @@ class Database:
         No ORM session and no transaction (autocommit): each statement sees what was committed
         before it ran.
         """
-        with self._autocommit.connect() as connection:
+        with self.autocommit_connection() as connection:
             yield connection
+
+    def autocommit_connection(self) -> Connection:
+        """An autocommit connection the caller closes (``connection`` for a ``with`` block)."""
+        return self._autocommit.connect()
 
     @contextmanager
     def writer(self) -> Iterator[Session]:
@@ -76,12 +89,23 @@ class Database:
         with self._writer() as session, session.begin():
             yield session
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """``writer`` without the ORM: a Core connection in a write transaction.
+
+        For the group-commit writers, whose few Core statements cost less than a session's
+        bookkeeping around them.
+        """
+        with self._immediate.begin() as connection:
+            yield connection
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._autocommit.dispose()
 
 
 def _configure_sqlite(engine: Engine) -> None:

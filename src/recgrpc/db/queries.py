@@ -276,7 +276,7 @@ _INSERT_IMPRESSION = PreparedInsert(lambda _: insert(_IMPRESSIONS), _IMPRESSION_
 
 
 def record_served_lists(
-    session: Session, served: Sequence[tuple[str, domain.ServedList, str]]
+    session: Session | Connection, served: Sequence[tuple[str, domain.ServedList, str]]
 ) -> None:
     """Store impressions and make each one its user's current stored top-N.
 
@@ -286,10 +286,8 @@ def record_served_lists(
     """
     if not served:
         return
-    # In user order, so concurrent transactions take the per-user locks in one order.
-    for user_id in sorted({user_id for user_id, _, _ in served}):
-        lock_user(session, user_id)
-    conn = session.connection()
+    lock_users(session, (user_id for user_id, _, _ in served))
+    conn = _core(session)
     _INSERT_IMPRESSION.insert(
         conn,
         [
@@ -345,31 +343,40 @@ def impression_sources(
     return {recset_id: (algorithm, version) for recset_id, algorithm, version in rows}
 
 
-def lock_user(session: Session, user_id: str) -> None:
-    """Serialise writers of one user's stored top-N until the transaction ends.
+def lock_users(executor: Session | Connection, user_ids: Iterable[str]) -> None:
+    """Serialise writers of these users' stored top-N until the transaction ends.
 
     Two lists served at once to the same user would otherwise both delete the old rows (neither
     sees the other's uncommitted insert) and then collide on (user_id, item_id). SQLite already
-    runs one writer at a time; PostgreSQL takes a transaction-scoped advisory lock (which works
-    for users without a row, too).
+    runs one writer at a time; PostgreSQL takes transaction-scoped advisory locks (which work
+    for users without a row, too), in sorted order so that two transactions never wait on each
+    other's, in one statement. Each lock takes a slot in PostgreSQL's shared lock table, so
+    callers lock a few hundred users per transaction, not all of them.
     """
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        _LOCK_USER.rows(conn, {"user_id": user_id})
+    conn = _core(executor)
+    wanted = sorted(set(user_ids))
+    if wanted and conn.dialect.name == "postgresql":
+        _LOCK_USERS.rows(conn, {"user_ids": wanted})
 
 
-_LOCK_USER = Prepared(select(func.pg_advisory_xact_lock(func.hashtext(_USER))))
+_LOCK_USERS = Prepared(
+    text("SELECT count(pg_advisory_xact_lock(hashtext(u))) FROM unnest(:user_ids) AS u")
+    .bindparams(_array("user_ids", String()))
+    .columns(locked=Integer())
+)
 
 
-def record_feedback(session: Session, feedback: domain.Feedback, now: datetime) -> None:
+def record_feedback(
+    session: Session | Connection, feedback: domain.Feedback, now: datetime
+) -> None:
     record_feedback_batch(session, [feedback], now)
 
 
 def record_feedback_batch(
-    session: Session, feedback: Sequence[domain.Feedback], now: datetime
+    session: Session | Connection, feedback: Sequence[domain.Feedback], now: datetime
 ) -> None:
     """Append feedback rows and flag the clicked or dismissed items in the stored top-N."""
-    conn = session.connection()
+    conn = _core(session)
     _INSERT_FEEDBACK.insert(conn, [feedback_row(f, now) for f in feedback])
     keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in feedback]
     _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, feedback, strict=True) if f.clicked])

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from recgrpc.db import models as m
-from recgrpc.db.queries import catalogue
+from recgrpc.db.queries import catalogue, lock_users
 
 
 @dataclass(frozen=True)
@@ -136,24 +136,6 @@ def refresh_recommendation_statistics(session: Session) -> None:
     by a sequential scan instead of the (user_id, item_id) index (10x slower)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("ANALYZE recommendations"))
-
-
-def lock_users(session: Session, user_ids: Sequence[str]) -> None:
-    """Bulk form of ``queries.lock_user``: serialise with lists served to these users until the
-    transaction ends (PostgreSQL advisory locks, taken in sorted order; SQLite has one writer).
-
-    Each lock takes a slot in PostgreSQL's shared lock table, so callers lock a few hundred
-    users per transaction, not all of them.
-    """
-    if session.get_bind().dialect.name != "postgresql" or not user_ids:
-        return
-    session.execute(
-        text(
-            "SELECT count(pg_advisory_xact_lock(hashtext(u)))"
-            " FROM unnest(CAST(:ids AS text[])) AS u"
-        ),
-        {"ids": sorted(set(user_ids))},
-    )
 
 
 def replace_top_n(
