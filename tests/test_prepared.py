@@ -95,6 +95,53 @@ def test_a_served_list_is_stored_as_impression_and_top_n(database: Database) -> 
     assert stored[0].score == pytest.approx(1.0)
 
 
+def _served(recset_id: str, item_ids: list[str], at: datetime = NOW) -> domain.ServedList:
+    ranking = domain.RecommendationList(
+        items=[domain.ScoredItem(i, 1.0 / (k + 1), "popular") for k, i in enumerate(item_ids)],
+        algorithm=domain.Algorithm.POPULAR,
+    )
+    return domain.ServedList(recset_id=recset_id, generated_at=at, ranking=ranking)
+
+
+def test_a_new_list_replaces_the_stored_top_n_and_its_flags(database: Database) -> None:
+    later = NOW + timedelta(minutes=5, microseconds=250)
+    with database.transaction() as conn:
+        queries.record_served_lists(conn, [("u1", _served("r1", ["a", "b", "c"]), "web")])
+        queries.record_served_lists(conn, [("u2", _served("r9", ["a", "z"]), "web")])
+        queries.record_feedback_batch(
+            conn, [domain.Feedback("u1", "b", "r1", clicked=True, dismissed=True)], NOW
+        )
+    with database.transaction() as conn:
+        # "b" is served again (flags start over), "a" and "c" are gone, "d" is new.
+        queries.record_served_lists(conn, [("u1", _served("r2", ["d", "b"], later), "ios")])
+
+    def stored(user_id: str) -> list[tuple[str, str, int, bool, bool]]:
+        with database.reader() as session:
+            rows = session.scalars(
+                select(m.Recommendation)
+                .where(m.Recommendation.user_id == user_id)
+                .order_by(m.Recommendation.rank)
+            ).all()
+        assert all(r.generated_at == later for r in rows if r.recset_id == "r2")
+        return [(r.recset_id, r.item_id, r.rank, r.is_clicked, r.is_dismissed) for r in rows]
+
+    assert stored("u1") == [("r2", "d", 1, False, False), ("r2", "b", 2, False, False)]
+    assert stored("u2") == [("r9", "a", 1, False, False), ("r9", "z", 2, False, False)]
+
+    # A list with no items (everything filtered out) leaves the user with no stored top-N.
+    with database.transaction() as conn:
+        queries.record_served_lists(conn, [("u1", _served("r3", []), "web")])
+    assert stored("u1") == []
+    with database.reader() as session:
+        impression = session.get(m.Impression, "r2")
+    assert impression is not None
+    assert (impression.item_ids, impression.platform, impression.served_at) == (
+        ["d", "b"],
+        "ios",
+        later,
+    )
+
+
 def test_a_driver_error_surfaces_as_sqlalchemys_own(database: Database) -> None:
     # The error mapping (server.errors) knows SQLAlchemy's exceptions, not each driver's.
     missing = Prepared(text("SELECT x FROM no_such_table"))

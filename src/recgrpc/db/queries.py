@@ -282,50 +282,111 @@ def record_served_lists(
     """Store impressions and make each one its user's current stored top-N.
 
     ``served`` holds ``(user_id, list, platform)`` in the order the lists were served; when a
-    user appears more than once, the last list is the one kept as the stored top-N. One
-    executemany per table, so a batch of concurrent requests costs a few statements.
+    user appears more than once, the last list is the one kept as the stored top-N. A batch of
+    concurrent requests costs a few statements (one, after the locks, on PostgreSQL).
     """
     if not served:
         return
     lock_users(session, (user_id for user_id, _, _ in served))
     conn = _core(session)
-    _INSERT_IMPRESSION.insert(
-        conn,
-        [
-            {
-                "recset_id": listed.recset_id,
-                "user_id": user_id,
-                "algorithm": listed.ranking.algorithm.value,
-                "model_version": listed.ranking.model_version,
-                "fallback_reason": listed.ranking.fallback_reason,
-                "item_ids": [it.item_id for it in listed.ranking.items],
-                "platform": platform,
-                "served_at": listed.generated_at,
-            }
-            for user_id, listed, platform in served
-        ],
-    )
+    impressions: list[dict[str, Any]] = [
+        {
+            "recset_id": listed.recset_id,
+            "user_id": user_id,
+            "algorithm": listed.ranking.algorithm.value,
+            "model_version": listed.ranking.model_version,
+            "fallback_reason": listed.ranking.fallback_reason,
+            "item_ids": [it.item_id for it in listed.ranking.items],
+            "platform": platform,
+            "served_at": listed.generated_at,
+        }
+        for user_id, listed, platform in served
+    ]
     latest = {user_id: listed for user_id, listed, _ in served}
-    _DELETE_STORED_LIST.execute_many(conn, [{"user_id": user_id} for user_id in latest])
-    _INSERT_STORED_LIST.insert(
-        conn,
-        [
+    entries: list[dict[str, Any]] = [
+        {
+            "user_id": user_id,
+            "item_id": item.item_id,
+            "rank": rank,
+            "score": item.score,
+            "algorithm": listed.ranking.algorithm.value,
+            "model_version": listed.ranking.model_version,
+            "recset_id": listed.recset_id,
+            "generated_at": listed.generated_at,
+            "is_clicked": False,
+            "is_dismissed": False,
+        }
+        for user_id, listed in latest.items()
+        for rank, item in enumerate(listed.ranking.items, start=1)
+    ]
+    if conn.dialect.name == "postgresql":
+        for row in impressions:
+            row["served_at"] = row["served_at"].isoformat()
+        for row in entries:
+            row["generated_at"] = row["generated_at"].isoformat()
+        _PG_RECORD_SERVED_LISTS.execute(
+            conn,
             {
-                "user_id": user_id,
-                "item_id": item.item_id,
-                "rank": rank,
-                "score": item.score,
-                "algorithm": listed.ranking.algorithm.value,
-                "model_version": listed.ranking.model_version,
-                "recset_id": listed.recset_id,
-                "generated_at": listed.generated_at,
-                "is_clicked": False,
-                "is_dismissed": False,
-            }
-            for user_id, listed in latest.items()
-            for rank, item in enumerate(listed.ranking.items, start=1)
-        ],
+                "impressions": json.dumps(impressions, allow_nan=False),
+                "entries": json.dumps(entries, allow_nan=False),
+                "users": json.dumps(sorted(latest)),
+            },
+        )
+        return
+    _INSERT_IMPRESSION.insert(conn, impressions)
+    _DELETE_STORED_LIST.execute_many(conn, [{"user_id": user_id} for user_id in latest])
+    _INSERT_STORED_LIST.insert(conn, entries)
+
+
+# record_served_lists on PostgreSQL in one round trip: the batch travels as JSON (see
+# _PG_INSERT_EVENTS_AND_USERS; here the driver's encoding of ~100 parameters per list was most
+# of GetRecommendations' write). The stored top-N is updated in place: rows of the new lists are
+# upserted and the users' other rows deleted, two disjoint sets of rows, so the two parts of
+# the statement cannot collide. Callers hold the users' locks (lock_users).
+_PG_RECORD_SERVED_LISTS = Prepared(
+    text(
+        """
+WITH new_impressions AS (
+    INSERT INTO impressions (recset_id, user_id, algorithm, model_version, fallback_reason,
+                             item_ids, platform, served_at)
+    SELECT recset_id, user_id, algorithm, model_version, fallback_reason, item_ids, platform,
+           served_at
+    FROM json_to_recordset(CAST(:impressions AS JSON))
+         AS (recset_id TEXT, user_id TEXT, algorithm TEXT, model_version TEXT,
+             fallback_reason TEXT, item_ids JSON, platform TEXT, served_at TIMESTAMPTZ)
+),
+entries AS (
+    SELECT *
+    FROM json_to_recordset(CAST(:entries AS JSON))
+         AS (user_id TEXT, item_id TEXT, rank INTEGER, score DOUBLE PRECISION, algorithm TEXT,
+             model_version TEXT, recset_id TEXT, generated_at TIMESTAMPTZ, is_clicked BOOLEAN,
+             is_dismissed BOOLEAN)
+),
+replaced AS (
+    DELETE FROM recommendations AS r
+    WHERE r.user_id = ANY (ARRAY(SELECT json_array_elements_text(CAST(:users AS JSON))))
+      AND NOT EXISTS (
+          SELECT 1 FROM entries AS e WHERE e.user_id = r.user_id AND e.item_id = r.item_id
+      )
+)
+INSERT INTO recommendations (user_id, item_id, rank, score, algorithm, model_version,
+                             recset_id, generated_at, is_clicked, is_dismissed)
+SELECT user_id, item_id, rank, score, algorithm, model_version, recset_id, generated_at,
+       is_clicked, is_dismissed
+FROM entries
+ORDER BY user_id, rank
+ON CONFLICT (user_id, item_id) DO UPDATE
+SET rank = excluded.rank, score = excluded.score, algorithm = excluded.algorithm,
+    model_version = excluded.model_version, recset_id = excluded.recset_id,
+    generated_at = excluded.generated_at, is_clicked = excluded.is_clicked,
+    is_dismissed = excluded.is_dismissed
+"""
+    ).bindparams(
+        bindparam("impressions", type_=Text()),
+        bindparam("entries", type_=Text()),
+        bindparam("users", type_=Text()),
     )
+)
 
 
 _IMPRESSION_SOURCES = select(
