@@ -17,15 +17,14 @@ NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def _event(event_id: str, at: datetime, **fields: object) -> domain.Interaction:
-    return domain.Interaction(
-        event_id=event_id,
-        user_id="u1",
-        item_id="i1",
-        type=domain.InteractionType.RATING,
-        occurred_at=at,
-        value=4.5,
-        **fields,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {
+        "user_id": "u1",
+        "item_id": "i1",
+        "type": domain.InteractionType.RATING,
+        "value": 4.5,
+        **fields,
+    }
+    return domain.Interaction(event_id=event_id, occurred_at=at, **values)  # type: ignore[arg-type]
 
 
 def test_an_interaction_round_trips_through_prepared_and_orm_alike(database: Database) -> None:
@@ -93,6 +92,59 @@ def test_a_served_list_is_stored_as_impression_and_top_n(database: Database) -> 
         ("r2", "i2", 3),
     ]
     assert stored[0].score == pytest.approx(1.0)
+
+
+def test_the_user_context_holds_everything_ranking_reads(database: Database) -> None:
+    # PostgreSQL reads it in one statement, SQLite in four: both must give the same context.
+    user = domain.User("u1", attributes={"plan": "pro"}, preferences={"jazz": 0.75, "rock": 0.1})
+    with database.writer() as session:
+        queries.upsert_items(session, [domain.Item(f"i{k}") for k in range(4)], NOW)
+        queries.upsert_users(session, [user, domain.User("u2")], NOW)
+    first = datetime(1969, 7, 20, 20, 17, 40, 123456, tzinfo=UTC)
+    events = [
+        _event("e1", first),
+        _event("e2", NOW, item_id="i2", type=domain.InteractionType.CLICK, value=0.0),
+        _event("e3", NOW - timedelta(hours=1), item_id="i3"),
+    ]
+    with database.transaction() as conn:
+        queries.insert_new_interactions(conn, events, NOW)
+        queries.record_feedback_batch(
+            conn,
+            [
+                domain.Feedback("u1", "i3", "", clicked=False, dismissed=True),
+                domain.Feedback("u1", "i3", "", clicked=False, dismissed=True),
+                domain.Feedback("u1", "i2", "", clicked=True, dismissed=False),
+            ],
+            NOW,
+        )
+
+    with database.connection() as conn:
+        context = queries.load_user_context(conn, "u1", recent_limit=2)
+        bare = queries.load_user_context(conn, "u2")
+        unknown = queries.load_user_context(conn, "nobody")
+
+    assert context.known
+    assert context.attributes == {"plan": "pro"}
+    assert context.preferences == {"jazz": 0.75, "rock": 0.1}
+    assert context.seen_item_ids == {"i1", "i2", "i3"}
+    assert context.dismissed_item_ids == {"i3"}
+    assert [(r.item_id, r.type, r.value, r.occurred_at) for r in context.recent] == [
+        ("i2", domain.InteractionType.CLICK, 0.0, NOW),
+        ("i3", domain.InteractionType.RATING, 4.5, NOW - timedelta(hours=1)),
+    ]
+    assert bare.known
+    assert (bare.seen_item_ids, bare.dismissed_item_ids, bare.recent) == (
+        frozenset(),
+        frozenset(),
+        (),
+    )
+    assert (dict(bare.preferences), dict(bare.attributes)) == ({}, {})
+    assert not unknown.known
+
+    with database.connection() as conn:
+        everything = queries.load_user_context(conn, "u1")
+    assert everything.recent[-1].occurred_at == first  # before 1970, to the microsecond
+    assert everything.recent[-1].occurred_at.utcoffset() == timedelta(0)
 
 
 def _served(recset_id: str, item_ids: list[str], at: datetime = NOW) -> domain.ServedList:

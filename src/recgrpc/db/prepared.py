@@ -183,6 +183,8 @@ class Prepared:
             ) from exc
         finally:
             cursor.close()
+        if not compiled.result_types:  # text without declared columns: as the driver gives them
+            return fetched, None
         if dialect.name not in self._converters:
             processors = [
                 result_processor(type_, dialect, column[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -233,15 +233,59 @@ _PREFERENCES = Prepared(
 )
 
 
+# On PostgreSQL the same four reads as one statement, one round trip instead of four (at one
+# client, each round trip was a fifth of a millisecond of the request). The history and
+# preferences come back as JSON, which the driver parses in C.
+_PG_USER_CONTEXT = Prepared(
+    text(
+        """
+SELECT u.attributes,
+       (SELECT json_agg(json_build_array(i.item_id, i.type, i.value, i.occurred_at)
+                        ORDER BY i.occurred_at DESC, i.id DESC)
+        FROM interactions AS i WHERE i.user_id = u.user_id),
+       (SELECT json_agg(DISTINCT f.item_id)
+        FROM feedback AS f WHERE f.user_id = u.user_id AND f.dismissed),
+       (SELECT json_object_agg(p.category, p.score)
+        FROM preferences AS p WHERE p.user_id = u.user_id)
+FROM users AS u
+WHERE u.user_id = :user_id
+"""
+    ).bindparams(bindparam("user_id", type_=String()))
+)
+
+
 def load_user_context(
     conn: Connection, user_id: str, recent_limit: int = 100
 ) -> domain.UserContext:
-    """Everything ranking needs about one user, in four indexed queries.
+    """Everything ranking needs about one user, in four indexed queries (one on PostgreSQL).
 
     Takes a Core connection (``Database.connection``): on every GetRecommendations, an ORM
     session and transaction cost more than the queries.
     """
     params = {"user_id": user_id}
+    if conn.dialect.name == "postgresql":
+        found = _PG_USER_CONTEXT.rows(conn, params)
+        if not found:
+            return domain.UserContext(user_id=user_id, known=False)
+        attributes, history, dismissed, preferences = found[0]
+        history = history or []
+        return domain.UserContext(
+            user_id=user_id,
+            known=True,
+            seen_item_ids=frozenset(row[0] for row in history),
+            dismissed_item_ids=frozenset(dismissed or ()),
+            preferences={category: float(score) for category, score in (preferences or {}).items()},
+            attributes=dict(attributes or {}),
+            recent=tuple(
+                domain.RecentInteraction(
+                    item_id,
+                    domain.InteractionType(kind),
+                    float(value),
+                    datetime.fromisoformat(at).astimezone(UTC),
+                )
+                for item_id, kind, value, at in history[:recent_limit]
+            ),
+        )
     found = _USER_ATTRIBUTES.rows(conn, params)
     if not found:
         return domain.UserContext(user_id=user_id, known=False)
