@@ -233,9 +233,9 @@ _PREFERENCES = Prepared(
 )
 
 
-# On PostgreSQL the same four reads as one statement, one round trip instead of four (at one
-# client, each round trip was a fifth of a millisecond of the request). The history and
-# preferences come back as JSON, which the driver parses in C.
+# On PostgreSQL the same four reads as one statement: one round trip instead of four, and no
+# per-row decoding in Python (history and preferences come back as JSON, which the driver parses
+# in C). At ~130 events per user: 1.45 -> 0.7 ms of CPU and 2.7 -> 2.0 ms wall per context.
 _PG_USER_CONTEXT = Prepared(
     text(
         """
@@ -263,45 +263,38 @@ def load_user_context(
     session and transaction cost more than the queries.
     """
     params = {"user_id": user_id}
+    history: list[Any]
     if conn.dialect.name == "postgresql":
         found = _PG_USER_CONTEXT.rows(conn, params)
         if not found:
             return domain.UserContext(user_id=user_id, known=False)
         attributes, history, dismissed, preferences = found[0]
         history = history or []
-        return domain.UserContext(
-            user_id=user_id,
-            known=True,
-            seen_item_ids=frozenset(row[0] for row in history),
-            dismissed_item_ids=frozenset(dismissed or ()),
-            preferences={category: float(score) for category, score in (preferences or {}).items()},
-            attributes=dict(attributes or {}),
-            recent=tuple(
-                domain.RecentInteraction(
-                    item_id,
-                    domain.InteractionType(kind),
-                    float(value),
-                    datetime.fromisoformat(at).astimezone(UTC),
-                )
-                for item_id, kind, value, at in history[:recent_limit]
-            ),
-        )
-    found = _USER_ATTRIBUTES.rows(conn, params)
-    if not found:
-        return domain.UserContext(user_id=user_id, known=False)
-    history = _HISTORY.rows(conn, params, convert=recent_limit)
-    recent = tuple(
-        domain.RecentInteraction(item_id, domain.InteractionType(kind), value, at)
-        for item_id, kind, value, at in history[:recent_limit]
-    )
+        recent = [
+            (item_id, kind, float(value), datetime.fromisoformat(at).astimezone(UTC))
+            for item_id, kind, value, at in history[:recent_limit]
+        ]
+        preferences = {category: float(score) for category, score in (preferences or {}).items()}
+    else:
+        found = _USER_ATTRIBUTES.rows(conn, params)
+        if not found:
+            return domain.UserContext(user_id=user_id, known=False)
+        attributes = found[0][0]
+        history = _HISTORY.rows(conn, params, convert=recent_limit)
+        recent = history[:recent_limit]
+        dismissed = [item_id for (item_id,) in _DISMISSED_ITEMS.rows(conn, params)]
+        preferences = dict(_PREFERENCES.rows(conn, params))
     return domain.UserContext(
         user_id=user_id,
         known=True,
         seen_item_ids=frozenset(row[0] for row in history),
-        dismissed_item_ids=frozenset(row[0] for row in _DISMISSED_ITEMS.rows(conn, params)),
-        preferences=dict(_PREFERENCES.rows(conn, params)),
-        attributes=dict(found[0][0] or {}),
-        recent=recent,
+        dismissed_item_ids=frozenset(dismissed or ()),
+        preferences=preferences,
+        attributes=dict(attributes or {}),
+        recent=tuple(
+            domain.RecentInteraction(item_id, domain.InteractionType(kind), value, at)
+            for item_id, kind, value, at in recent
+        ),
     )
 
 

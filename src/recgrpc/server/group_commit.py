@@ -176,9 +176,9 @@ class GroupCommitter(Generic[T]):
     def _own_connection(self) -> Iterator[Connection]:
         """This writer thread's autocommit connection, kept from one batch to the next.
 
-        A checkout from the shared pool per batch was a fifth of the writer's CPU at the small
-        batches of moderate load. After any error the connection is dropped (after an outage
-        it is dead) and the next batch opens a fresh one.
+        A checkout from the shared pool per batch was about a fifth of the writer's samples in
+        py-spy at the small batches of moderate load. After any error the connection is dropped
+        (after an outage it is dead) and the next batch opens a fresh one.
         """
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
