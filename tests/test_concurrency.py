@@ -8,14 +8,17 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import pytest
 from sqlalchemy import func, select
 
 from recgrpc.db import Database
 from recgrpc.db import models as m
 from recgrpc.server import RunningServer
+from recgrpc.server.group_commit import BatchFailed, GroupCommitter, _Pending
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.rpc import stubs
@@ -245,3 +248,26 @@ def test_unknown_items_fail_only_their_own_calls_in_a_shared_batch(
     with database.reader() as s:
         users = set(s.scalars(select(m.User.user_id)))
     assert not {u for u in users if u.startswith("stray-")}
+
+
+def test_a_writer_that_trips_over_its_own_bug_fails_its_callers_and_goes_on(
+    database: Database,
+) -> None:
+    # The writer's safety net: whatever escapes a batch, its callers get an error (never a
+    # success that may not be true) and the next batch is still written.
+    stored: list[int] = []
+
+    class Buggy(GroupCommitter[int]):
+        def _commit(self, batch: Sequence[_Pending[int]]) -> None:
+            if any(p.item < 0 for p in batch):
+                raise RuntimeError("a bug outside _store's error handling")
+            stored.extend(p.item for p in batch)
+
+    writer = Buggy(database)
+    try:
+        with pytest.raises(BatchFailed):
+            writer.submit(-1)
+        assert writer.submit(7).error is None
+    finally:
+        writer.close()
+    assert stored == [7]
