@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from recgrpc.db import models as m
+from recgrpc.db.queries import core_connection
 
 Columns = TypeVarTuple("Columns")
 
@@ -276,7 +277,7 @@ def record_predictions(executor: Session | Connection, rows: Collection[Mapping[
     if not batch:
         return
     # Core insert on the connection: the ORM bulk path costs more than the row itself here.
-    connection = executor if isinstance(executor, Connection) else executor.connection()
+    connection = core_connection(executor)
     if connection.dialect.name == "postgresql":
         connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
     statement = insert(m.ChurnPrediction)

@@ -39,9 +39,17 @@ from recgrpc.db.bulk import (
 from recgrpc.db.prepared import Prepared, PreparedInsert
 
 
-def _core(executor: Session | Connection) -> Connection:
+def core_connection(executor: Session | Connection) -> Connection:
     """The Core connection behind a session (its transaction's), or the connection itself."""
     return executor if isinstance(executor, Connection) else executor.connection()
+
+
+def _json_rows(rows: list[dict[str, Any]], time_column: str) -> str:
+    """``rows`` as one JSON parameter for PostgreSQL's ``json_to_recordset``, ``time_column``
+    in ISO 8601 with its offset (read back as TIMESTAMPTZ). Non-finite floats are refused."""
+    for row in rows:
+        row[time_column] = row[time_column].isoformat()
+    return json.dumps(rows, allow_nan=False)
 
 
 def _table(model: type[m.Base]) -> Table:
@@ -67,7 +75,7 @@ def ensure_users(session: Session | Connection, user_ids: Iterable[str], now: da
         for uid in sorted(set(user_ids))
     ]
     # On the write path of every event: one prepared multi-row statement.
-    _ENSURE_USERS.insert(_core(session), rows)
+    _ENSURE_USERS.insert(core_connection(session), rows)
 
 
 _ENSURE_USERS = PreparedInsert(
@@ -109,7 +117,7 @@ _ITEMS_AMONG = select(m.Item.item_id).where(m.Item.item_id.in_(bindparam("ids", 
 def existing_item_ids(session: Session | Connection, item_ids: Iterable[str]) -> set[str]:
     wanted = sorted(set(item_ids))
     found: set[str] = set()
-    conn = _core(session)  # Core, not the ORM's result machinery (every event's path)
+    conn = core_connection(session)  # Core, not the ORM's result machinery (every event's path)
     for chunk in _chunks(wanted):
         found.update(conn.scalars(_ITEMS_AMONG, {"ids": list(chunk)}))
     return found
@@ -134,17 +142,16 @@ def insert_new_interactions(
     """
     if not events:
         return set()
-    conn = _core(session)
+    conn = core_connection(session)
     if conn.dialect.name == "postgresql":
         rows = [interaction_row(event, now) for event in events]
         for row in rows:
             del row["received_at"]  # :now
-            row["occurred_at"] = row["occurred_at"].isoformat()
         stored = _PG_INSERT_EVENTS_AND_USERS.rows(
             conn,
             {
-                "events": json.dumps(rows, allow_nan=False),
-                "user_ids": json.dumps(sorted({row["user_id"] for row in rows})),
+                "events": _json_rows(rows, "occurred_at"),
+                "user_ids": json.dumps(sorted({event.user_id for event in events})),
                 "now": now,
             },
         )
@@ -325,7 +332,7 @@ def record_served_lists(
     if not served:
         return
     lock_users(session, (user_id for user_id, _, _ in served))
-    conn = _core(session)
+    conn = core_connection(session)
     impressions: list[dict[str, Any]] = [
         {
             "recset_id": listed.recset_id,
@@ -357,15 +364,11 @@ def record_served_lists(
         for rank, item in enumerate(listed.ranking.items, start=1)
     ]
     if conn.dialect.name == "postgresql":
-        for row in impressions:
-            row["served_at"] = row["served_at"].isoformat()
-        for row in entries:
-            row["generated_at"] = row["generated_at"].isoformat()
         _PG_RECORD_SERVED_LISTS.execute(
             conn,
             {
-                "impressions": json.dumps(impressions, allow_nan=False),
-                "entries": json.dumps(entries, allow_nan=False),
+                "impressions": _json_rows(impressions, "served_at"),
+                "entries": _json_rows(entries, "generated_at"),
                 "users": json.dumps(sorted(latest)),
             },
         )
@@ -438,7 +441,7 @@ def impression_sources(
     wanted = sorted(set(recset_ids))
     if not wanted:
         return {}
-    rows = _core(session).execute(_IMPRESSION_SOURCES, {"recset_ids": wanted})
+    rows = core_connection(session).execute(_IMPRESSION_SOURCES, {"recset_ids": wanted})
     return {recset_id: (algorithm, version) for recset_id, algorithm, version in rows}
 
 
@@ -452,7 +455,7 @@ def lock_users(executor: Session | Connection, user_ids: Iterable[str]) -> None:
     other's, in one statement. Each lock takes a slot in PostgreSQL's shared lock table, so
     callers lock a few hundred users per transaction, not all of them.
     """
-    conn = _core(executor)
+    conn = core_connection(executor)
     wanted = sorted(set(user_ids))
     if wanted and conn.dialect.name == "postgresql":
         _LOCK_USERS.rows(conn, {"user_ids": wanted})
@@ -475,7 +478,7 @@ def record_feedback_batch(
     session: Session | Connection, feedback: Sequence[domain.Feedback], now: datetime
 ) -> None:
     """Append feedback rows and flag the clicked or dismissed items in the stored top-N."""
-    conn = _core(session)
+    conn = core_connection(session)
     _INSERT_FEEDBACK.insert(conn, [feedback_row(f, now) for f in feedback])
     keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in feedback]
     _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, feedback, strict=True) if f.clicked])
