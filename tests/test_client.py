@@ -493,6 +493,9 @@ def test_deadlines_default_and_per_call(start_server: Callable[..., RunningServe
     slow = Faults("GetRecommendations", delay=1.0)
     running = start_server(slow)
     with RecommendationClient(target(running), timeout=0.2) as client:
+        # Connect first, so that the short deadline covers only the slow handler: on a busy
+        # machine connecting alone can take 0.2 s, and the request would never reach it.
+        client.check_health(timeout=5)
         started = time.monotonic()
         with pytest.raises(DeadlineExceededError) as late:
             client.get_recommendations("alice")
