@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import grpc
+from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from recgrpc.v1 import catalog_pb2_grpc, recommendation_pb2_grpc
@@ -28,3 +31,10 @@ def bad_fields(error: grpc.RpcError) -> list[str]:
                 if detail.Unpack(bad):
                     return [v.field for v in bad.field_violations]
     raise AssertionError("INVALID_ARGUMENT without a google.rpc.BadRequest detail")
+
+
+def ts(when: datetime) -> timestamp_pb2.Timestamp:
+    """A protobuf Timestamp for an aware datetime."""
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(when)
+    return out

@@ -17,7 +17,7 @@ from recgrpc.db import models as m
 from recgrpc.server import RunningServer
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
-from tests.rpc import bad_fields, stubs
+from tests.rpc import bad_fields, stubs, ts
 
 ALL_TABLES = [
     m.User,
@@ -30,12 +30,6 @@ ALL_TABLES = [
     m.ChurnPrediction,
     m.ModelArtifact,
 ]
-
-
-def ts(when: datetime) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(when)
-    return out
 
 
 def counts(db: Database) -> dict[str, int]:
@@ -373,13 +367,15 @@ FUTURE = datetime.now(UTC) + timedelta(hours=1)
         ({"user_id": "u", "item_id": "i1", "type": 2, "value": float("nan")}, "value"),
         ({"user_id": "u", "item_id": "i1", "type": 2, "value": float("inf")}, "value"),
         ({"user_id": "u", "item_id": "i1", "type": 8, "value": 11}, "value"),
+        ({"user_id": "u", "item_id": "i1", "type": 8, "value": 9}, "value"),  # 0.5..5 stars
+        ({"user_id": "u", "item_id": "i1", "type": 8}, "value"),  # a rating of 0 stars
         ({"user_id": "u", "item_id": "i1", "type": 2, "occurred_at": ts(FUTURE)}, "occurred_at"),
         (
             {
                 "user_id": "u",
                 "item_id": "i1",
                 "type": 2,
-                "occurred_at": timestamp_pb2.Timestamp(seconds=-86400),
+                "occurred_at": timestamp_pb2.Timestamp(seconds=-62135596801),  # before year 1
             },
             "occurred_at",
         ),
@@ -438,6 +434,8 @@ def test_unknown_item_is_not_found_and_writes_nothing(
         ({"user_id": "u", "item_id": "i1", "clicked": True, "dismissed": True}, "dismissed"),
         ({"user_id": "u", "item_id": "i1", "rating": float("nan")}, "rating"),
         ({"user_id": "u", "item_id": "i1", "rating": -1}, "rating"),
+        ({"user_id": "u", "item_id": "i1", "rating": 9}, "rating"),  # 0.5..5 stars
+        ({"user_id": "u", "item_id": "i1", "clicked": True, "rating": 0.25}, "rating"),
         ({"user_id": "", "item_id": "i1", "clicked": True}, "user_id"),
     ],
 )

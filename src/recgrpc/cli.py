@@ -170,6 +170,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
     from recgrpc.db import Database, upgrade
     from recgrpc.importer import ImportRefused, import_file
+    from recgrpc.validation import RatingScale
 
     path = Path(args.file)
     if not path.is_file():
@@ -178,7 +179,13 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     upgrade(settings.database_url)
     db = Database(settings.database_url)
     try:
-        report = import_file(db, args.kind, path, progress=not args.quiet and sys.stderr.isatty())
+        report = import_file(
+            db,
+            args.kind,
+            path,
+            progress=not args.quiet and sys.stderr.isatty(),
+            ratings=RatingScale.of(settings),
+        )
     except ImportRefused as exc:
         print(f"recgrpc: {exc}", file=sys.stderr)
         for problem in exc.problems:

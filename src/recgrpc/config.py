@@ -7,6 +7,7 @@ README's configuration table; the variable for field ``foo_bar`` is ``RECGRPC_FO
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -128,6 +129,10 @@ class Settings:
     """LightFM learning rate."""
     top_n: int = 50
     """Stored recommendations per user after training."""
+    rating_min: float = 0.5
+    """Lowest rating accepted (RATING events, feedback ratings, CSV imports): stars by default."""
+    rating_max: float = 5.0
+    """Highest rating accepted; ratings outside rating_min..rating_max are refused."""
 
     churn_horizon_days: int = 30
     """A user churns with no activity for this many days after the reference time."""
@@ -165,6 +170,10 @@ class Settings:
             raise ValueError("TLS needs both tls_cert_file and tls_key_file")
         if self.workers < 1 or self.max_workers < 1:
             raise ValueError("workers and max_workers must be at least 1")
+        if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)) or not (
+            0 <= self.rating_min < self.rating_max
+        ):
+            raise ValueError("need 0 <= rating_min < rating_max (RECGRPC_RATING_MIN/MAX)")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

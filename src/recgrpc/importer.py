@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from recgrpc import domain, validation
+from recgrpc.config import Settings
 from recgrpc.db import bulk
 from recgrpc.db import models as m
 from recgrpc.db.engine import Database
@@ -103,10 +104,11 @@ class _Check:
     ``recgrpc.validation`` decides, and words the reason, whenever that test fails.
     """
 
-    __slots__ = ("line", "problems")
+    __slots__ = ("line", "problems", "ratings")
 
-    def __init__(self, line: int) -> None:
+    def __init__(self, line: int, ratings: validation.RatingScale) -> None:
         self.line = line
+        self.ratings = ratings
         self.problems: list[RowProblem] = []
 
     def add(self, column: str, reason: str) -> None:
@@ -161,11 +163,12 @@ class _Check:
 
     def time(self, column: str, text: str, now: datetime) -> datetime:
         when = parse_time(text)
-        problem = (
-            f"{text[:40]!r} is not an ISO-8601 time or Unix seconds"
-            if when is None
-            else validation.time_problem(when, now)
-        )
+        if when is not None:
+            problem = validation.time_problem(when, now)
+        elif _is_number(text):
+            problem = validation.unix_seconds_problem(float(text), now)
+        else:
+            problem = f"{text[:40]!r} is not an ISO-8601 time or Unix seconds"
         if problem:
             if text.strip().replace(".", "", 1).isdigit() and float(text) > _UNIX_HINT_ABOVE:
                 problem += " (Unix times are in seconds, not milliseconds)"
@@ -176,6 +179,14 @@ class _Check:
         for key, problem in validation.string_map_problems(values):
             self.add(key or "attributes", problem)
         return values
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_time(text: str) -> datetime | None:
@@ -249,7 +260,9 @@ class _Event(NamedTuple):
     recset_id: str
 
 
-def _valid_event(row: dict[str, str], now: datetime) -> _Event | None:
+def _valid_event(
+    row: dict[str, str], now: datetime, ratings: validation.RatingScale
+) -> _Event | None:
     """The common case in one pass of inline tests; None sends the row to ``_interaction``,
     which applies (and words) the shared rules. Accepts nothing that ``_interaction`` refuses."""
     user_id = row["user_id"].strip()
@@ -271,7 +284,7 @@ def _valid_event(row: dict[str, str], now: datetime) -> _Event | None:
             value = float(text)
         except ValueError:
             return None
-        if validation.interaction_value_problem(kind, value):
+        if validation.interaction_value_problem(kind, value, ratings):
             return None
     when = parse_time(row["occurred_at"])
     if when is None or validation.time_problem(when, now):
@@ -290,7 +303,7 @@ def _valid_event(row: dict[str, str], now: datetime) -> _Event | None:
 
 
 def _interaction(check: _Check, row: dict[str, str], now: datetime) -> _Event:
-    event = _valid_event(row, now)
+    event = _valid_event(row, now, check.ratings)
     if event is not None:
         return event
     user_id = check.identifier("user_id", row["user_id"].strip())
@@ -298,7 +311,7 @@ def _interaction(check: _Check, row: dict[str, str], now: datetime) -> _Event:
     kind = check.interaction_type("type", row["type"])
     value = check.number("value", row.get("value", ""), default=0.0)
     if value is not None:
-        problem = validation.interaction_value_problem(kind, value)
+        problem = validation.interaction_value_problem(kind, value, check.ratings)
         if problem:
             check.add("value", problem)
     occurred_at = check.time("occurred_at", row["occurred_at"], now)
@@ -364,7 +377,7 @@ def _preference(check: _Check, row: dict[str, str], now: datetime) -> tuple[str,
     category = check.identifier("category", row["category"].strip())
     score = check.number("score", row["score"])
     if score is not None:
-        problem = validation.number_problem(score, 0.0, validation.MAX_PREFERENCE_SCORE)
+        problem = validation.preference_score_problem(score)
         if problem:
             check.add("score", problem)
     return user_id, category, score or 0.0
@@ -451,7 +464,7 @@ def _records(
 
 
 def _parsed(
-    path: Path, kind: ImportKind, now: datetime
+    path: Path, kind: ImportKind, now: datetime, ratings: validation.RatingScale
 ) -> Iterator[tuple[int, Any, list[RowProblem]]]:
     """Each data row parsed (or None) with its problems, including repeats of a key."""
     spec = _FORMATS[kind]
@@ -462,7 +475,7 @@ def _parsed(
                 if row is None:
                     yield line, None, problems
                     continue
-                check = _Check(line)
+                check = _Check(line, ratings)
                 value = spec.parse(check, row, now)
                 if spec.key is not None and not check.problems:
                     key = spec.key(value)
@@ -487,14 +500,19 @@ class CheckedFile:
 
 
 def check_file(
-    path: Path, kind: ImportKind, now: datetime, *, progress: bool = False
+    path: Path,
+    kind: ImportKind,
+    now: datetime,
+    ratings: validation.RatingScale,
+    *,
+    progress: bool = False,
 ) -> CheckedFile:
     """Validate every row of ``path``; raises ``ImportRefused`` listing the first problems."""
     problems: list[RowProblem] = []
     checked = CheckedFile()
     bad_rows = 0
     with tqdm(desc=f"checking {path.name}", unit=" rows", disable=not progress) as bar:
-        for _line, value, row_problems in _parsed(path, kind, now):
+        for _line, value, row_problems in _parsed(path, kind, now, ratings):
             checked.rows += 1
             if row_problems:
                 bad_rows += 1
@@ -513,9 +531,11 @@ def check_file(
     return checked
 
 
-def _batches(path: Path, kind: ImportKind, now: datetime, size: int) -> Iterator[list[Any]]:
+def _batches(
+    path: Path, kind: ImportKind, now: datetime, ratings: validation.RatingScale, size: int
+) -> Iterator[list[Any]]:
     batch: list[Any] = []
-    for _line, value, _problems in _parsed(path, kind, now):
+    for _line, value, _problems in _parsed(path, kind, now, ratings):
         batch.append(value)
         if len(batch) >= size:
             yield batch
@@ -535,16 +555,19 @@ def import_file(
     now: datetime | None = None,
     progress: bool = False,
     chunk_rows: int = 20_000,
+    ratings: validation.RatingScale | None = None,
 ) -> ImportReport:
     """Check ``path`` whole, then write it in one transaction; ``ImportRefused`` if any row is bad.
 
-    ``now`` bounds future times (default: the current time). ``progress`` shows tqdm bars on
-    stderr. Re-importing the same file stores nothing new.
+    ``now`` bounds future times (default: the current time); ``ratings`` is the accepted rating
+    scale (default: ``Settings``' default). ``progress`` shows tqdm bars on stderr. Re-importing
+    the same file stores nothing new.
     """
     kind = ImportKind(kind)
     path = Path(path)
     now = now or datetime.now(UTC)
-    checked = check_file(path, kind, now, progress=progress)
+    ratings = ratings or validation.RatingScale.of(Settings())
+    checked = check_file(path, kind, now, ratings, progress=progress)
     rows = checked.rows
     new_rows = 0
     with (
@@ -554,7 +577,7 @@ def import_file(
     ):
         created_users = bulk.ensure_users(session, checked.user_ids, now)
         created_items = bulk.ensure_items(session, checked.item_ids, now)
-        for batch in _batches(path, kind, now, chunk_rows):
+        for batch in _batches(path, kind, now, ratings, chunk_rows):
             if kind is ImportKind.INTERACTIONS:
                 new_rows += bulk.insert_new(
                     session, m.Interaction, _interaction_rows(batch, now), "event_id"

@@ -1,4 +1,4 @@
-"""Input rules shared by every way data gets in (gRPC requests, CSV imports).
+"""Input rules and limits shared by every way data gets in (gRPC requests, CSV imports).
 
 Each ``*_problem`` function returns why a value is refused, or ``None`` when it is fine; callers
 attach the field name (a request field, a CSV column and line). Keeping the rules here means an
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from recgrpc import domain
+from recgrpc.config import Settings
 
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 128
@@ -19,11 +21,35 @@ MAX_TITLE_LENGTH = 512
 MAX_METADATA_ENTRIES = 64
 MAX_METADATA_BYTES = 4096
 MAX_LABELS = 100
+MAX_BATCH = 1000
+"""Items or users in one Upsert request."""
+MAX_LIST_FIELD = 1000
+"""Entries in a repeated id field of a request (``exclude_item_ids``)."""
 MAX_FUTURE = timedelta(minutes=5)
-MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_RATING = 10.0
+"""How far ahead of the server's clock a time may be (the callers' clock skew)."""
+MIN_TIME = datetime(1, 1, 1, tzinfo=UTC)
+"""The earliest time accepted: catalogues (films, books, music) publish long before 1970."""
+MIN_UNIX_SECONDS = -62_135_596_800
+"""``MIN_TIME`` in Unix seconds (also protobuf's smallest valid Timestamp)."""
 MAX_VALUE = 1e9
 MAX_PREFERENCE_SCORE = 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class RatingScale:
+    """The one scale ratings are given on (``Settings.rating_min`` .. ``rating_max``)."""
+
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> RatingScale:
+        return cls(settings.rating_min, settings.rating_max)
+
+    def problem(self, value: float) -> str | None:
+        if not math.isfinite(value) or not self.low <= value <= self.high:
+            return f"must be a rating from {self.low:g} to {self.high:g}"
+        return None
 
 
 def identifier_problem(value: str) -> str | None:
@@ -52,19 +78,37 @@ def number_problem(value: float, low: float, high: float) -> str | None:
     return None
 
 
-def interaction_value_problem(kind: domain.InteractionType, value: float) -> str | None:
-    """Ratings are 0..10; other values just need to be finite and sane."""
+def preference_score_problem(score: float) -> str | None:
+    """A preference's weight: 0 (no interest) up to ``MAX_PREFERENCE_SCORE``."""
+    return number_problem(score, 0.0, MAX_PREFERENCE_SCORE)
+
+
+def interaction_value_problem(
+    kind: domain.InteractionType, value: float, ratings: RatingScale
+) -> str | None:
+    """RATING values are on the rating scale; other values just need to be finite and sane."""
     if kind is domain.InteractionType.RATING:
-        return number_problem(value, 0.0, MAX_RATING)
+        return ratings.problem(value)
     return number_problem(value, -MAX_VALUE, MAX_VALUE)
 
 
 def time_problem(when: datetime, now: datetime) -> str | None:
-    """Event and creation times lie within 1970-01-01 .. now + 5 minutes (clock skew)."""
+    """Event, creation and reference times lie within year 1 .. now + 5 minutes (clock skew)."""
     if when < MIN_TIME:
-        return "must not be before 1970-01-01"
+        return "must not be before year 1"
     if when > now + MAX_FUTURE:
-        return "must not be in the future"
+        return "must not be more than 5 minutes in the future"
+    return None
+
+
+def unix_seconds_problem(seconds: float, now: datetime) -> str | None:
+    """``time_problem`` for a time given in Unix seconds, which may be beyond ``datetime``."""
+    if not math.isfinite(seconds):
+        return "is not a valid time"
+    if seconds < MIN_UNIX_SECONDS:
+        return "must not be before year 1"
+    if seconds > now.timestamp() + MAX_FUTURE.total_seconds():
+        return "must not be more than 5 minutes in the future"
     return None
 
 

@@ -43,6 +43,8 @@ class Database:
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _session_in_utc(self.engine)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         # Autocommit: no BEGIN and ROLLBACK round trips around a few reads. On PostgreSQL a pool
         # of its own whose connections are put in autocommit once, when opened: switching a
@@ -56,6 +58,8 @@ class Database:
                 self.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **kwargs
             )
         )
+        if not self.is_sqlite:
+            _session_in_utc(self._autocommit)
         self._immediate = self.engine.execution_options(recgrpc_immediate=True)
         self._writer = sessionmaker(self._immediate, expire_on_commit=False)
 
@@ -106,6 +110,18 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self._autocommit.dispose()
+
+
+def _session_in_utc(engine: Engine) -> None:
+    """Every PostgreSQL session in UTC, whatever the server's default zone: times are rendered in
+    the session's zone, and year-1 times (items may be that old) shown west of Greenwich are BC,
+    which neither psycopg nor the JSON reads of ``queries`` can turn back into a datetime."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+        dbapi_conn.commit()  # else the first rollback on the pool's return would undo it
 
 
 def _configure_sqlite(engine: Engine) -> None:

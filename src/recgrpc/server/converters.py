@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
@@ -17,15 +17,7 @@ from recgrpc.errors import FieldViolation, InvalidArgument
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 
-# The rules themselves live in recgrpc.validation, shared with the CSV importer.
-MAX_TEXT_LENGTH = validation.MAX_TEXT_LENGTH
-MAX_TITLE_LENGTH = validation.MAX_TITLE_LENGTH
-MAX_BATCH = 1000
-MAX_LIST_FIELD = 1000
-MAX_LABELS = validation.MAX_LABELS
-MIN_TIME = validation.MIN_TIME
-MAX_RATING = validation.MAX_RATING
-
+# The rules and limits themselves live in recgrpc.validation, shared with the CSV importer.
 _ALGORITHMS = {
     pb.ALGORITHM_UNSPECIFIED: domain.Algorithm.AUTO,
     pb.ALGORITHM_AUTO: domain.Algorithm.AUTO,
@@ -70,7 +62,7 @@ class _Checker:
             self.add(field, problem)
         return value
 
-    def text(self, field: str, value: str, limit: int = MAX_TEXT_LENGTH) -> str:
+    def text(self, field: str, value: str, limit: int = validation.MAX_TEXT_LENGTH) -> str:
         problem = validation.text_problem(value, limit)
         if problem:
             self.add(field, problem)
@@ -91,16 +83,22 @@ class _Checker:
             self.add(f"{field}[{key}]" if key else field, problem)
         return entries
 
-    def finite(self, field: str, value: float, low: float, high: float) -> float:
-        problem = validation.number_problem(value, low, high)
+    def problem(self, field: str, problem: str | None) -> None:
         if problem:
             self.add(field, problem)
+
+    def finite(self, field: str, value: float, low: float, high: float) -> float:
+        self.problem(field, validation.number_problem(value, low, high))
         return value
 
     def timestamp(
         self, field: str, value: timestamp_pb2.Timestamp, now: datetime
     ) -> datetime | None:
-        """A set timestamp within 1970 .. now + 5 minutes; ``None`` when unset or invalid."""
+        """A set timestamp within year 1 .. now + 5 minutes; ``None`` when invalid."""
+        problem = validation.unix_seconds_problem(value.seconds, now)
+        if problem:
+            self.add(field, problem)
+            return None
         try:
             when = value.ToDatetime(tzinfo=UTC)
         except (ValueError, OverflowError, OSError):
@@ -130,8 +128,10 @@ def recommendation_query(
     algorithm = _ALGORITHMS.get(request.algorithm)
     if algorithm is None:
         check.add("algorithm", f"unknown value {request.algorithm}")
-    excluded = check.identifiers("exclude_item_ids", request.exclude_item_ids, MAX_LIST_FIELD)
-    categories = check.identifiers("categories", request.categories, MAX_LABELS)
+    excluded = check.identifiers(
+        "exclude_item_ids", request.exclude_item_ids, validation.MAX_LIST_FIELD
+    )
+    categories = check.identifiers("categories", request.categories, validation.MAX_LABELS)
     platform = check.text("platform", request.platform)
     check.raise_if_any()
     assert algorithm is not None
@@ -160,7 +160,9 @@ def recommendations_response(served: domain.ServedList) -> pb.GetRecommendations
     )
 
 
-def interaction_from_proto(request: pb.LogInteractionRequest, now: datetime) -> domain.Interaction:
+def interaction_from_proto(
+    request: pb.LogInteractionRequest, now: datetime, ratings: validation.RatingScale
+) -> domain.Interaction:
     check = _Checker()
     event_id = check.identifier("event_id", request.event_id, required=False) or str(uuid.uuid4())
     user_id = check.identifier("user_id", request.user_id)
@@ -168,9 +170,11 @@ def interaction_from_proto(request: pb.LogInteractionRequest, now: datetime) -> 
     kind = _INTERACTION_TYPES.get(request.type)
     if kind is None:
         check.add("type", "must be a known interaction type other than UNSPECIFIED")
-    value = check.finite("value", request.value, -validation.MAX_VALUE, validation.MAX_VALUE)
-    if kind is domain.InteractionType.RATING:
-        check.finite("value", request.value, 0.0, MAX_RATING)
+    value = request.value
+    if kind is None:
+        check.finite("value", value, -validation.MAX_VALUE, validation.MAX_VALUE)
+    else:
+        check.problem("value", validation.interaction_value_problem(kind, value, ratings))
     occurred_at = now
     if request.HasField("occurred_at"):
         occurred_at = check.timestamp("occurred_at", request.occurred_at, now) or now
@@ -194,14 +198,17 @@ def interaction_from_proto(request: pb.LogInteractionRequest, now: datetime) -> 
     )
 
 
-def feedback_from_proto(request: pb.SubmitFeedbackRequest) -> domain.Feedback:
+def feedback_from_proto(
+    request: pb.SubmitFeedbackRequest, ratings: validation.RatingScale
+) -> domain.Feedback:
     check = _Checker()
     user_id = check.identifier("user_id", request.user_id)
     item_id = check.identifier("item_id", request.item_id)
     recset_id = check.identifier("recset_id", request.recset_id, required=False)
     rating: float | None = None
     if request.HasField("rating"):
-        rating = check.finite("rating", request.rating, 0.0, MAX_RATING)
+        rating = request.rating
+        check.problem("rating", ratings.problem(rating))
     if not (request.clicked or request.dismissed or rating is not None):
         check.add("clicked", "feedback needs clicked, dismissed or a rating")
     if request.clicked and request.dismissed:
@@ -222,15 +229,7 @@ def churn_request(request: pb.PredictChurnRequest, now: datetime) -> tuple[str, 
     user_id = check.identifier("user_id", request.user_id)
     as_of = now
     if request.HasField("as_of"):
-        try:
-            as_of = request.as_of.ToDatetime(tzinfo=UTC)
-        except (ValueError, OverflowError, OSError):
-            check.add("as_of", "is not a valid timestamp")
-        else:
-            if as_of > now + timedelta(minutes=1):
-                check.add("as_of", "must not be in the future")
-            elif as_of < MIN_TIME:
-                check.add("as_of", "must not be before 1970-01-01")
+        as_of = check.timestamp("as_of", request.as_of, now) or now
     check.raise_if_any()
     return user_id, as_of
 
@@ -252,8 +251,8 @@ def churn_response(prediction: domain.ChurnPrediction) -> pb.PredictChurnRespons
 def _batch_size(check: _Checker, field: str, count: int) -> None:
     if count == 0:
         check.add(field, "must not be empty")
-    elif count > MAX_BATCH:
-        check.add(field, f"must have at most {MAX_BATCH} entries")
+    elif count > validation.MAX_BATCH:
+        check.add(field, f"must have at most {validation.MAX_BATCH} entries")
 
 
 def _no_repeats(check: _Checker, field: str, ids: list[str], key: str) -> None:
@@ -278,14 +277,18 @@ def items_from_proto(request: cat_pb.UpsertItemsRequest, now: datetime) -> list[
         items.append(
             domain.Item(
                 item_id=check.identifier(f"{prefix}.item_id", item.item_id),
-                title=check.text(f"{prefix}.title", item.title, MAX_TITLE_LENGTH),
+                title=check.text(f"{prefix}.title", item.title, validation.MAX_TITLE_LENGTH),
                 categories=tuple(
                     dict.fromkeys(
-                        check.identifiers(f"{prefix}.categories", item.categories, MAX_LABELS)
+                        check.identifiers(
+                            f"{prefix}.categories", item.categories, validation.MAX_LABELS
+                        )
                     )
                 ),
                 tags=tuple(
-                    dict.fromkeys(check.identifiers(f"{prefix}.tags", item.tags, MAX_LABELS))
+                    dict.fromkeys(
+                        check.identifiers(f"{prefix}.tags", item.tags, validation.MAX_LABELS)
+                    )
                 ),
                 created_at=created_at,
                 attributes=check.string_map(f"{prefix}.attributes", item.attributes),
@@ -306,11 +309,13 @@ def users_from_proto(request: cat_pb.UpsertUsersRequest) -> list[domain.User]:
     for i, user in enumerate(request.users):
         prefix = f"users[{i}]"
         prefs = dict(user.preferences)
-        if len(prefs) > MAX_LABELS:
-            check.add(f"{prefix}.preferences", f"must have at most {MAX_LABELS} entries")
+        if len(prefs) > validation.MAX_LABELS:
+            check.add(f"{prefix}.preferences", f"must have at most {validation.MAX_LABELS} entries")
         for category, score in prefs.items():
             check.identifier(f"{prefix}.preferences", category)
-            check.finite(f"{prefix}.preferences[{category[:64]}]", score, 0.0, 1e6)
+            check.problem(
+                f"{prefix}.preferences[{category[:64]}]", validation.preference_score_problem(score)
+            )
         users.append(
             domain.User(
                 user_id=check.identifier(f"{prefix}.user_id", user.user_id),

@@ -10,11 +10,13 @@ from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import catalog_pb2_grpc as cat_grpc
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
+from recgrpc.validation import RatingScale
 
 
 class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
     def __init__(self, handlers: Handlers) -> None:
         self._h = handlers
+        self._ratings = RatingScale.of(handlers.settings)
 
     def GetRecommendations(
         self, request: pb.GetRecommendationsRequest, context: grpc.ServicerContext
@@ -26,14 +28,14 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
     def LogInteraction(
         self, request: pb.LogInteractionRequest, context: grpc.ServicerContext
     ) -> pb.LogInteractionResponse:
-        event = conv.interaction_from_proto(request, self._h.clock())
+        event = conv.interaction_from_proto(request, self._h.clock(), self._ratings)
         event_id, duplicate = self._h.log_interaction(event)
         return pb.LogInteractionResponse(event_id=event_id, duplicate=duplicate)
 
     def SubmitFeedback(
         self, request: pb.SubmitFeedbackRequest, context: grpc.ServicerContext
     ) -> pb.SubmitFeedbackResponse:
-        recorded = self._h.submit_feedback(conv.feedback_from_proto(request))
+        recorded = self._h.submit_feedback(conv.feedback_from_proto(request, self._ratings))
         return pb.SubmitFeedbackResponse(recorded=recorded)
 
     def PredictChurn(

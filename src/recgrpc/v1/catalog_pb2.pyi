@@ -60,7 +60,9 @@ class Item(_message.Message):
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
-        """Publication time; defaults to the time of the first upsert."""
+        """Publication time (from year 1 on: catalogues of films, books and music go back well before
+        1970; not more than 5 minutes ahead of the server's clock); defaults to the first upsert.
+        """
 
     @_builtins.property
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...

@@ -181,7 +181,9 @@ class GetRecommendationsResponse(_message.Message):
     algorithm: Global___Algorithm.ValueType
     model_version: _builtins.str
     fallback_reason: _builtins.str
-    """Empty when the requested personalised source was used; otherwise why it was not."""
+    """Empty when the requested personalised source was used; otherwise why it was not, or why
+    the list is empty.
+    """
     @_builtins.property
     def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]: ...
     @_builtins.property
@@ -244,7 +246,9 @@ class LogInteractionRequest(_message.Message):
     item_id: _builtins.str
     type: Global___InteractionType.ValueType
     value: _builtins.float
-    """Rating (1..5), watch seconds, quantity, ... depending on type."""
+    """Depends on type: for RATING the stars given, on the server's rating scale (0.5..5 unless
+    RECGRPC_RATING_MIN/MAX say otherwise; other values are refused); watch seconds, quantity...
+    """
     content_type: _builtins.str
     platform: _builtins.str
     recset_id: _builtins.str
@@ -253,7 +257,7 @@ class LogInteractionRequest(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
-        """Defaults to the time the server received the event."""
+        """Defaults to the time the server received the event; at most 5 minutes ahead of its clock."""
 
     def __init__(
         self,
@@ -316,7 +320,9 @@ class SubmitFeedbackRequest(_message.Message):
     clicked: _builtins.bool
     dismissed: _builtins.bool
     rating: _builtins.float
-    """1..5 when the user rated the item."""
+    """Set when the user rated the item: on the server's rating scale, 0.5..5 stars unless
+    RECGRPC_RATING_MIN/MAX say otherwise (other values are refused).
+    """
     def __init__(
         self,
         *,
