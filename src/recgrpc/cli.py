@@ -1,5 +1,5 @@
-"""The ``recgrpc`` command. Every subcommand takes ``--database-url`` (else RECGRPC_DATABASE_URL,
-else the SQLite file ``recgrpc.db``); other settings come from flags or ``RECGRPC_*`` variables.
+"""The ``recgrpc`` command: parsing, the subcommands, and one-line messages for what an operator
+can fix (a taken port, an unreachable database, a client-only install) instead of tracebacks.
 """
 
 from __future__ import annotations
@@ -9,13 +9,43 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from recgrpc.config import Settings
+from recgrpc import __version__
+from recgrpc.config import ENV_PREFIX, Settings
 from recgrpc.logs import configure_logging
 
 log = logging.getLogger("recgrpc")
 
 Command = Callable[[argparse.Namespace, Settings], int]
+
+DESCRIPTION = (
+    "recgrpc: a recommendation service over gRPC. Every subcommand takes --database-url and "
+    "--log-level, before or after its name; other settings come from the subcommand's flags or "
+    f"{ENV_PREFIX}* environment variables (see the README's configuration table)."
+)
+# Importing these fails in a client-only install (no ``server`` extra).
+SERVER_MODULES = frozenset(
+    {
+        "alembic",
+        "grpc_health",
+        "grpc_reflection",
+        "grpc_status",
+        "lightfm",
+        "numpy",
+        "prometheus_client",
+        "psycopg",
+        "scipy",
+        "sklearn",
+        "sqlalchemy",
+        "threadpoolctl",
+        "tqdm",
+    }
+)
+PORT_FLAGS = {
+    "port": "--port or RECGRPC_PORT",
+    "metrics_port": "--metrics-port or RECGRPC_METRICS_PORT (0 turns the endpoint off)",
+}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -238,41 +268,96 @@ def _display_url(url: str) -> str:
     return normalise_url(url).render_as_string(hide_password=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recgrpc", description=__doc__)
-    parser.add_argument("--database-url", help="SQLAlchemy URL (default: RECGRPC_DATABASE_URL)")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ...")
-    sub = parser.add_subparsers(dest="command", required=True)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (unless its help already says it, or there is none) and
+    prints help written as reStructuredText without its backticks."""
 
-    p = sub.add_parser("migrate", help="create or upgrade the database schema")
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = (action.help or "").replace("`", "")
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(text.replace("`", ""))
+
+
+def _setting(text: str, name: str) -> str:
+    """Help for a flag that overrides a setting: its variable and built-in default."""
+    default = getattr(Settings(), name)
+    shown = str(default).lower() if isinstance(default, bool) else default
+    return f"{text} (default: {ENV_PREFIX}{name.upper()}, else {shown})"
+
+
+def _global_options(defaults: Any) -> argparse.ArgumentParser:
+    """--database-url and --log-level, for the top-level parser and every subcommand."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--database-url",
+        default=defaults,
+        help=_setting("SQLAlchemy URL, sqlite:///FILE or postgresql+psycopg://...", "database_url"),
+    )
+    options.add_argument(
+        "--log-level", default=defaults, help=_setting("DEBUG, INFO, WARNING, ...", "log_level")
+    )
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recgrpc",
+        description=DESCRIPTION,
+        formatter_class=HelpFormatter,
+        parents=[_global_options(None)],
+    )
+    parser.add_argument("--version", action="version", version=f"recgrpc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # SUPPRESS: a flag not given after the subcommand keeps the value given before it.
+    common = _global_options(argparse.SUPPRESS)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help, description=help, parents=[common], formatter_class=HelpFormatter
+        )
+
+    p = command("migrate", "create or upgrade the database schema")
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("serve", help="run the gRPC server and the Prometheus endpoint")
-    p.add_argument("--host", help="bind address (default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="gRPC port (default 50051)")
-    p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9464; 0 = off)")
+    p = command("serve", "run the gRPC server and the Prometheus endpoint")
+    p.add_argument("--host", help=_setting("bind address", "host"))
+    p.add_argument("--port", type=int, help=_setting("gRPC port", "port"))
+    p.add_argument(
+        "--metrics-port", type=int, help=_setting("Prometheus port, 0 = off", "metrics_port")
+    )
     p.add_argument(
         "--workers",
         type=int,
-        help="server processes sharing the port (SO_REUSEPORT); worker i serves metrics on "
-        "--metrics-port + i",
+        help=_setting(
+            "server processes sharing the port (SO_REUSEPORT); worker i serves metrics on "
+            "--metrics-port + i",
+            "workers",
+        ),
     )
-    p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
+    p.add_argument(
+        "--log-json", action="store_true", default=None, help=_setting("JSON log lines", "log_json")
+    )
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("train-churn", help="train, evaluate and activate the churn model")
+    p = command("train-churn", "train, evaluate and activate the churn model")
     p.add_argument(
         "--as-of",
         type=_as_of,
         help="ISO-8601 reference time (default: now, or where the recorded history ends)",
     )
     p.add_argument(
-        "--horizon-days", type=int, help="days without activity that count as churn (default 30)"
+        "--horizon-days",
+        type=int,
+        help=_setting("days without activity that count as churn", "churn_horizon_days"),
     )
     p.add_argument("--step-days", type=int, default=14, help="days between training cut-offs")
     p.set_defaults(func=cmd_train_churn)
 
-    p = sub.add_parser("score-churn", help="score every user's churn risk into churn_predictions")
+    p = command("score-churn", "score every user's churn risk into churn_predictions")
     p.add_argument(
         "--as-of",
         type=_as_of,
@@ -280,45 +365,82 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_score_churn)
 
-    p = sub.add_parser("train", help="train the recommender; promote it if not worse than active")
+    p = command("train", "train the recommender; promote it if not worse than the active one")
     p.add_argument("--force", action="store_true", help="promote even if worse than the active")
-    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
-    p.add_argument("--components", type=int, help="latent dimensions (default 64)")
-    p.add_argument("--loss", choices=["warp", "bpr", "warp-kos", "logistic"], help="LightFM loss")
-    p.add_argument("--learning-rate", type=float, help="LightFM learning rate (default 0.05)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help=_setting("maximum epochs (early stopping may end sooner)", "epochs"),
+    )
+    p.add_argument("--components", type=int, help=_setting("latent dimensions", "components"))
+    p.add_argument(
+        "--loss",
+        choices=["warp", "bpr", "warp-kos", "logistic"],
+        help=_setting("LightFM loss", "loss"),
+    )
+    p.add_argument(
+        "--learning-rate", type=float, help=_setting("LightFM learning rate", "learning_rate")
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="active model vs trending on the holdout; online metrics")
+    p = command("evaluate", "active model vs trending on the holdout; online metrics")
     p.add_argument("--days", type=float, default=30.0, help="online metrics look-back (days)")
     p.add_argument(
         "--window-hours", type=float, default=24.0, help="a hit counts within this many hours"
     )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("import", help="bulk-import a CSV file (all rows or nothing)")
+    p = command("import", "bulk-import a CSV file (all rows or nothing)")
     p.add_argument("kind", choices=["items", "users", "preferences", "interactions"])
     p.add_argument("file", help="CSV file with a header row (see the README for the columns)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("demo", help="generate the demo catalogue and history into the database")
+    p = command("demo", "generate the demo catalogue and history into the database")
     p.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
-    p.add_argument("--users", type=int, default=3000, help="number of users (default 3000)")
-    p.add_argument("--items", type=int, default=2000, help="number of items (default 2000)")
-    p.add_argument(
-        "--interactions", type=int, default=100_000, help="number of interactions (default 100k)"
-    )
+    p.add_argument("--users", type=int, default=3000, help="number of users")
+    p.add_argument("--items", type=int, default=2000, help="number of items")
+    p.add_argument("--interactions", type=int, default=100_000, help="number of interactions")
     p.set_defaults(func=cmd_demo)
 
     from recgrpc.bench import add_arguments as add_bench_arguments
 
-    p = sub.add_parser(
-        "bench",
-        help="throughput and latency of every RPC beside the health check (seeds its own data)",
+    p = command(
+        "bench", "throughput and latency of every RPC beside the health check (seeds its own data)"
     )
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
     return parser
+
+
+def operator_problem(exc: BaseException, settings: Settings) -> str | None:
+    """A one-line explanation for a failure the operator can fix; None for anything else."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").partition(".")[0] in (
+        SERVER_MODULES
+    ):
+        return (
+            f"this command runs the server side, whose dependencies are not installed (no module "
+            f'named {exc.name!r}); install them with: pip install "recgrpc[server]"'
+        )
+    ports = sys.modules.get("recgrpc.server.ports")  # not imported: not what failed
+    if ports is not None and isinstance(exc, ports.PortUnavailable):
+        return f"{exc}; choose another with {PORT_FLAGS.get(exc.setting, exc.setting)}"
+    return _database_problem(exc, settings)
+
+
+def _database_problem(exc: BaseException, settings: Settings) -> str | None:
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError | sa_exc.TimeoutError):
+        return None
+    where = _display_url(settings.database_url)
+    cause = str(getattr(exc, "orig", None) or exc).strip()
+    first_line = cause.splitlines()[0] if cause else type(exc).__name__
+    missing_table = getattr(getattr(exc, "orig", None), "sqlstate", None) == "42P01"
+    if missing_table or "no such table" in first_line:
+        return f"the database at {where} has no recgrpc schema yet: run recgrpc migrate first"
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return f"cannot use the database at {where}: {first_line}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,7 +452,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(args.log_level or settings.log_level, json_lines=settings.log_json)
     func: Command = args.func
-    return func(args, settings)
+    try:
+        return func(args, settings)
+    except Exception as exc:
+        problem = operator_problem(exc, settings)
+        if problem is None:
+            raise
+        print(f"recgrpc: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

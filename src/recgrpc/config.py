@@ -17,6 +17,14 @@ from typing import Any
 
 ENV_PREFIX = "RECGRPC_"
 DEFAULT_DATABASE_URL = "sqlite:///recgrpc.db"
+# Backends the server stores data in, and the drivers it ships ("" = the dialect's default).
+SUPPORTED_DATABASES: Mapping[str, frozenset[str]] = types.MappingProxyType(
+    {
+        "sqlite": frozenset({"", "pysqlite"}),
+        "postgresql": frozenset({"", "psycopg"}),
+        "postgres": frozenset({""}),
+    }
+)
 
 # Interaction weights for training: stronger signals count more. RATING is scaled by its value.
 DEFAULT_INTERACTION_WEIGHTS: Mapping[str, float] = types.MappingProxyType(
@@ -160,6 +168,14 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        scheme, separator, _ = self.database_url.partition("://")
+        backend, _, driver = scheme.partition("+")
+        if not separator or driver not in SUPPORTED_DATABASES.get(backend, ()):
+            raise ValueError(
+                f"database_url (--database-url, RECGRPC_DATABASE_URL): {scheme or 'this'!r} is "
+                "not a supported database; use sqlite:///FILE or "
+                "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+            )
         if not 0 <= self.port <= 65535 or not 0 <= self.metrics_port <= 65535:
             raise ValueError("ports must be within 0..65535")
         if not 0 < self.churn_medium_threshold <= self.churn_high_threshold < 1:

@@ -70,6 +70,8 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root.setLevel(level.upper())
     # Alembic narrates every migration step at INFO; only its warnings matter to an operator.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # matplotlib (the bench's plots) narrates its font cache at INFO and WARNING.
+    logging.getLogger("matplotlib").setLevel(max(logging.ERROR, root.level))
 
 
 __all__ = ["JsonFormatter", "RequestIdFilter", "configure_logging", "request_id_var"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
@@ -22,6 +23,9 @@ from recgrpc.config import Settings
 from recgrpc.db import Database, queries
 from recgrpc.model.churn import ActiveChurnModel
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
+from recgrpc.model.representations import ModelView
+from recgrpc.server import ports
+from recgrpc.server.errors import is_database_outage
 from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot, utcnow
 from recgrpc.server.interceptors import load_tokens, standard_interceptors
 from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
@@ -57,11 +61,17 @@ class Refresher(threading.Thread):
     def refresh_once(self) -> bool:
         h = self.handlers
         refresh_churn_model(h)
+        previous = h.engine.snapshot
         try:
-            h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), h.engine.snapshot))
-        except Exception:
-            log.exception("serving snapshot refresh failed; keeping the previous one")
+            h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), previous))
+        except Exception as exc:
+            if not is_database_outage(exc):
+                log.exception("serving snapshot refresh failed; keeping the previous one")
+                return False
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            log.warning("database unavailable (%s); retrying in %.0fs", reason, self.interval)
             return False
+        log_model_change(previous.model, h.engine.snapshot)
         report_serving_models(h)
         if not self.ready.is_set():
             self.ready.set()
@@ -88,6 +98,25 @@ def refresh_churn_model(handlers: Handlers) -> None:
             log.info("churn model %s loaded", handlers.churn.version)
     except Exception:
         log.exception("churn model refresh failed; keeping the previous one")
+
+
+def log_model_change(previous: ModelView | None, snapshot: ServingSnapshot) -> None:
+    """One line when the serving recommender model is loaded, hot-swapped or gone."""
+    model = snapshot.model
+    if model is None:
+        if previous is not None:
+            log.info("recommender model %s is no longer active; serving trending", previous.version)
+        return
+    if previous is not None and previous.version == model.version:
+        return
+    log.info(
+        "recommender model %s %s: %d users and %d items trained, %d catalogue items served",
+        model.version,
+        "loaded" if previous is None else f"hot-swapped in for {previous.version}",
+        len(model.user_index),
+        int(model.trained.sum()),
+        len(snapshot.catalog),
+    )
 
 
 def report_serving_models(handlers: Handlers) -> None:
@@ -237,6 +266,28 @@ def create_server(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{settings.host}:{settings.port}"
+    try:
+        port = _add_port(server, settings, address)
+    except RuntimeError as exc:  # gRPC's "Failed to bind", after its own log line
+        reason = "not available (another listener, or not an address of this machine)"
+        raise ports.PortUnavailable("gRPC", settings.host, settings.port, reason, "port") from exc
+    server.start()
+    refresher = Refresher(handlers, health_servicer, settings.refresh_seconds)
+    refresher.start()
+    log.debug("gRPC server bound to %s:%d", settings.host, port)
+    if tokens is None and not _is_loopback(settings.host):
+        log.warning(
+            "no authentication: any caller that reaches %s:%d can read and write; set "
+            "RECGRPC_AUTH_TOKENS_FILE (bearer tokens) or bind --host 127.0.0.1",
+            settings.host,
+            port,
+        )
+    return RunningServer(
+        server, port, handlers, health_servicer, refresher, owns_db=owns_db, metrics=metrics
+    )
+
+
+def _add_port(server: grpc.Server, settings: Settings, address: str) -> int:
     if settings.tls_cert_file:
         credentials = grpc.ssl_server_credentials(
             [(_read_bytes(settings.tls_key_file), _read_bytes(settings.tls_cert_file))]
@@ -246,22 +297,26 @@ def create_server(
         port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
-    server.start()
-    refresher = Refresher(handlers, health_servicer, settings.refresh_seconds)
-    refresher.start()
-    log.info(
-        "gRPC server listening on %s:%d (%s%s%s)",
-        settings.host,
-        port,
-        "TLS" if settings.tls_cert_file else "plaintext",
-        ", bearer tokens" if tokens else "",
-        f", {settings.rate_limit_per_second:g} calls/s per caller"
-        if settings.rate_limit_per_second > 0
-        else "",
-    )
-    return RunningServer(
-        server, port, handlers, health_servicer, refresher, owns_db=owns_db, metrics=metrics
-    )
+    return port
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve beyond this machine
+
+
+def _transport(settings: Settings) -> str:
+    """How callers reach the server, for the start-up line."""
+    parts = ["TLS" if settings.tls_cert_file else "plaintext"]
+    if settings.auth_tokens_file:
+        parts.append("bearer tokens")
+    if settings.rate_limit_per_second > 0:
+        parts.append(f"{settings.rate_limit_per_second:g} calls/s per caller")
+    return ", ".join(parts)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -273,7 +328,13 @@ def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT, then drain in-flight calls for ``grace_seconds``.
 
     With ``settings.workers > 1``, forks that many processes sharing the port (server.workers).
+    Raises ``ports.PortUnavailable`` before any start-up work when a port is taken.
     """
+    ports.ensure_free("gRPC", settings.host, settings.port, "port")
+    if settings.metrics_port:
+        for index in range(settings.workers):
+            port = settings.metrics_port + index
+            ports.ensure_free("metrics", settings.host, port, "metrics_port")
     if settings.workers > 1:
         return serve_workers(settings, _serve_one)
     return _serve_one(settings)
@@ -283,11 +344,21 @@ def _serve_one(settings: Settings) -> int:
     metrics = ServerMetrics()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=metrics.registry)
-    running = create_server(settings, metrics=metrics)
     endpoint = None
     if settings.metrics_port:
-        endpoint = MetricsEndpoint(metrics.registry, settings.metrics_port, settings.host)
-        log.info("Prometheus metrics on %s:%d/metrics", settings.host, endpoint.port)
+        try:
+            endpoint = MetricsEndpoint(metrics.registry, settings.metrics_port, settings.host)
+        except OSError as exc:
+            reason = ports.REASONS.get(exc.errno or 0, exc.strerror or "not available")
+            raise ports.PortUnavailable(
+                "metrics", settings.host, settings.metrics_port, reason, "metrics_port"
+            ) from exc
+    try:
+        running = create_server(settings, metrics=metrics)
+    except BaseException:
+        if endpoint is not None:
+            endpoint.close()
+        raise
     done = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -296,6 +367,19 @@ def _serve_one(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    while not done.is_set():  # woken every 0.2 s so a signal before readiness is not missed
+        if running.wait_ready(0.2):
+            metrics_at = (
+                f"metrics on {settings.host}:{endpoint.port}/metrics" if endpoint else "metrics off"
+            )
+            log.info(
+                "serving on %s:%d (%s; %s)",
+                settings.host,
+                running.port,
+                _transport(settings),
+                metrics_at,
+            )
+            break
     done.wait()
     running.stop(settings.grace_seconds, drain_delay=settings.drain_delay_seconds)
     if endpoint is not None:
