@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,3 +93,31 @@ def test_serving_beyond_loopback_without_tokens_is_warned_about(
         assert bool(warnings) is warned, changes
         if warned:
             assert "RECGRPC_AUTH_TOKENS_FILE" in warnings[0]
+
+
+def test_a_database_outage_is_one_warning_per_refresh_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings = Settings(
+        database_url=f"postgresql+psycopg://u@127.0.0.1:{closed}/db",
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        refresh_seconds=0.2,
+    )
+    with caplog.at_level(logging.INFO, logger="recgrpc"):
+        running = create_server(settings)
+        try:
+            deadline = time.monotonic() + 30
+            while sum("database unavailable" in r.message for r in caplog.records) < 2:
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.05)
+        finally:
+            running.stop(grace=0)
+    outage = [r for r in caplog.records if "database unavailable" in r.message]
+    assert "Connection refused" in outage[0].getMessage()
+    assert all(r.levelno == logging.WARNING for r in outage)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []

@@ -96,8 +96,9 @@ def refresh_churn_model(handlers: Handlers) -> None:
     try:
         if handlers.churn.refresh(handlers.db):
             log.info("churn model %s loaded", handlers.churn.version)
-    except Exception:
-        log.exception("churn model refresh failed; keeping the previous one")
+    except Exception as exc:
+        if not is_database_outage(exc):  # an outage: the snapshot refresh says so, once
+            log.exception("churn model refresh failed; keeping the previous one")
 
 
 def log_model_change(previous: ModelView | None, snapshot: ServingSnapshot) -> None:
