@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOWEST_VENV ?= .venv-lowest
+LOWEST_STAMP := $(LOWEST_VENV)/.installed
 DATABASE_URL ?= sqlite:///recgrpc.db
 PROTOS := $(wildcard protos/recgrpc/v1/*.proto)
 
-.PHONY: install run test lint typecheck proto check-proto bench demo clean
+.PHONY: install lowest run test lint typecheck proto check-proto bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## lowest: a second venv with the client's dependencies at the lowest versions pyproject allows
+## (plus what its tests need); tests/test_client_lowest.py runs the client tests in it
+$(LOWEST_STAMP): pyproject.toml tests/lowest_versions.py
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(PYTHON) tests/lowest_versions.py > $(LOWEST_VENV)/requirements.txt
+	$(LOWEST_VENV)/bin/pip install --quiet -r $(LOWEST_VENV)/requirements.txt
+	$(LOWEST_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(LOWEST_STAMP)
+
+lowest: $(LOWEST_STAMP)
+
 ## run: install, migrate SQLite, load demo data, train, serve gRPC (:50051) and metrics (:9464)
 run: $(STAMP)
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) migrate
@@ -24,8 +38,9 @@ run: $(STAMP)
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) train-churn
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) serve
 
-## test: install, then the whole suite (PostgreSQL too when RECGRPC_TEST_DATABASE_URL is set)
-test: $(STAMP)
+## test: install (both venvs), then the whole suite (PostgreSQL too when RECGRPC_TEST_DATABASE_URL
+## is set)
+test: $(STAMP) $(LOWEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -47,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/harness.py
 
 clean:
-	rm -rf $(VENV) recgrpc.db build dist *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(LOWEST_VENV) recgrpc.db build dist *.egg-info src/*.egg-info

@@ -22,6 +22,7 @@ from recgrpc.client import (
     Algorithm,
     AsyncRecommendationClient,
     ChurnPrediction,
+    ClientArgumentError,
     DeadlineExceededError,
     FieldViolation,
     InteractionLogged,
@@ -314,6 +315,9 @@ def test_async_invalid_argument_and_not_found(server: RunningServer) -> None:
             with pytest.raises(InvalidArgumentError) as refused:
                 await client.delete_user("")
             assert refused.value.fields == ["user_id"]
+            with pytest.raises(ClientArgumentError) as refused:
+                await client.log_interaction("alice", "i1", "klick")
+            assert refused.value.fields == ["type"]
             with pytest.raises(NotFoundError) as missing:
                 await client.log_interaction("alice", "no-such-item", "view")
             assert "no-such-item" in missing.value.message
@@ -395,14 +399,40 @@ def test_predict_churn_with_a_trained_model(
 def test_values_that_cannot_be_encoded_fail_before_sending() -> None:
     # No server: these never reach the network.
     with RecommendationClient(f"127.0.0.1:{closed_port()}") as client:
-        with pytest.raises(ValueError, match="not a valid InteractionType"):
-            client.log_interaction("alice", "i1", "clack")
-        with pytest.raises(ValueError, match="timezone-aware"):
-            client.log_interaction("alice", "i1", "view", occurred_at=datetime(2026, 1, 1))
-        with pytest.raises(ValueError):
-            client.get_recommendations("alice", algorithm="magic")
-        with pytest.raises(ValueError, match="timeout"):
-            client.get_recommendations("alice", timeout=0)
+        refusals: list[tuple[Callable[[], object], str, str]] = [
+            (lambda: client.log_interaction("alice", "i1", "klick"), "type", "'klick'"),
+            (
+                lambda: client.log_interaction("a", "i1", "view", occurred_at=datetime(2026, 1, 1)),
+                "occurred_at",
+                "timezone-aware",
+            ),
+            (lambda: client.get_recommendations("alice", algorithm="magic"), "algorithm", "HYBRID"),
+            (lambda: client.get_recommendations("alice", timeout=0), "timeout", "positive"),
+            (lambda: client.get_recommendations("alice", limit="5"), "limit", "cannot be sent"),  # type: ignore[arg-type]
+            (lambda: client.submit_feedback("a", "i1", rating="9"), "rating", "cannot be sent"),  # type: ignore[arg-type]
+            (
+                lambda: client.upsert_items(
+                    [Item("ok"), Item("i2", created_at=datetime(2026, 1, 1))]
+                ),
+                "items[1].created_at",
+                "timezone-aware",
+            ),
+            (
+                lambda: client.upsert_users([User("u", preferences={"jazz": "lots"})]),  # type: ignore[dict-item]
+                "users[0].preferences",
+                "cannot be sent",
+            ),
+        ]
+        for call, field, words in refusals:
+            with pytest.raises(ClientArgumentError) as refused:
+                call()
+            # Typed like the server's refusals, and still the ValueError it used to be.
+            assert isinstance(refused.value, InvalidArgumentError), field
+            assert isinstance(refused.value, RecGrpcError), field
+            assert isinstance(refused.value, ValueError), field
+            assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.fields == [field]
+            assert words in refused.value.field_violations[0].description, field
 
 
 def test_enum_names_are_accepted_in_any_case() -> None:
@@ -658,13 +688,13 @@ def test_a_given_aio_channel_stays_open(server: RunningServer) -> None:
 
 def test_constructor_refuses_contradictions() -> None:
     with grpc.insecure_channel("127.0.0.1:1") as channel:
-        with pytest.raises(ValueError, match="either a channel or a target"):
+        with pytest.raises(ClientArgumentError, match="either a channel or a target"):
             RecommendationClient("127.0.0.1:1", channel=channel)
-        with pytest.raises(ValueError, match="max_attempts"):
+        with pytest.raises(ClientArgumentError, match="max_attempts"):
             RecommendationClient(channel=channel, max_attempts=2)
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ClientArgumentError, match="target"):
         RecommendationClient()
-    with pytest.raises(ValueError, match="max_attempts"):
+    with pytest.raises(ClientArgumentError, match="max_attempts"):
         RecommendationClient("127.0.0.1:1", max_attempts=6)
-    with pytest.raises(ValueError, match="timeout"):
+    with pytest.raises(ClientArgumentError, match="timeout"):
         RecommendationClient("127.0.0.1:1", timeout=-1)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.lowest_versions import client_ranges, normalise, requirement_name
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The server extra's packages and the server-side parts of recgrpc.
@@ -109,17 +111,9 @@ def test_client_imports_without_the_server_stack() -> None:
     strays = {
         top: owners
         for top, owners in report["third_party"].items()
-        if not {_normalise(o) for o in owners} & installed
+        if not {normalise(o) for o in owners} & installed
     }
     assert strays == {}
-
-
-def _normalise(distribution: str) -> str:
-    return re.sub(r"[-_.]+", "-", distribution).lower()
-
-
-def _requirement_name(requirement: str) -> str:
-    return _normalise(re.split(r"[=<>!~;\[ (]", requirement, maxsplit=1)[0])
 
 
 def _with_requirements(distributions: set[str]) -> set[str]:
@@ -133,16 +127,37 @@ def _with_requirements(distributions: set[str]) -> set[str]:
         found.add(name)
         for requirement in importlib.metadata.requires(name) or []:
             if "extra ==" not in requirement:
-                pending.append(_requirement_name(requirement))
+                pending.append(requirement_name(requirement))
     return found
 
 
 def test_base_dependencies_are_only_what_the_client_needs() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    requirements = project["dependencies"]
-    names = {_requirement_name(req) for req in requirements}
-    assert names == CLIENT_DISTRIBUTIONS
-    assert all("==" in req for req in requirements), "base dependencies are pinned exactly"
-    # The server's packages are reachable only through the extra.
-    server = {_requirement_name(r) for r in project["optional-dependencies"]["server"]}
-    assert {"numpy", "sqlalchemy", "lightfm-next", "grpcio-health-checking"} <= server
+    # Compatible ranges from the lowest supported version to the next major (not pins: services
+    # that import the client have pins of their own).
+    ranges = client_ranges()
+    assert set(ranges) == CLIENT_DISTRIBUTIONS
+    for name, (lowest, below) in ranges.items():
+        assert int(lowest.split(".")[0]) + 1 == below, name
+    # The server's packages are reachable only through the extra, which pins exactly, within
+    # the client's ranges.
+    server = {
+        requirement_name(r): r.partition("==")[2]
+        for r in project["optional-dependencies"]["server"]
+    }
+    assert {"numpy", "sqlalchemy", "lightfm-next", "grpcio-health-checking"} <= set(server)
+    assert all(server.values()), "the server extra is pinned exactly"
+    for name, (lowest, below) in ranges.items():
+        pinned = tuple(int(part) for part in server[name].split("."))
+        assert tuple(int(part) for part in lowest.split(".")) <= pinned < (below,), name
+
+
+def test_the_generated_code_supports_the_lowest_allowed_versions() -> None:
+    """The lower bounds are what the checked-in generated code itself demands."""
+    ranges = client_ranges()
+    grpc_stub = (ROOT / "src/recgrpc/v1/recommendation_pb2_grpc.py").read_text()
+    assert f"GRPC_GENERATED_VERSION = '{ranges['grpcio'][0]}'" in grpc_stub
+    gencode = (ROOT / "src/recgrpc/v1/recommendation_pb2.py").read_text()
+    found = re.search(r"Domain\.PUBLIC,\s*(\d+),\s*(\d+),\s*(\d+),", gencode)
+    assert found is not None
+    assert ".".join(found.groups()) == ranges["protobuf"][0]

@@ -21,6 +21,7 @@ from recgrpc.client._channel import (
 )
 from recgrpc.client._errors import (
     CallCancelledError,
+    ClientArgumentError,
     DeadlineExceededError,
     FailedPreconditionError,
     FieldViolation,
@@ -58,6 +59,7 @@ __all__ = [
     "CallCancelledError",
     "ChurnFactor",
     "ChurnPrediction",
+    "ClientArgumentError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "FieldViolation",

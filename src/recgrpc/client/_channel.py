@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from recgrpc import __version__
+from recgrpc.client._errors import ClientArgumentError, InternalError
 from recgrpc.v1 import catalog_pb2, recommendation_pb2
 
 DEFAULT_TIMEOUT = 5.0
@@ -35,7 +36,7 @@ Metadata = Mapping[str, str] | Iterable[tuple[str, str]]
 def service_config(max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> str:
     """The ``grpc.service_config`` JSON: retry UNAVAILABLE for every method of both services."""
     if not 1 <= max_attempts <= 5:
-        raise ValueError("max_attempts must be within 1..5 (gRPC's own limit)")
+        raise ClientArgumentError("max_attempts", "must be within 1..5 (gRPC's own limit)")
     method_config: dict[str, Any] = {"name": [{"service": name} for name in SERVICE_NAMES]}
     if max_attempts > 1:
         method_config["retryPolicy"] = {
@@ -95,12 +96,16 @@ class CallDefaults:
 
     def timeout_for(self, timeout: float | None) -> float | None:
         chosen = self.timeout if timeout is None else timeout
-        if chosen is not None and not (math.isfinite(chosen) and chosen > 0):
-            raise ValueError("timeout must be a positive number of seconds")
+        if chosen is not None and not _positive_seconds(chosen):
+            raise ClientArgumentError("timeout", "must be a positive number of seconds")
         return chosen
 
     def metadata_for(self, metadata: Metadata | None) -> tuple[tuple[str, str], ...]:
         return self.metadata + _pairs(metadata)
+
+
+def _positive_seconds(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
 def plan_client(
@@ -116,22 +121,30 @@ def plan_client(
     options: Sequence[tuple[str, Any]],
 ) -> tuple[ChannelPlan | None, CallDefaults]:
     """Check a client's arguments; the channel plan is ``None`` when the caller gave a channel."""
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise ValueError("timeout must be a positive number of seconds, or None for no deadline")
+    if timeout is not None and not _positive_seconds(timeout):
+        raise ClientArgumentError(
+            "timeout", "must be a positive number of seconds, or None for no deadline"
+        )
     if token is not None and not token:
-        raise ValueError("token must not be empty")
+        raise ClientArgumentError("token", "must not be empty")
     headers = _pairs(metadata)
     if channel_given:
         if target is not None or tls or root_certificates is not None or options:
-            raise ValueError("pass either a channel or a target with channel settings, not both")
+            raise ClientArgumentError(
+                "channel", "pass either a channel or a target with channel settings, not both"
+            )
         if max_attempts is not None:
-            raise ValueError("max_attempts shapes a new channel; use channel_options() for yours")
+            raise ClientArgumentError(
+                "max_attempts", "shapes a new channel; use channel_options() for yours"
+            )
         # We cannot tell whether the caller's channel is secure: send the token as a header.
         if token:
             headers = (("authorization", f"Bearer {token}"), *headers)
         return None, CallDefaults(timeout, headers)
     if not target:
-        raise ValueError("a target such as 'localhost:50051' (or a channel) is required")
+        raise ClientArgumentError(
+            "target", "a target such as 'localhost:50051' (or a channel) is required"
+        )
     secure = tls or root_certificates is not None
     credentials: grpc.ChannelCredentials | None = None
     if secure:
@@ -180,7 +193,7 @@ def decode_health_status(data: bytes) -> int:
         result, shift = 0, 0
         while True:
             if pos >= len(data):
-                raise ValueError("truncated health response")
+                raise InternalError("the server sent a truncated health response")
             byte = data[pos]
             pos += 1
             result |= (byte & 0x7F) << shift
@@ -200,5 +213,5 @@ def decode_health_status(data: bytes) -> int:
         elif wire_type in (1, 5):
             pos += 8 if wire_type == 1 else 4
         else:
-            raise ValueError(f"unexpected wire type {wire_type} in health response")
+            raise InternalError(f"unexpected wire type {wire_type} in the health response")
     return status

@@ -1,18 +1,22 @@
 """Python values <-> protobuf messages, shared by the sync and the asyncio client.
 
-Only what cannot be encoded is refused here (``ValueError``/``TypeError``: an unknown enum name, a
-naive datetime); everything else is validated by the server, which names each bad field.
+Only what cannot be encoded is refused here, with a ``ClientArgumentError`` naming the argument
+(an unknown enum name, a naive datetime, a value of the wrong type); everything else is validated
+by the server, which names each bad field.
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
+from google.protobuf import message as pb_message
 from google.protobuf import timestamp_pb2
 
-from recgrpc.client._errors import InternalError
+from recgrpc.client._errors import ClientArgumentError, InternalError
 from recgrpc.client._types import (
     Algorithm,
     ChurnFactor,
@@ -28,15 +32,42 @@ from recgrpc.client._types import (
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 
+Message = TypeVar("Message", bound=pb_message.Message)
+Enum = TypeVar("Enum", bound=enum.Enum)
+
+
+def _message(cls: type[Message], prefix: str = "", **fields: Any) -> Message:
+    """``cls(**fields)``; a value protobuf cannot hold is a ``ClientArgumentError`` naming it."""
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as exc:
+        for name, value in fields.items():  # which one? (only on this error path)
+            try:
+                cls(**{name: value})
+            except (TypeError, ValueError) as culprit:
+                raise ClientArgumentError(prefix + name, f"cannot be sent: {culprit}") from exc
+        raise ClientArgumentError(prefix or "request", f"cannot be sent: {exc}") from exc
+
+
+def _enum(field: str, cls: type[Enum], value: object) -> Enum:
+    try:
+        return cls(value)
+    except ValueError:
+        names = ", ".join(member.name for member in cls)
+        raise ClientArgumentError(field, f"{value!r} is not one of {names}") from None
+
 
 def _timestamp(field: str, value: datetime) -> timestamp_pb2.Timestamp:
     if not isinstance(value, datetime):
-        raise TypeError(f"{field} must be a datetime, not {type(value).__name__}")
+        raise ClientArgumentError(field, f"must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         # A naive time would be read as UTC silently; make the caller say which zone they mean.
-        raise ValueError(f"{field} must be timezone-aware (e.g. datetime.now(UTC))")
+        raise ClientArgumentError(field, "must be timezone-aware (e.g. datetime.now(UTC))")
     ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
+    try:
+        ts.FromDatetime(value)
+    except (ValueError, OverflowError) as exc:
+        raise ClientArgumentError(field, f"cannot be sent: {exc}") from None
     return ts
 
 
@@ -44,11 +75,14 @@ def _datetime(ts: timestamp_pb2.Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def _strings(values: Iterable[str] | str) -> list[str]:
+def _strings(field: str, values: Iterable[str] | str) -> list[str]:
     # A bare string is almost always a mistake for a one-element list.
     if isinstance(values, str):
         return [values]
-    return list(values)
+    try:
+        return list(values)
+    except TypeError:
+        raise ClientArgumentError(field, "must be a list of strings") from None
 
 
 _ALGORITHM_NUMBERS = {algo: pb.Algorithm.Value("ALGORITHM_" + algo.value) for algo in Algorithm}
@@ -68,12 +102,13 @@ def recommendations_request(
     categories: Iterable[str],
     platform: str,
 ) -> pb.GetRecommendationsRequest:
-    return pb.GetRecommendationsRequest(
+    return _message(
+        pb.GetRecommendationsRequest,
         user_id=user_id,
         limit=limit,
-        algorithm=_ALGORITHM_NUMBERS[Algorithm(algorithm)],
-        exclude_item_ids=_strings(exclude_item_ids),
-        categories=_strings(categories),
+        algorithm=_ALGORITHM_NUMBERS[_enum("algorithm", Algorithm, algorithm)],
+        exclude_item_ids=_strings("exclude_item_ids", exclude_item_ids),
+        categories=_strings("categories", categories),
         platform=platform,
     )
 
@@ -106,16 +141,17 @@ def interaction_request(
     occurred_at: datetime | None,
     recset_id: str,
 ) -> pb.LogInteractionRequest:
-    request = pb.LogInteractionRequest(
+    request = _message(
+        pb.LogInteractionRequest,
         # Generated here, not on the server, so that a retried send carries the same key.
         event_id=str(uuid.uuid4()) if event_id is None else event_id,
         user_id=user_id,
         item_id=item_id,
-        type=_INTERACTION_TYPE_NUMBERS[InteractionType(type)],
+        type=_INTERACTION_TYPE_NUMBERS[_enum("type", InteractionType, type)],
         value=value,
         content_type=content_type,
         platform=platform,
-        metadata=dict(metadata or {}),
+        metadata=metadata or {},
         recset_id=recset_id,
     )
     if occurred_at is not None:
@@ -136,16 +172,20 @@ def feedback_request(
     dismissed: bool,
     rating: float | None,
 ) -> pb.SubmitFeedbackRequest:
-    request = pb.SubmitFeedbackRequest(
-        user_id=user_id, item_id=item_id, recset_id=recset_id, clicked=clicked, dismissed=dismissed
+    fields: dict[str, Any] = {"rating": rating} if rating is not None else {}
+    return _message(
+        pb.SubmitFeedbackRequest,
+        user_id=user_id,
+        item_id=item_id,
+        recset_id=recset_id,
+        clicked=clicked,
+        dismissed=dismissed,
+        **fields,
     )
-    if rating is not None:
-        request.rating = rating
-    return request
 
 
 def churn_request(user_id: str, *, as_of: datetime | None) -> pb.PredictChurnRequest:
-    request = pb.PredictChurnRequest(user_id=user_id)
+    request = _message(pb.PredictChurnRequest, user_id=user_id)
     if as_of is not None:
         request.as_of.CopyFrom(_timestamp("as_of", as_of))
     return request
@@ -169,36 +209,41 @@ def churn_prediction(user_id: str, response: pb.PredictChurnResponse) -> ChurnPr
     )
 
 
-def _item(item: Item) -> cat_pb.Item:
-    message = cat_pb.Item(
+def _item(n: int, item: Item) -> cat_pb.Item:
+    prefix = f"items[{n}]."
+    message = _message(
+        cat_pb.Item,
+        prefix,
         item_id=item.item_id,
         title=item.title,
-        categories=_strings(item.categories),
-        tags=_strings(item.tags),
-        attributes=dict(item.attributes),
+        categories=_strings(prefix + "categories", item.categories),
+        tags=_strings(prefix + "tags", item.tags),
+        attributes=item.attributes,
         active=item.active,
     )
     if item.created_at is not None:
-        message.created_at.CopyFrom(_timestamp("created_at", item.created_at))
+        message.created_at.CopyFrom(_timestamp(prefix + "created_at", item.created_at))
     return message
 
 
 def items_request(items: Sequence[Item]) -> cat_pb.UpsertItemsRequest:
-    return cat_pb.UpsertItemsRequest(items=[_item(item) for item in items])
+    return cat_pb.UpsertItemsRequest(items=[_item(n, item) for n, item in enumerate(items)])
 
 
 def users_request(users: Sequence[User]) -> cat_pb.UpsertUsersRequest:
     return cat_pb.UpsertUsersRequest(
         users=[
-            cat_pb.User(
+            _message(
+                cat_pb.User,
+                f"users[{n}].",
                 user_id=user.user_id,
-                attributes=dict(user.attributes),
-                preferences=dict(user.preferences),
+                attributes=user.attributes,
+                preferences=user.preferences,
             )
-            for user in users
+            for n, user in enumerate(users)
         ]
     )
 
 
 def delete_user_request(user_id: str) -> cat_pb.DeleteUserRequest:
-    return cat_pb.DeleteUserRequest(user_id=user_id)
+    return _message(cat_pb.DeleteUserRequest, user_id=user_id)

@@ -36,6 +36,7 @@ class RecGrpcError(Exception):
 
     RecGrpcError                 ``.code`` (grpc.StatusCode), ``.message``, ``.retry_delay``
     ├── InvalidArgumentError     INVALID_ARGUMENT: ``.field_violations`` name each bad field
+    │   └── ClientArgumentError  refused by the client itself, before sending (also a ValueError)
     ├── NotFoundError            NOT_FOUND: a named user or item does not exist
     ├── FailedPreconditionError  FAILED_PRECONDITION: valid request, system not ready for it
     ├── UnauthenticatedError     UNAUTHENTICATED: missing or unknown bearer token
@@ -48,9 +49,11 @@ class RecGrpcError(Exception):
     ├── InternalError            INTERNAL, DATA_LOSS: a server bug (logged on the server)
     └── UnknownError             UNKNOWN and any other status
 
-    Only UNAVAILABLE is retried (by the channel, before the error reaches you). Values the
-    client cannot encode at all (an unknown interaction type, a naive datetime) raise
-    ``ValueError`` before anything is sent.
+    Only UNAVAILABLE is retried (by the channel, before the error reaches you). Arguments the
+    client cannot send at all (an unknown interaction type, a naive datetime, a timeout of 0,
+    a value of the wrong type) raise :class:`ClientArgumentError` before anything is sent; the
+    server's own refusals (a rating off the scale, an id too long) are
+    :class:`InvalidArgumentError`. Both carry ``.field_violations``.
     """
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
@@ -101,6 +104,18 @@ class InvalidArgumentError(RecGrpcError):
     def fields(self) -> list[str]:
         """The names of the refused fields, in the server's order."""
         return [v.field for v in self.field_violations]
+
+
+class ClientArgumentError(InvalidArgumentError, ValueError):
+    """An argument the client refused before sending anything; ``field_violations`` names it.
+
+    Also a ``ValueError``, which is what earlier versions of the client raised.
+    """
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(
+            f"{field}: {description}", field_violations=(FieldViolation(field, description),)
+        )
 
 
 class NotFoundError(RecGrpcError):
@@ -226,6 +241,7 @@ def translated_errors() -> Iterator[None]:
 
 __all__ = [
     "CallCancelledError",
+    "ClientArgumentError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "FieldViolation",
