@@ -11,7 +11,7 @@ then argpartition, then re-ranking of a small pool (model.rerank).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -33,11 +33,8 @@ from recgrpc.model.rerank import (
 TRENDING_REASON = "trending"
 NO_MODEL = "no trained model is active"
 NOTHING_KNOWN = "no history or preferences for this user yet"
-WHY_IMPOSSIBLE = {
-    Algorithm.HYBRID: NOTHING_KNOWN,
-    Algorithm.COLLABORATIVE: "collaborative requested, but no history of this user is in the model",
-    Algorithm.CONTENT: "content requested, but no history, preferences or attributes are known",
-}
+COLLABORATIVE_IMPOSSIBLE = "collaborative requested, but no history of this user is in the model"
+NOTHING_TO_RECOMMEND = "nothing to recommend: "
 SOURCE_REASON = {
     Algorithm.HYBRID: "hybrid",
     Algorithm.COLLABORATIVE: "collaborative",
@@ -191,7 +188,22 @@ class RankingEngine:
     def recommend(
         self, context: domain.UserContext, query: domain.RecommendationQuery
     ) -> domain.RecommendationList:
+        """The list for ``query``; ``fallback_reason`` says why whenever it is not personalised
+        by the source asked for, or is empty."""
         snap = self._snapshot
+        ranking = self._recommend(snap, context, query)
+        if ranking.items:
+            return ranking
+        why_empty = NOTHING_TO_RECOMMEND + _why_empty(snap, context, query, ranking.algorithm)
+        reason = f"{ranking.fallback_reason}; {why_empty}" if ranking.fallback_reason else why_empty
+        return replace(ranking, fallback_reason=reason)
+
+    def _recommend(
+        self,
+        snap: ServingSnapshot,
+        context: domain.UserContext,
+        query: domain.RecommendationQuery,
+    ) -> domain.RecommendationList:
         allowed = allowed_mask(snap.catalog, context, query)
         model = snap.model
         if query.algorithm == Algorithm.POPULAR:
@@ -227,11 +239,19 @@ class RankingEngine:
                 usable = allowed & model.has_content
             else:  # an item neither trained on nor described by known features has no score
                 usable = allowed & (model.trained | model.has_content)
-            fallback = "" if n == 0 else WHY_IMPOSSIBLE[sources[0]]
+            fallback = ""
+            if n > 0 and query.algorithm != Algorithm.AUTO:  # AUTO's second pick is no fallback
+                fallback = (
+                    COLLABORATIVE_IMPOSSIBLE
+                    if query.algorithm == Algorithm.COLLABORATIVE
+                    else _requested_but(query.algorithm, "it cannot rank for this user")
+                )
             return self._ranked(
                 snap, source, scores=scores, allowed=usable, limit=query.limit, fallback=fallback
             )
-        why = NOTHING_KNOWN if not sources else WHY_IMPOSSIBLE[sources[0]]
+        why = _why_not_personalised(context, snap.catalog.position)
+        if query.algorithm != Algorithm.AUTO:
+            why = _requested_but(query.algorithm, why)
         return self._ranked(
             snap, Algorithm.POPULAR, scores=snap.trending, allowed=allowed, limit=query.limit,
             fallback=why,
@@ -270,3 +290,57 @@ class RankingEngine:
             model_version="" if source == Algorithm.POPULAR else snap.model_version,
             fallback_reason=fallback,
         )
+
+
+def _requested_but(algorithm: Algorithm, why: str) -> str:
+    return f"{algorithm.value.lower()} requested, but {why}"
+
+
+def _why_not_personalised(context: domain.UserContext, positions: Mapping[str, int]) -> str:
+    """What the user has that the model cannot use, when no personalised source could rank.
+
+    Reached only for a user the model does not know: with none of their preferences or
+    attributes among its features and no positive event on an item in the catalogue.
+    """
+    parts = []
+    if context.preferences:
+        parts.append("this user's preferred categories are not in the model")
+    if context.attributes:
+        parts.append("their attributes are not in the model")
+    touched = {event.item_id for event in context.recent}
+    if touched:
+        dismissed = touched & context.dismissed_item_ids
+        gone = {item for item in touched - dismissed if item not in positions}
+        what = []
+        if dismissed:
+            what.append("were dismissed")
+        if gone:
+            what.append("are not in the catalogue any more")
+        if touched - dismissed - gone:  # in the catalogue, but no positive weight in total
+            what.append("count against the item (disliked, rated low)")
+        parts.append("the items they interacted with " + " or ".join(what))
+    if not parts:
+        return NOTHING_KNOWN
+    return "; ".join(parts) + ": trending instead"
+
+
+def _why_empty(
+    snap: ServingSnapshot,
+    context: domain.UserContext,
+    query: domain.RecommendationQuery,
+    source: Algorithm,
+) -> str:
+    """Why a list came out empty (names no caller text: reasons are stored and bounded)."""
+    catalog = snap.catalog
+    if len(catalog) == 0:
+        return "the catalogue has no active items"
+    if query.categories and not catalog.category_mask(query.categories).any():
+        return "no active item is in the requested categories"
+    if not allowed_mask(catalog, context, query).any():
+        where = " in the requested categories" if query.categories else ""
+        return f"every active item{where} was already seen, dismissed or excluded"
+    if source == Algorithm.COLLABORATIVE:
+        return "none of the remaining items was in the model's training data"
+    if source == Algorithm.CONTENT:
+        return "none of the remaining items has categories or tags the model knows"
+    return "none of the remaining items is known to the model"

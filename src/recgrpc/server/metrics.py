@@ -42,6 +42,7 @@ _FALLBACK_KEYWORDS = (
     ("new user", "cold_start"),
     ("no history", "cold_start"),
     ("cold", "cold_start"),
+    ("nothing to recommend", "empty"),
     ("requested", "requested"),
 )
 
