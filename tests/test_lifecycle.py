@@ -157,12 +157,19 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(database_url: str, tmp_pa
                         )
                         == 1
                     ),
-                    10,
+                    30,
                     "the slow call to reach the server",
                 )
+                # Watched from before the signal: the server pushes the change, so seeing it
+                # does not race the drain delay's clock on a busy machine.
+                watch = health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(), timeout=60
+                )
+                assert next(watch).status == SERVING
                 proc.send_signal(signal.SIGTERM)
                 # Drain delay: still answering, but reporting NOT_SERVING to probes.
-                wait_for(lambda: health_status(channel) == NOT_SERVING, 1.4, "NOT_SERVING")
+                assert any(update.status == NOT_SERVING for update in watch)
+                watch.cancel()  # an open stream would hold the server's grace period
                 # Then new calls are refused while the slow one is still running.
 
                 def refused() -> bool:
@@ -175,7 +182,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(database_url: str, tmp_pa
                             return exc.code() == grpc.StatusCode.UNAVAILABLE
                     return False
 
-                wait_for(refused, 5, "new calls to be refused")
+                wait_for(refused, 30, "new calls to be refused")
                 assert not in_flight.done()
                 assert proc.poll() is None
                 release()
