@@ -179,7 +179,7 @@ sys.exit(main(sys.argv[2:]))
 
 
 def test_a_client_only_install_says_how_to_get_the_server() -> None:
-    from recgrpc.cli import SERVER_MODULES
+    from recgrpc.cli_help import SERVER_MODULES
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -1,6 +1,4 @@
-"""The ``recgrpc`` command: parsing, the subcommands, and one-line messages for what an operator
-can fix (a taken port, an unreachable database, a client-only install) instead of tracebacks.
-"""
+"""The ``recgrpc`` command: its parser and subcommands (help and operator messages: cli_help)."""
 
 from __future__ import annotations
 
@@ -9,9 +7,15 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from recgrpc import __version__
+from recgrpc.cli_help import (
+    HelpFormatter,
+    display_url,
+    global_options,
+    operator_problem,
+    setting_help,
+)
 from recgrpc.config import ENV_PREFIX, Settings
 from recgrpc.logs import configure_logging
 
@@ -24,28 +28,6 @@ DESCRIPTION = (
     "--log-level, before or after its name; other settings come from the subcommand's flags or "
     f"{ENV_PREFIX}* environment variables (see the README's configuration table)."
 )
-# Importing these fails in a client-only install (no ``server`` extra).
-SERVER_MODULES = frozenset(
-    {
-        "alembic",
-        "grpc_health",
-        "grpc_reflection",
-        "grpc_status",
-        "lightfm",
-        "numpy",
-        "prometheus_client",
-        "psycopg",
-        "scipy",
-        "sklearn",
-        "sqlalchemy",
-        "threadpoolctl",
-        "tqdm",
-    }
-)
-PORT_FLAGS = {
-    "port": "--port or RECGRPC_PORT",
-    "metrics_port": "--metrics-port or RECGRPC_METRICS_PORT (0 turns the endpoint off)",
-}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -60,7 +42,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from recgrpc.db import upgrade
 
     upgrade(settings.database_url)
-    print(f"database at {_display_url(settings.database_url)} is up to date")
+    print(f"database at {display_url(settings.database_url)} is up to date")
     return 0
 
 
@@ -253,7 +235,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         db.dispose()
     print(
-        f"demo (seed {args.seed}) in {_display_url(settings.database_url)}: "
+        f"demo (seed {args.seed}) in {display_url(settings.database_url)}: "
         f"{report.items} items, {report.users} users ({report.preferences} preferences), "
         f"{report.interactions} interactions ({report.new_interactions} new), "
         f"{report.impressions} impressions ({report.new_impressions} new), "
@@ -262,58 +244,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _display_url(url: str) -> str:
-    from recgrpc.db import normalise_url
-
-    return normalise_url(url).render_as_string(hide_password=True)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default (unless its help already says it, or there is none) and
-    prints help written as reStructuredText without its backticks."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = (action.help or "").replace("`", "")
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
-            return text
-        return text + " (default: %(default)s)"
-
-    def _format_text(self, text: str) -> str:
-        return super()._format_text(text.replace("`", ""))
-
-
-def _setting(text: str, name: str) -> str:
-    """Help for a flag that overrides a setting: its variable and built-in default."""
-    default = getattr(Settings(), name)
-    shown = str(default).lower() if isinstance(default, bool) else default
-    return f"{text} (default: {ENV_PREFIX}{name.upper()}, else {shown})"
-
-
-def _global_options(defaults: Any) -> argparse.ArgumentParser:
-    """--database-url and --log-level, for the top-level parser and every subcommand."""
-    options = argparse.ArgumentParser(add_help=False)
-    options.add_argument(
-        "--database-url",
-        default=defaults,
-        help=_setting("SQLAlchemy URL, sqlite:///FILE or postgresql+psycopg://...", "database_url"),
-    )
-    options.add_argument(
-        "--log-level", default=defaults, help=_setting("DEBUG, INFO, WARNING, ...", "log_level")
-    )
-    return options
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recgrpc",
         description=DESCRIPTION,
         formatter_class=HelpFormatter,
-        parents=[_global_options(None)],
+        parents=[global_options(None)],
     )
     parser.add_argument("--version", action="version", version=f"recgrpc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # SUPPRESS: a flag not given after the subcommand keeps the value given before it.
-    common = _global_options(argparse.SUPPRESS)
+    common = global_options(argparse.SUPPRESS)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(
@@ -324,22 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_migrate)
 
     p = command("serve", "run the gRPC server and the Prometheus endpoint")
-    p.add_argument("--host", help=_setting("bind address", "host"))
-    p.add_argument("--port", type=int, help=_setting("gRPC port", "port"))
+    p.add_argument("--host", help=setting_help("bind address", "host"))
+    p.add_argument("--port", type=int, help=setting_help("gRPC port", "port"))
     p.add_argument(
-        "--metrics-port", type=int, help=_setting("Prometheus port, 0 = off", "metrics_port")
+        "--metrics-port", type=int, help=setting_help("Prometheus port, 0 = off", "metrics_port")
     )
     p.add_argument(
         "--workers",
         type=int,
-        help=_setting(
+        help=setting_help(
             "server processes sharing the port (SO_REUSEPORT); worker i serves metrics on "
             "--metrics-port + i",
             "workers",
         ),
     )
     p.add_argument(
-        "--log-json", action="store_true", default=None, help=_setting("JSON log lines", "log_json")
+        "--log-json",
+        action="store_true",
+        default=None,
+        help=setting_help("JSON log lines", "log_json"),
     )
     p.set_defaults(func=cmd_serve)
 
@@ -352,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--horizon-days",
         type=int,
-        help=_setting("days without activity that count as churn", "churn_horizon_days"),
+        help=setting_help("days without activity that count as churn", "churn_horizon_days"),
     )
     p.add_argument("--step-days", type=int, default=14, help="days between training cut-offs")
     p.set_defaults(func=cmd_train_churn)
@@ -370,16 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epochs",
         type=int,
-        help=_setting("maximum epochs (early stopping may end sooner)", "epochs"),
+        help=setting_help("maximum epochs (early stopping may end sooner)", "epochs"),
     )
-    p.add_argument("--components", type=int, help=_setting("latent dimensions", "components"))
+    p.add_argument("--components", type=int, help=setting_help("latent dimensions", "components"))
     p.add_argument(
         "--loss",
         choices=["warp", "bpr", "warp-kos", "logistic"],
-        help=_setting("LightFM loss", "loss"),
+        help=setting_help("LightFM loss", "loss"),
     )
     p.add_argument(
-        "--learning-rate", type=float, help=_setting("LightFM learning rate", "learning_rate")
+        "--learning-rate", type=float, help=setting_help("LightFM learning rate", "learning_rate")
     )
     p.set_defaults(func=cmd_train)
 
@@ -411,36 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
     return parser
-
-
-def operator_problem(exc: BaseException, settings: Settings) -> str | None:
-    """A one-line explanation for a failure the operator can fix; None for anything else."""
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").partition(".")[0] in (
-        SERVER_MODULES
-    ):
-        return (
-            f"this command runs the server side, whose dependencies are not installed (no module "
-            f'named {exc.name!r}); install them with: pip install "recgrpc[server]"'
-        )
-    ports = sys.modules.get("recgrpc.server.ports")  # not imported: not what failed
-    if ports is not None and isinstance(exc, ports.PortUnavailable):
-        return f"{exc}; choose another with {PORT_FLAGS.get(exc.setting, exc.setting)}"
-    return _database_problem(exc, settings)
-
-
-def _database_problem(exc: BaseException, settings: Settings) -> str | None:
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError | sa_exc.TimeoutError):
-        return None
-    where = _display_url(settings.database_url)
-    cause = str(getattr(exc, "orig", None) or exc).strip()
-    first_line = cause.splitlines()[0] if cause else type(exc).__name__
-    missing_table = getattr(getattr(exc, "orig", None), "sqlstate", None) == "42P01"
-    if missing_table or "no such table" in first_line:
-        return f"the database at {where} has no recgrpc schema yet: run recgrpc migrate first"
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
-        return f"cannot use the database at {where}: {first_line}"
-    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
