@@ -21,7 +21,15 @@ Command = Callable[[argparse.Namespace, Settings], int]
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
-        for name in ("database_url", "host", "port", "metrics_port", "workers", "log_json")
+        for name in (
+            "database_url",
+            "host",
+            "port",
+            "metrics_port",
+            "dashboard_port",
+            "workers",
+            "log_json",
+        )
     }
     return Settings.from_env(**overrides)
 
@@ -240,15 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("serve", help="run the gRPC server and the Prometheus endpoint")
+    p = sub.add_parser("serve", help="run the gRPC server, Prometheus endpoint and dashboard")
     p.add_argument("--host", help="bind address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9464; 0 = off)")
     p.add_argument(
+        "--dashboard-port", type=int, help="analytics dashboard (HTTP) port (default 8088; 0 = off)"
+    )
+    p.add_argument(
         "--workers",
         type=int,
         help="server processes sharing the port (SO_REUSEPORT); worker i serves metrics on "
-        "--metrics-port + i",
+        "--metrics-port + i and the dashboard on --dashboard-port + i",
     )
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     p.set_defaults(func=cmd_serve)

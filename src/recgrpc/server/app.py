@@ -23,7 +23,7 @@ from recgrpc.db import Database, queries
 from recgrpc.model.churn import ActiveChurnModel
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot, utcnow
-from recgrpc.server.interceptors import load_tokens, standard_interceptors
+from recgrpc.server.interceptors import TokenSet, load_tokens, standard_interceptors
 from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
 from recgrpc.server.registry import service_handler
 from recgrpc.server.servicers import CatalogServicer, RecommendationServicer
@@ -288,6 +288,18 @@ def _serve_one(settings: Settings) -> int:
     if settings.metrics_port:
         endpoint = MetricsEndpoint(metrics.registry, settings.metrics_port, settings.host)
         log.info("Prometheus metrics on %s:%d/metrics", settings.host, endpoint.port)
+    dashboard = None
+    if settings.dashboard_port:
+        # Imported here: the dashboard sits on top of the handlers and imports server modules.
+        from recgrpc.dashboard import DashboardServer  # noqa: PLC0415
+
+        tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
+        dashboard = DashboardServer(
+            running.handlers,
+            settings.dashboard_host or settings.host,
+            settings.dashboard_port,
+            tokens=None if tokens is None else TokenSet(tokens),
+        )
     done = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -300,5 +312,7 @@ def _serve_one(settings: Settings) -> int:
     running.stop(settings.grace_seconds, drain_delay=settings.drain_delay_seconds)
     if endpoint is not None:
         endpoint.close()
+    if dashboard is not None:
+        dashboard.close()
     log.info("server stopped")
     return 0
