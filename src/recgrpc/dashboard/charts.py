@@ -46,6 +46,8 @@ class Bar:
     value: float
     title: str
     """Tooltip text: the bar's label and value."""
+    tone: str = ""
+    """A CSS class for the bar's colour (empty: the default)."""
 
 
 @dataclass(frozen=True)
@@ -123,10 +125,13 @@ def bar_chart(
     label_every: int = 1,
     fmt: Format = plain,
     integer: bool = True,
+    tones: Mapping[str, str] | None = None,
     width: int = WIDTH,
     height: int = HEIGHT,
 ) -> Chart:
-    """Vertical bars, one per ``(label, value)`` in order; every ``label_every``-th is labelled."""
+    """Vertical bars, one per ``(label, value)`` in order; every ``label_every``-th is labelled.
+
+    ``tones`` maps a label to a CSS class for its bar's colour."""
     left, top, right, bottom = _plot_area(width, height)
     ceiling = nice_ceiling(max((v for _, v in values), default=0.0))
     slot = (right - left) / max(len(values), 1)
@@ -135,7 +140,9 @@ def bar_chart(
     for n, (label, value) in enumerate(values):
         h = (bottom - top) * value / ceiling
         x = left + n * slot
-        bars.append(Bar(x + gap / 2, bottom - h, slot - gap, h, value, f"{label}: {fmt(value)}"))
+        tone = (tones or {}).get(label, "")
+        title_text = f"{label}: {fmt(value)}"
+        bars.append(Bar(x + gap / 2, bottom - h, slot - gap, h, value, title_text, tone))
         if n % label_every == 0:
             x_ticks.append(Tick(x + slot / 2, label))
     ticks = _y_ticks(ceiling, fmt, integer)

@@ -58,6 +58,8 @@ def overview(sources: Sources) -> dict[str, Any]:
     judged = sum(levels.values())
     return {
         "totals": totals,
+        "events_since": events_since,
+        "online_since": online_since,
         "events_last_7_days": sum(hourly.values()),
         "events_chart": events_chart,
         "online_days": ONLINE_DAYS,
@@ -80,6 +82,7 @@ def overview(sources: Sources) -> dict[str, Any]:
         "churn_chart": charts.bar_chart(
             "Users by latest churn risk level",
             [(level, float(levels.get(level, 0))) for level in RISK_LEVELS],
+            tones={level: level for level in RISK_LEVELS},
             width=420,
             height=180,
         ),

@@ -22,7 +22,7 @@ DAY = 86400
 
 def _sqlite_bucket(column: InstrumentedAttribute[datetime], seconds: int) -> ColumnElement[Any]:
     # SQLite stores UTC text; strftime('%s') gives epoch seconds.
-    return cast(func.strftime("%s", column), Integer) / seconds
+    return cast(func.strftime("%s", column), Integer) // seconds
 
 
 def _postgres_bucket(column: InstrumentedAttribute[datetime], seconds: int) -> ColumnElement[Any]:
