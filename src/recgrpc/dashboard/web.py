@@ -169,7 +169,8 @@ class DashboardApp:
     def login_form(self, request: Request, status: int, message: str = "") -> Response:
         if not message and self.presented_token(request) is not None:
             message = "That token is not accepted."
-        target = request.full_path if request.path != "/login" else request.args.get("next", "/")
+        here = request.full_path.rstrip("?")
+        target = here if request.path != "/login" else request.values.get("next", "/")
         response = self.render(
             "login.html",
             request,
