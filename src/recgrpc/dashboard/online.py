@@ -46,6 +46,7 @@ def online_metrics_by_day(
     feedback_by_list: dict[str, list[FeedbackRow]] = defaultdict(list)
     for given in feedback:
         feedback_by_list[given[0]].append(given)
+    # Events grouped by user in time order, for slicing by day.
     events_by_user: dict[str, list[EventRow]] = defaultdict(list)
     for event in interactions:
         events_by_user[event[0]].append(event)
@@ -59,9 +60,9 @@ def online_metrics_by_day(
         end = day + DAY + window
         events: list[EventRow] = []
         for user_id in {row[1] for row in lists}:
-            times = times_by_user.get(user_id)
-            if times:
-                lo, hi = bisect.bisect_left(times, day), bisect.bisect_right(times, end)
+            known = times_by_user.get(user_id)
+            if known:
+                lo, hi = bisect.bisect_left(known, day), bisect.bisect_right(known, end)
                 events.extend(events_by_user[user_id][lo:hi])
         clicks = [f for row in lists for f in feedback_by_list.get(row[0], ())]
         out.append(DailyOnlineMetrics(day, online_metrics(lists, clicks, events, window)))

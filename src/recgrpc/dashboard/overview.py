@@ -11,7 +11,7 @@ from recgrpc.dashboard.online import DAY, combined, day_of, online_metrics_by_da
 from recgrpc.dashboard.sources import Sources
 from recgrpc.db import analytics, model_store
 from recgrpc.db import training_data as td
-from recgrpc.model.evaluation import OnlineMetrics
+from recgrpc.model.evaluation import POSITIVE_TYPES, OnlineMetrics
 
 EVENTS_HOURS = 7 * 24
 ONLINE_DAYS = 30
@@ -41,7 +41,9 @@ def overview(sources: Sources) -> dict[str, Any]:
         levels = analytics.churn_levels(session)
         impressions = td.impressions_since(session, online_since)
         feedback = td.feedback_since(session, online_since)
-        interactions = td.interactions_since(session, online_since)
+        interactions = analytics.events_after_lists(
+            session, online_since, HIT_WINDOW, POSITIVE_TYPES
+        )
         active = {
             kind: model_store.active_model_version(session, kind)
             for kind in (model_store.RECOMMENDER, model_store.CHURN)

@@ -6,12 +6,12 @@ whatever the number of events; only the bucket expression differs between the ba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, cast, func, select
+from sqlalchemy import ColumnElement, Integer, Interval, cast, func, literal, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from recgrpc.db import models as m
@@ -33,6 +33,28 @@ _BUCKETS: dict[str, Callable[[InstrumentedAttribute[datetime], int], ColumnEleme
     "sqlite": _sqlite_bucket,
     "postgresql": _postgres_bucket,
 }
+
+
+def _sqlite_shift(column: InstrumentedAttribute[datetime], seconds: int) -> ColumnElement[Any]:
+    # UTC text without the fraction; compares correctly with the stored text.
+    return func.datetime(column, f"{seconds:+d} seconds")
+
+
+def _postgres_shift(column: InstrumentedAttribute[datetime], seconds: int) -> ColumnElement[Any]:
+    return column + literal(timedelta(seconds=seconds), Interval())
+
+
+_SHIFTS: dict[str, Callable[[InstrumentedAttribute[datetime], int], ColumnElement[Any]]] = {
+    "sqlite": _sqlite_shift,
+    "postgresql": _postgres_shift,
+}
+
+
+def _shift(
+    session: Session, column: InstrumentedAttribute[datetime], seconds: int
+) -> ColumnElement[Any]:
+    """``column`` moved by ``seconds``, comparable with other time columns."""
+    return _SHIFTS[session.get_bind().dialect.name](column, seconds)
 
 
 def _bucket(
@@ -96,6 +118,33 @@ def fallback_reasons(session: Session, since: datetime) -> list[tuple[str, int]]
         .order_by(func.count().desc(), reason)
     )
     return [(r or "", int(n)) for r, n in rows]
+
+
+def events_after_lists(
+    session: Session, since: datetime, window: timedelta, types: Collection[str]
+) -> list[tuple[str, str, str, datetime]]:
+    """(user_id, item_id, type, occurred_at) of the ``types`` given that happened within
+    ``window`` after a list was served to that user since ``since``: the only events that can
+    make a shown item a hit (``model.evaluation.online_metrics`` decides which do). In no
+    particular order: sorting by user would walk the whole (user, time) index on SQLite.
+
+    A semi-join on the served lists' (user, time) index, so a page reads the few events near a
+    list instead of every event of the period.
+    """
+    i, p = m.Interaction, m.Impression
+    # One second of slack: SQLite's datetime() drops the fraction (the rule is applied later).
+    earliest = _shift(session, i.occurred_at, -int(window.total_seconds()) - 1)
+    near_a_list = (
+        select(p.recset_id)
+        .where(p.user_id == i.user_id, p.served_at >= since)
+        .where(p.served_at <= i.occurred_at, p.served_at >= earliest)
+        .exists()
+    )
+    rows = session.execute(
+        select(i.user_id, i.item_id, i.type, i.occurred_at)
+        .where(i.occurred_at >= since, i.type.in_(sorted(types)), near_a_list)
+    )
+    return [(u, item, kind, at) for u, item, kind, at in rows]
 
 
 def churn_levels(session: Session) -> dict[str, int]:
