@@ -3,8 +3,8 @@
     python bench/dashboard.py [--database-url URL] [--items 10000] [--users 3000]
                               [--interactions 100000] [--requests 20] [--reuse]
 
-Seeds the database with the project's demo generator (``generate_demo``), trains the
-recommender (3 epochs) and the churn model, records every user's churn risk, then starts a real
+Seeds the database like `make run` (``recgrpc demo``, ``train --epochs 3``, ``train-churn``,
+``score-churn``: the demo generator, both models, every user's churn risk), then starts a real
 server and dashboard on free ports and times sequential GETs of each page over HTTP (the whole
 page: database reads, ranking, churn scoring, templates). Without ``--database-url`` a fresh
 SQLite file is used; a PostgreSQL URL must name an empty, migrated database (or pass
@@ -15,48 +15,35 @@ on a busy machine: the load average is printed beside them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
+import io
 import os
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
+from recgrpc import cli
 from recgrpc.config import Settings
 from recgrpc.dashboard import DashboardServer
 from recgrpc.db import Database, upgrade
 from recgrpc.db import models as m
 from recgrpc.db.queries import count_rows
-from recgrpc.demo import generate_demo, write_demo
-from recgrpc.model.churn import ActiveChurnModel, default_as_of, train_churn
-from recgrpc.model.training import train
 from recgrpc.server import create_server
 
 TARGET_MS = 300.0
 
 
 def seed(url: str, users: int, items: int, interactions: int) -> None:
-    db = Database(url)
-    try:
-        now = datetime.now(UTC)
-        started = time.perf_counter()
-        data = generate_demo(
-            seed=42, n_users=users, n_items=items, n_interactions=interactions, now=now
-        )
-        write_demo(db, data)
-        train(db, Settings(database_url=url), progress=False, epochs=3, write_lists=False)
-        with db.reader() as session:
-            as_of = default_as_of(session, now)
-        train_churn(db, as_of=as_of, horizon_days=30, now=now)
-        scorer = ActiveChurnModel(0.35, 0.65)
-        scorer.refresh(db)
-        with db.writer() as session:
-            scorer.score_all(session, as_of)
-        print(f"seeded in {time.perf_counter() - started:.0f} s")
-    finally:
-        db.dispose()
+    """What `make run` does, through the same commands."""
+    started = time.perf_counter()
+    sizes = ["--users", str(users), "--items", str(items), "--interactions", str(interactions)]
+    for command in (["demo", *sizes], ["train", "--epochs", "3"], ["train-churn"], ["score-churn"]):
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert cli.main(["--database-url", url, "--log-level", "WARNING", *command]) == 0
+    print(f"seeded in {time.perf_counter() - started:.0f} s")
 
 
 def fetch(port: int, path: str) -> tuple[int, float, float]:
