@@ -141,8 +141,9 @@ def events_after_lists(
         .exists()
     )
     rows = session.execute(
-        select(i.user_id, i.item_id, i.type, i.occurred_at)
-        .where(i.occurred_at >= since, i.type.in_(sorted(types)), near_a_list)
+        select(i.user_id, i.item_id, i.type, i.occurred_at).where(
+            i.occurred_at >= since, i.type.in_(sorted(types)), near_a_list
+        )
     )
     return [(u, item, kind, at) for u, item, kind, at in rows]
 
