@@ -8,7 +8,9 @@ LOWEST_STAMP := $(LOWEST_VENV)/.installed
 DATABASE_URL ?= sqlite:///recgrpc.db
 PROTOS := $(wildcard protos/recgrpc/v1/*.proto)
 
-.PHONY: install lowest run test lint typecheck proto check-proto bench demo clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: install lowest run test lint typecheck proto check-proto bench demo clean browser screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,17 +32,26 @@ $(LOWEST_STAMP): pyproject.toml tests/lowest_versions.py
 
 lowest: $(LOWEST_STAMP)
 
-## run: install, migrate SQLite, load demo data, train, serve gRPC (:50051) and metrics (:9464)
+## run: install, migrate SQLite, load demo data, train, score churn, serve gRPC (:50051),
+## metrics (:9464) and the dashboard (http://localhost:8088/)
 run: $(STAMP)
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) migrate
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) demo
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) train
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) train-churn
+	$(BIN)/recgrpc --database-url $(DATABASE_URL) score-churn
 	$(BIN)/recgrpc --database-url $(DATABASE_URL) serve
 
-## test: install (both venvs), then the whole suite (PostgreSQL too when RECGRPC_TEST_DATABASE_URL
-## is set)
-test: $(STAMP) $(LOWEST_STAMP)
+## browser: Debian's Chromium for the dashboard's browser tests, installed only when missing
+$(CHROMIUM):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-liberation
+
+browser: $(CHROMIUM)
+
+## test: install (both venvs and Chromium), then the whole suite (PostgreSQL too when
+## RECGRPC_TEST_DATABASE_URL is set)
+test: $(STAMP) $(LOWEST_STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -57,6 +68,11 @@ proto: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
 		--python_out=src --grpc_python_out=src \
 		--mypy_out=src --mypy_grpc_out=src $(PROTOS)
+
+## screenshots: regenerate docs/screenshots/*.png (the README's) from the browser tests on SQLite
+screenshots: $(STAMP) $(CHROMIUM)
+	RECGRPC_SCREENSHOTS_DIR=$(abspath docs/screenshots) RECGRPC_TEST_DATABASE_URL= \
+		$(BIN)/pytest -q tests/test_dashboard.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/harness.py

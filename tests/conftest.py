@@ -21,6 +21,15 @@ POSTGRES_URL = os.environ.get("RECGRPC_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _dashboard_port_off() -> Iterator[None]:
+    """Servers that tests start (``recgrpc serve`` too) leave the dashboard's default port
+    alone: suites run side by side on one machine. Dashboard tests pick a free port."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECGRPC_DASHBOARD_PORT", "0")
+        yield
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file, copied per test (migrating each time would be slow)."""
@@ -44,6 +53,20 @@ def _truncate_postgres(url: str) -> None:
             session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     finally:
         db.dispose()
+
+
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> str:
+    """A freshly migrated, empty database on ``request.param``'s backend, for module-scoped
+    fixtures parametrized by ``BACKENDS`` (a whole module's tests share what they build)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp(name) / f"{name}.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_migrated")
+    _truncate_postgres(url)
+    return url
 
 
 @pytest.fixture(params=BACKENDS)

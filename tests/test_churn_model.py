@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from recgrpc.model.churn import (
     train_churn,
 )
 from tests import churn_history
-from tests.conftest import BACKENDS, _truncate_postgres
+from tests.conftest import BACKENDS, module_database_url
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -36,14 +35,7 @@ def trained(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Database, churn_history.History, ChurnModel, dict]]:
     """One generated history and trained model per backend, shared by this module's tests."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("churn") / "churn.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        url = f"sqlite:///{path}"
-    else:
-        url = request.getfixturevalue("postgres_migrated")
-        _truncate_postgres(url)
-    db = Database(url)
+    db = Database(module_database_url(request, tmp_path_factory, "churn"))
     history = churn_history.generate(db, END, users=120, days=150)
     report = train_churn(db, as_of=END, horizon_days=30)
     metrics = {"model": report.model_metrics, "baseline": report.baseline_metrics}

@@ -83,7 +83,11 @@ def test_deployment_ports_probes_and_shutdown_agree_with_settings() -> None:
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": DEFAULTS.port, "metrics": DEFAULTS.metrics_port}
+    assert ports == {
+        "grpc": DEFAULTS.port,
+        "metrics": DEFAULTS.metrics_port,
+        "dashboard": DEFAULTS.dashboard_port,
+    }
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == DEFAULTS.port, probe
     assert "limits" in container["resources"]
@@ -144,6 +148,9 @@ def test_environment_names_are_settings_fields_and_values_parse() -> None:
     settings = Settings.from_env(environ)  # every value parses and validates
     assert settings.port == DEFAULTS.port
     assert settings.metrics_port == DEFAULTS.metrics_port
+    # The dashboard answers only on the pod's loopback, where kubectl port-forward connects.
+    assert settings.dashboard_port == DEFAULTS.dashboard_port
+    assert settings.dashboard_host == "127.0.0.1"
     assert settings.database_url.startswith("postgresql+psycopg://")
 
 
@@ -174,7 +181,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_server_extra() -> None:
     assert users
     assert users[-1].split(":")[0] not in {"root", "0"}
     exposed = {int(p) for p in re.findall(r"^EXPOSE (.+)$", text, re.MULTILINE)[0].split()}
-    assert exposed == {DEFAULTS.port, DEFAULTS.metrics_port}
+    assert exposed == {DEFAULTS.port, DEFAULTS.metrics_port, DEFAULTS.dashboard_port}
     assert 'ENTRYPOINT ["recgrpc"]' in text  # exec form: SIGTERM reaches the server
 
 

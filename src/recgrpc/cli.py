@@ -33,7 +33,15 @@ DESCRIPTION = (
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
-        for name in ("database_url", "host", "port", "metrics_port", "workers", "log_json")
+        for name in (
+            "database_url",
+            "host",
+            "port",
+            "metrics_port",
+            "dashboard_port",
+            "workers",
+            "log_json",
+        )
     }
     return Settings.from_env(**overrides)
 
@@ -264,18 +272,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("migrate", "create or upgrade the database schema")
     p.set_defaults(func=cmd_migrate)
 
-    p = command("serve", "run the gRPC server and the Prometheus endpoint")
+    p = command("serve", "run the gRPC server, the Prometheus endpoint and the dashboard")
     p.add_argument("--host", help=setting_help("bind address", "host"))
     p.add_argument("--port", type=int, help=setting_help("gRPC port", "port"))
     p.add_argument(
         "--metrics-port", type=int, help=setting_help("Prometheus port, 0 = off", "metrics_port")
     )
     p.add_argument(
+        "--dashboard-port",
+        type=int,
+        help=setting_help("analytics dashboard (HTTP) port, 0 = off", "dashboard_port"),
+    )
+    p.add_argument(
         "--workers",
         type=int,
         help=setting_help(
             "server processes sharing the port (SO_REUSEPORT); worker i serves metrics on "
-            "--metrics-port + i",
+            "--metrics-port + i and the dashboard on --dashboard-port + i",
             "workers",
         ),
     )

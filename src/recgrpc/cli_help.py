@@ -30,6 +30,7 @@ SERVER_MODULES = frozenset(
 PORT_FLAGS = {
     "port": "--port or RECGRPC_PORT",
     "metrics_port": "--metrics-port or RECGRPC_METRICS_PORT (0 turns the endpoint off)",
+    "dashboard_port": "--dashboard-port or RECGRPC_DASHBOARD_PORT (0 turns the dashboard off)",
 }
 
 

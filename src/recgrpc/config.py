@@ -72,6 +72,11 @@ class Settings:
     """gRPC port; 0 picks a free one."""
     metrics_port: int = 9464
     """Prometheus endpoint port; 0 disables it."""
+    dashboard_port: int = 8088
+    """Read-only analytics dashboard (HTTP) port; 0 disables it."""
+    dashboard_host: str = ""
+    """Address the dashboard binds; empty: the same as host. ``127.0.0.1`` keeps it reachable
+    only from inside the pod (``kubectl port-forward`` still works)."""
     max_workers: int = 16
     """Threads handling RPCs concurrently."""
     workers: int = 1
@@ -176,7 +181,8 @@ class Settings:
                 "not a supported database; use sqlite:///FILE or "
                 "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
             )
-        if not 0 <= self.port <= 65535 or not 0 <= self.metrics_port <= 65535:
+        ports = (self.port, self.metrics_port, self.dashboard_port)
+        if not all(0 <= p <= 65535 for p in ports):
             raise ValueError("ports must be within 0..65535")
         if not 0 < self.churn_medium_threshold <= self.churn_high_threshold < 1:
             raise ValueError("need 0 < churn_medium_threshold <= churn_high_threshold < 1")

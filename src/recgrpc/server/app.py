@@ -27,7 +27,7 @@ from recgrpc.model.representations import ModelView
 from recgrpc.server import ports
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot, utcnow
-from recgrpc.server.interceptors import load_tokens, standard_interceptors
+from recgrpc.server.interceptors import TokenSet, load_tokens, standard_interceptors
 from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
 from recgrpc.server.registry import service_handler
 from recgrpc.server.servicers import CatalogServicer, RecommendationServicer
@@ -336,6 +336,11 @@ def serve(settings: Settings) -> int:
         for index in range(settings.workers):
             port = settings.metrics_port + index
             ports.ensure_free("metrics", settings.host, port, "metrics_port")
+    if settings.dashboard_port:
+        host = settings.dashboard_host or settings.host
+        for index in range(settings.workers):
+            port = settings.dashboard_port + index
+            ports.ensure_free("dashboard", host, port, "dashboard_port")
     if settings.workers > 1:
         return serve_workers(settings, _serve_one)
     return _serve_one(settings)
@@ -360,6 +365,27 @@ def _serve_one(settings: Settings) -> int:
         if endpoint is not None:
             endpoint.close()
         raise
+    dashboard = None
+    if settings.dashboard_port:
+        # Imported here: the dashboard sits on top of the handlers and imports server modules.
+        from recgrpc.dashboard import DashboardServer  # noqa: PLC0415
+
+        tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
+        try:
+            dashboard = DashboardServer(
+                running.handlers,
+                settings.dashboard_host or settings.host,
+                settings.dashboard_port,
+                tokens=None if tokens is None else TokenSet(tokens),
+            )
+        except OSError as exc:
+            running.stop(0)
+            if endpoint is not None:
+                endpoint.close()
+            reason = ports.REASONS.get(exc.errno or 0, exc.strerror or "not available")
+            raise ports.PortUnavailable(
+                "dashboard", settings.host, settings.dashboard_port, reason, "dashboard_port"
+            ) from exc
     done = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -385,5 +411,7 @@ def _serve_one(settings: Settings) -> int:
     running.stop(settings.grace_seconds, drain_delay=settings.drain_delay_seconds)
     if endpoint is not None:
         endpoint.close()
+    if dashboard is not None:
+        dashboard.close()
     log.info("server stopped")
     return 0

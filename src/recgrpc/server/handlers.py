@@ -167,6 +167,27 @@ class Handlers:
     # -- RecommendationService ------------------------------------------------------------
 
     def get_recommendations(self, query: domain.RecommendationQuery) -> domain.ServedList:
+        ranking, outage = self._rank(query)
+        served = domain.ServedList(
+            recset_id=str(uuid.uuid4()), generated_at=self.clock(), ranking=ranking
+        )
+        if not outage:
+            try:
+                self.served_lists.record(query.user_id, served, query.platform)
+            except Unavailable:
+                log.warning("impression %s not recorded: database unavailable", served.recset_id)
+        if self.metrics is not None:
+            self.metrics.recommendations_served(served.ranking)
+        return served
+
+    def preview_recommendations(
+        self, query: domain.RecommendationQuery
+    ) -> domain.RecommendationList:
+        """The list GetRecommendations would serve now, recorded nowhere (the dashboard's)."""
+        return self._rank(query)[0]
+
+    def _rank(self, query: domain.RecommendationQuery) -> tuple[domain.RecommendationList, bool]:
+        """The ranked list and whether the database was down (the list is then not stored)."""
         outage = False
         try:
             with self.db.connection() as conn:
@@ -185,17 +206,7 @@ class Handlers:
                 model_version=ranking.model_version,
                 fallback_reason=DATABASE_DOWN_FALLBACK,
             )
-        served = domain.ServedList(
-            recset_id=str(uuid.uuid4()), generated_at=self.clock(), ranking=ranking
-        )
-        if not outage:
-            try:
-                self.served_lists.record(query.user_id, served, query.platform)
-            except Unavailable:
-                log.warning("impression %s not recorded: database unavailable", served.recset_id)
-        if self.metrics is not None:
-            self.metrics.recommendations_served(served.ranking)
-        return served
+        return ranking, outage
 
     def log_interaction(self, event: domain.Interaction) -> tuple[str, bool]:
         """Store the event once; returns ``(event_id, duplicate)``."""

@@ -306,20 +306,34 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-class BearerTokenAuthInterceptor(_GateInterceptor):
-    """Refuses calls without a known bearer token with UNAUTHENTICATED.
+class TokenSet:
+    """Accepted bearer tokens, kept only as SHA-256 digests (the gRPC API's and the dashboard's).
 
-    Tokens are kept only as SHA-256 digests and compared in constant time against every known
-    digest, so timing reveals neither a token nor which one matched.
+    ``accepts`` compares in constant time against every known digest, so timing reveals
+    neither a token nor which one matched.
     """
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        self._digests = tuple(_digest(t) for t in tokens if t)
+        if not self._digests:
+            raise ValueError("bearer-token authentication needs at least one token")
+
+    def accepts(self, token: str) -> bool:
+        presented = _digest(token)
+        known = False
+        for digest in self._digests:  # no early exit: constant time whatever matches
+            known |= hmac.compare_digest(presented, digest)
+        return known
+
+
+class BearerTokenAuthInterceptor(_GateInterceptor):
+    """Refuses calls without a known bearer token (``TokenSet``) with UNAUTHENTICATED."""
 
     def __init__(
         self, tokens: Iterable[str], exempt_services: Iterable[str] = PUBLIC_SERVICES
     ) -> None:
         super().__init__(exempt_services)
-        self._digests = tuple(_digest(t) for t in tokens if t)
-        if not self._digests:
-            raise ValueError("bearer-token authentication needs at least one token")
+        self.tokens = TokenSet(tokens)
 
     def admit(self, rpc: RpcInfo, context: grpc.ServicerContext) -> None:
         token = bearer_token(context)
@@ -329,11 +343,7 @@ class BearerTokenAuthInterceptor(_GateInterceptor):
                 "missing bearer token: send metadata 'authorization: Bearer <token>'",
             )
             return
-        presented = _digest(token)
-        known = False
-        for digest in self._digests:  # no early exit: constant time whatever matches
-            known |= hmac.compare_digest(presented, digest)
-        if not known:
+        if not self.tokens.accepts(token):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
 
 
@@ -444,6 +454,7 @@ __all__ = [
     "RateLimitInterceptor",
     "RpcInfo",
     "TokenBuckets",
+    "TokenSet",
     "bearer_token",
     "caller_key",
     "load_tokens",

@@ -8,7 +8,8 @@ spreads incoming connections over them. The parent only supervises: SIGTERM or S
 passed to every worker, which drains its in-flight calls; if a worker dies, the others are
 stopped and the parent exits non-zero so the supervisor (systemd, Kubernetes) restarts it whole.
 
-Each worker serves Prometheus metrics on ``metrics_port + index`` (index 0..N-1).
+Each worker serves Prometheus metrics on ``metrics_port + index`` (index 0..N-1), and the
+dashboard on ``dashboard_port + index``.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def reserve_port(host: str, port: int) -> Iterator[int]:
 
 
 def worker_settings(settings: Settings, index: int, port: int) -> Settings:
-    """What worker ``index`` runs with: the shared port, its own metrics port."""
+    """What worker ``index`` runs with: the shared port, its own metrics and dashboard ports."""
     metrics_port = settings.metrics_port + index if settings.metrics_port else 0
-    return settings.replace(port=port, metrics_port=metrics_port)
+    dashboard_port = settings.dashboard_port + index if settings.dashboard_port else 0
+    return settings.replace(port=port, metrics_port=metrics_port, dashboard_port=dashboard_port)
 
 
 def _worker_main(serve_one: ServeOne, settings: Settings) -> None:
