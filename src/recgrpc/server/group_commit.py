@@ -1,5 +1,5 @@
 """Group commit: concurrent calls share one database transaction (LogInteraction,
-SubmitFeedback, the impressions GetRecommendations records and PredictChurn's record).
+SubmitFeedback and PredictChurn's record; served lists are written behind: server.impressions).
 
 A single-row transaction costs several round trips (begin, item check, user upsert, insert,
 commit), and under load those round trips, not Python, bound throughput. One writer thread takes
@@ -59,8 +59,6 @@ class _Pending(Generic[T]):
     # tenth of LogInteraction's interpreter time in py-spy.
     done: threading.Lock = field(default_factory=_held_lock)
     duplicate: bool = False
-    # The (algorithm, model_version) of the served list a feedback refers to, when known.
-    attribution: tuple[str, str] | None = None
     error: Exception | None = None
 
 
@@ -246,11 +244,6 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
         batch_scope = self._db.transaction() if self._db.is_sqlite else self._own_connection()
         with batch_scope as conn:
             known = self._existing_items(conn, {p.item.item_id for p in batch})
-            sources = queries.impression_sources(
-                conn, {p.item.recset_id for p in batch if p.item.recset_id}
-            )
-            for pending in batch:
-                pending.attribution = sources.get(pending.item.recset_id)
             accepted: list[_Pending[domain.Interaction]] = []
             for pending in batch:
                 if pending.item.item_id in known:
@@ -272,60 +265,20 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
             answered.add(event_id)
 
 
-@dataclass(frozen=True)
-class ServedListRecord:
-    """A list served to a user: stored as an impression and as the user's current top-N."""
-
-    user_id: str
-    served: domain.ServedList
-    platform: str
-
-
-class ServedListWriter(GroupCommitter[ServedListRecord]):
-    """GetRecommendations' writes, committed together for concurrent calls.
-
-    Every list is stored before its call returns (so feedback on it finds it), but one
-    transaction holds many lists: on SQLite that is one wait for the write lock instead of one
-    per request, on PostgreSQL one commit flush.
-    """
-
-    name = "served-list-writer"
-    what = "served list"
-
-    def record(self, user_id: str, served: domain.ServedList, platform: str) -> None:
-        """Store the impression and the user's top-N; raises Unavailable on an outage."""
-        self.submit(ServedListRecord(user_id, served, platform))
-
-    def _store(self, batch: Sequence[_Pending[ServedListRecord]]) -> None:
-        with self._db.transaction() as conn:
-            queries.record_served_lists(
-                conn, [(p.item.user_id, p.item.served, p.item.platform) for p in batch]
-            )
-
-
 class FeedbackWriter(GroupCommitter[domain.Feedback]):
     """SubmitFeedback's group commit: per-item NOT_FOUND, acknowledged only after commit."""
 
     name = "feedback-writer"
     what = "feedback"
 
-    def record(self, feedback: domain.Feedback) -> tuple[str, str] | None:
-        """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage.
-
-        Returns the (algorithm, model_version) of the served list it names, when that list is
-        stored, so online metrics can be attributed per algorithm and model version.
-        """
-        return self.submit(feedback).attribution
+    def record(self, feedback: domain.Feedback) -> None:
+        """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage."""
+        self.submit(feedback)
 
     def _store(self, batch: Sequence[_Pending[domain.Feedback]]) -> None:
         now = self._clock()
         with self._db.transaction() as conn:
             known = self._existing_items(conn, {p.item.item_id for p in batch})
-            sources = queries.impression_sources(
-                conn, {p.item.recset_id for p in batch if p.item.recset_id}
-            )
-            for pending in batch:
-                pending.attribution = sources.get(pending.item.recset_id)
             accepted = []
             for pending in batch:
                 if pending.item.item_id in known:
@@ -335,7 +288,7 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
                         f"item_id {pending.item.item_id!r} is not in the catalogue"
                     )
             queries.ensure_users(conn, (f.user_id for f in accepted), now)
-            # Per-user locks, as served lists take them: a user's stored top-N is never updated
+            # Per-user locks, as training takes them: a user's stored top-N is never updated
             # by two transactions in opposite orders (no deadlock).
             queries.lock_users(conn, (f.user_id for f in accepted))
             queries.record_feedback_batch(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Container
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -17,19 +16,20 @@ from sqlalchemy.orm import Session
 from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database, model_store, queries
-from recgrpc.errors import NotFound, Unavailable
+from recgrpc.errors import InvalidArgument, NotFound, Unavailable
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.churn import NO_CHURN_MODEL
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
+from recgrpc.recset import Attribution, RecsetTokens
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
     FeedbackWriter,
     InteractionWriter,
-    ServedListWriter,
 )
+from recgrpc.server.impressions import ImpressionWriter
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class ServiceObserver(Protocol):
     """Told about domain events after they happen (``server.metrics.ServerMetrics`` is one)."""
 
     def recommendations_served(self, ranking: domain.RecommendationList) -> None: ...
+
+    def impressions_dropped(self, count: int) -> None: ...
 
     def interaction_logged(
         self, interaction_type: domain.InteractionType, duplicate: bool
@@ -150,8 +152,14 @@ class Handlers:
         # a second writer only splits batches (bench/group_commit.py: less CPU per event with
         # one, for about the same rate).
         self.interactions = InteractionWriter(db, clock, catalogued=catalogued)
-        # The same for the impressions (and stored top-N) of concurrently served lists.
-        self.served_lists = ServedListWriter(db, writers=writers)
+        # Served lists are written behind (never waited for): server.impressions.
+        self.served_lists = ImpressionWriter(
+            db,
+            capacity=settings.impression_queue_size,
+            flush_seconds=settings.impression_flush_seconds,
+            dropped=None if metrics is None else metrics.impressions_dropped,
+        )
+        self.recsets = RecsetTokens(settings.recset_key)
         self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
         self.predictions = ChurnPredictionWriter(db, writers=writers)
 
@@ -169,14 +177,14 @@ class Handlers:
 
     def get_recommendations(self, query: domain.RecommendationQuery) -> domain.ServedList:
         ranking, outage = self._rank(query)
-        served = domain.ServedList(
-            recset_id=str(uuid.uuid4()), generated_at=self.clock(), ranking=ranking
-        )
-        if not outage:
-            try:
-                self.served_lists.record(query.user_id, served, query.platform)
-            except Unavailable:
-                log.warning("impression %s not recorded: database unavailable", served.recset_id)
+        now = self.clock()
+        recset_id = self.recsets.issue(ranking.algorithm, ranking.model_version, now)
+        served = domain.ServedList(recset_id=recset_id, generated_at=now, ranking=ranking)
+        if outage:
+            if self.metrics is not None:
+                self.metrics.impressions_dropped(1)
+        else:
+            self.served_lists.record(query.user_id, served, query.platform)
         if self.metrics is not None:
             self.metrics.recommendations_served(served.ranking)
         return served
@@ -209,17 +217,34 @@ class Handlers:
             )
         return ranking, outage
 
+    def attribution(self, recset_id: str) -> Attribution | None:
+        """What the list ``recset_id`` names was served by; InvalidArgument for a recset_id
+        this deployment did not issue (forged, altered, or from elsewhere)."""
+        if not recset_id:
+            return None
+        found = self.recsets.read(recset_id)
+        if found is None:
+            raise InvalidArgument.single(
+                "recset_id", "is not a recset_id returned by GetRecommendations"
+            )
+        return found
+
     def log_interaction(self, event: domain.Interaction) -> tuple[str, bool]:
         """Store the event once; returns ``(event_id, duplicate)``."""
+        self.attribution(event.recset_id)
         duplicate = self.interactions.log(event)
         if self.metrics is not None:
             self.metrics.interaction_logged(event.type, duplicate)
         return event.event_id, duplicate
 
     def submit_feedback(self, feedback: domain.Feedback) -> bool:
-        source = self.feedback.record(feedback)
+        # Attributed from the token itself: the impression may not be stored yet (or dropped).
+        attribution = self.attribution(feedback.recset_id)
+        self.feedback.record(feedback)
         if self.metrics is not None:
-            self.metrics.feedback_recorded(feedback, source)
+            self.metrics.feedback_recorded(
+                feedback, None if attribution is None else attribution.source
+            )
         return True
 
     def predict_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
