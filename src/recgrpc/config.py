@@ -125,6 +125,9 @@ class Settings:
     """Score bonus for new items, decaying with the item's age."""
     freshness_half_life_days: float = 14.0
     """Age at which the freshness bonus halves."""
+    ann_min_items: int = 200_000
+    """Catalogues this large are ranked from an approximate nearest-neighbour index (built at
+    model load; filters stay exact); 0 never uses one."""
 
     interaction_weights: Mapping[str, float] = field(
         default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS
@@ -190,6 +193,8 @@ class Settings:
             raise ValueError("need 1 <= default_limit <= max_limit")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.ann_min_items < 0:
+            raise ValueError("ann_min_items (RECGRPC_ANN_MIN_ITEMS) must not be negative")
         if self.workers < 1 or self.max_workers < 1:
             raise ValueError("workers and max_workers must be at least 1")
         if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)) or not (

@@ -100,8 +100,9 @@ def build_snapshot(
     else:
         catalog = CatalogIndex.build(rows)
     view, rejected = refresh_view(
-        old_view, rejected, version, None if stored is None else stored.artifact, rows
-    )
+        old_view, rejected, version, None if stored is None else stored.artifact, rows,
+        ann_min_items=settings.ann_min_items,
+    )  # fmt: skip
     trending = trending_scores(
         counts, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
     )
