@@ -17,7 +17,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from recgrpc import domain
+from recgrpc import domain, tracing
 from recgrpc.config import DEFAULT_INTERACTION_WEIGHTS, Settings
 from recgrpc.domain import Algorithm
 from recgrpc.model.catalog import CatalogIndex
@@ -225,13 +225,14 @@ class RankingEngine:
         sources = _candidate_sources(query.algorithm, has_behaviour, has_profile)
         weights = snap.config.interaction_weights
         for n, source in enumerate(sources):
-            vector = model.user_vector(source, context, snap.catalog.position, weights)
-            if vector is None:
-                continue
-            items = model.items_for(source)
-            # BLAS sgemv; the server pins BLAS to one thread (``server.app``), since its worker
-            # threads would only spin against the RPC threads for a single matrix-vector product.
-            scores: npt.NDArray[np.float32] = items @ vector
+            with tracing.span("recgrpc.score", {"recgrpc.algorithm": source.value}):
+                vector = model.user_vector(source, context, snap.catalog.position, weights)
+                if vector is None:
+                    continue
+                items = model.items_for(source)
+                # BLAS sgemv; the server pins BLAS to one thread (``server.app``): its worker
+                # threads would only spin against the RPC threads for one matrix-vector product.
+                scores: npt.NDArray[np.float32] = items @ vector
             usable = allowed
             if source == Algorithm.COLLABORATIVE:
                 usable = allowed & model.trained
@@ -267,15 +268,16 @@ class RankingEngine:
         limit: int,
         fallback: str,
     ) -> domain.RecommendationList:
-        result = rerank(
-            scores,
-            allowed,
-            limit,
-            categories=snap.catalog.categories,
-            fresh=snap.freshness,
-            fresh_items=snap.fresh_items,
-            config=snap.config.rerank,
-        )
+        with tracing.span("recgrpc.rerank", {"recgrpc.algorithm": source.value}):
+            result = rerank(
+                scores,
+                allowed,
+                limit,
+                categories=snap.catalog.categories,
+                fresh=snap.freshness,
+                fresh_items=snap.fresh_items,
+                config=snap.config.rerank,
+            )
         reason = SOURCE_REASON[source]
         ids = snap.catalog.item_ids
         items = [
