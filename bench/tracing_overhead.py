@@ -3,20 +3,22 @@
     python bench/tracing_overhead.py [--items 10000] [--calls 100] [--rounds 30]
 
 One SQLite world (bench/recommend_latency.py's catalogue and random model, active, and 200
-users with 50 clicks each) is served by three server processes side by side:
+users with 50 clicks each) is served by four server processes side by side:
 
 - none: this source tree with the tracing hooks taken out (each ``with tracing.span(...)``
   replaced by its body, the lines that only feed a span removed), i.e. the code as it would be
   without tracing;
 - off: this tree as shipped, ``RECGRPC_OTLP_ENDPOINT`` unset (the default);
 - on: ``RECGRPC_OTLP_ENDPOINT`` pointing at a collector in this process that accepts and drops
-  every export; every call sampled (the default ratio, 1.0).
+  every export; every call sampled (the default ratio, 1.0);
+- none2: a second server of the ``none`` code, the control: its ratio to ``none`` is the noise
+  floor of this run, the spread any difference must stand out of.
 
 Each round sends ``--calls`` sequential GetRecommendations (HYBRID, AUTO and CONTENT in turn)
 from one typed client to each server in turn (the order rotates), and reads the server
 process's own CPU time (all its threads: RPC threads, group-commit writers, span export) before
 and after. Prints microseconds per call for each variant and the median of each variant's
-round-by-round ratio to ``none``, so drift on a shared machine hits all three alike.
+round-by-round ratio to ``none``, so drift on a shared machine hits all of them alike.
 
 On a busy machine the processes' CPU times wander by more than the 2 % the hooks are allowed,
 so the run also times, in this process, exactly what the hooks of one call execute with
@@ -265,9 +267,11 @@ def main() -> None:
             "none": {**base, "PYTHONPATH": untraced_path},
             "off": base,
             "on": {**base, "RECGRPC_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}"},
+            "none2": {**base, "PYTHONPATH": untraced_path},
         }
         servers = {name: ServerProcess(name, env) for name, env in envs.items()}
-        assert servers["none"].package.startswith(tmp), servers["none"].package
+        for name in ("none", "none2"):
+            assert servers[name].package.startswith(tmp), servers[name].package
         clients = {n: RecommendationClient(f"127.0.0.1:{s.port}") for n, s in servers.items()}
         per_call: dict[str, list[float]] = {name: [] for name in servers}
         try:
@@ -275,7 +279,8 @@ def main() -> None:
                 calls(clients[name], 200, users, args.limit)
             names = list(servers)
             for round_ in range(args.rounds):
-                for name in names[round_ % 3 :] + names[: round_ % 3]:
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
                     before = servers[name].cpu()
                     calls(clients[name], args.calls, users, args.limit)
                     used = servers[name].cpu() - before
@@ -292,13 +297,13 @@ def main() -> None:
         f"{args.limit}, {args.rounds} rounds x {args.calls} calls per variant (load {load:.1f}); "
         f"'none' has {removed} tracing hooks taken out"
     )
-    print(f"{'variant':>8} {'median us':>10} {'min':>8} {'max':>8} {'vs none (per round)':>22}")
+    print(f"{'variant':>8} {'median us':>10} {'min':>8} {'max':>8}   vs none: median [p25 p75]")
     for name, values in per_call.items():
         ratios = [v / n for v, n in zip(values, per_call["none"], strict=True)]
-        ratio_text = " ".join(f"{r:.3f}" for r in ratios)
+        p25, p50, p75 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         print(
             f"{name:>8} {statistics.median(values):>10.1f} {min(values):>8.1f} "
-            f"{max(values):>8.1f}   median {statistics.median(ratios):.3f} [{ratio_text}]"
+            f"{max(values):>8.1f}   {p50:.3f} [{p25:.3f} {p75:.3f}]"
         )
     print(f"spans exported by 'on': {sink.exports} OTLP requests, {sink.bytes / 1e6:.1f} MB")
     hooks = min(hooks_off_seconds() for _ in range(3)) * 1e6
