@@ -22,12 +22,13 @@ from threadpoolctl import threadpool_limits
 
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
-from recgrpc.model.churn import ActiveChurnModel
+from recgrpc.domain import utcnow
+from recgrpc.jobs.churn_scoring import ActiveChurnModel
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.model.representations import ModelView
 from recgrpc.server import ports
 from recgrpc.server.errors import is_database_outage
-from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot, utcnow
+from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot
 from recgrpc.server.interceptors import TokenSet, load_tokens, standard_interceptors
 from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
 from recgrpc.server.registry import service_handler

@@ -30,7 +30,7 @@ from sqlalchemy import Connection
 from recgrpc import domain, tracing
 from recgrpc.db import Database, churn_data, queries
 from recgrpc.errors import NotFound, Unavailable
-from recgrpc.model.churn import prediction_row
+from recgrpc.jobs.churn_scoring import prediction_row
 from recgrpc.server.errors import DATABASE_UNAVAILABLE, is_database_outage
 
 log = logging.getLogger(__name__)

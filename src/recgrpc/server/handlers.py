@@ -9,7 +9,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Container
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 from recgrpc import domain, tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, model_store, queries
+from recgrpc.domain import utcnow
 from recgrpc.errors import NotFound, Unavailable
+from recgrpc.jobs.churn_scoring import NO_CHURN_MODEL
 from recgrpc.model.catalog import CatalogIndex
-from recgrpc.model.churn import NO_CHURN_MODEL
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 DATABASE_DOWN_FALLBACK = "database unavailable: served without the user's history"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ChurnPredictor(Protocol):
