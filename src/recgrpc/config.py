@@ -14,6 +14,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 ENV_PREFIX = "RECGRPC_"
 DEFAULT_DATABASE_URL = "sqlite:///recgrpc.db"
@@ -97,6 +98,15 @@ class Settings:
     """Python logging level."""
     log_json: bool = False
     """Emit one JSON object per log line."""
+
+    otlp_endpoint: str = ""
+    """OpenTelemetry collector receiving traces over OTLP/gRPC: ``http://collector:4317``
+    (``https://`` for TLS); empty: no traces."""
+    trace_service_name: str = "recgrpc"
+    """``service.name`` of the exported spans."""
+    trace_sample_ratio: float = 1.0
+    """Share (0..1) of the traces starting here that are kept; a caller's sampled trace is
+    always continued."""
 
     tls_cert_file: str = ""
     """PEM certificate chain; with tls_key_file enables TLS."""
@@ -197,6 +207,13 @@ class Settings:
             raise ValueError("ann_min_items (RECGRPC_ANN_MIN_ITEMS) must not be negative")
         if self.workers < 1 or self.max_workers < 1:
             raise ValueError("workers and max_workers must be at least 1")
+        endpoint = urlparse(self.otlp_endpoint)
+        if self.otlp_endpoint and (endpoint.scheme not in ("http", "https") or not endpoint.netloc):
+            raise ValueError(
+                "otlp_endpoint (RECGRPC_OTLP_ENDPOINT) must be http://HOST:PORT or https://HOST:PORT"
+            )
+        if not 0.0 <= self.trace_sample_ratio <= 1.0:
+            raise ValueError("trace_sample_ratio (RECGRPC_TRACE_SAMPLE_RATIO) must be within 0..1")
         if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)) or not (
             0 <= self.rating_min < self.rating_max
         ):

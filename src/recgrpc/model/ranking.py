@@ -21,7 +21,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from recgrpc import domain
+from recgrpc import domain, tracing
 from recgrpc.config import DEFAULT_INTERACTION_WEIGHTS, Settings
 from recgrpc.domain import Algorithm
 from recgrpc.model.approximate import approximate_hybrid
@@ -250,12 +250,13 @@ class RankingEngine:
                 if picked is not None:
                     return _listed(snap, source, picked, fallback)
             scores = self._scores_buffer(len(snap.catalog))
-            # BLAS sgemv into the reused buffer; the server pins BLAS to one thread
-            # (``server.app``), since its worker threads would only spin against the RPC
-            # threads for a single matrix-vector product.
-            np.matmul(model.items_for(source), vector, out=scores)
-            # Items this source cannot score (never trained on, no known feature).
-            scores[model.unscored_by(source)] = NEG_INF
+            with tracing.span("recgrpc.score", {"recgrpc.algorithm": source.value}):
+                # BLAS sgemv into the reused buffer; the server pins BLAS to one thread
+                # (``server.app``), since its worker threads would only spin against the RPC
+                # threads for a single matrix-vector product.
+                np.matmul(model.items_for(source), vector, out=scores)
+                # Items this source cannot score (never trained on, no known feature).
+                scores[model.unscored_by(source)] = NEG_INF
             return self._ranked(snap, source, context, query, scores, fallback=fallback)
         why = _why_not_personalised(context, snap.catalog.position)
         if query.algorithm != Algorithm.AUTO:
@@ -284,14 +285,15 @@ class RankingEngine:
         fallback: str,
     ) -> domain.RecommendationList:
         mask_blocked(scores, snap.catalog, context, query)
-        result = rerank(
-            scores,
-            query.limit,
-            categories=snap.catalog.categories,
-            fresh=snap.freshness,
-            fresh_items=snap.fresh_items,
-            config=snap.config.rerank,
-        )
+        with tracing.span("recgrpc.rerank", {"recgrpc.algorithm": source.value}):
+            result = rerank(
+                scores,
+                query.limit,
+                categories=snap.catalog.categories,
+                fresh=snap.freshness,
+                fresh_items=snap.fresh_items,
+                config=snap.config.rerank,
+            )
         return _listed(snap, source, result, fallback)
 
 

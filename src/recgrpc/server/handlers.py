@@ -14,7 +14,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from recgrpc import domain
+from recgrpc import domain, tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, model_store, queries
 from recgrpc.domain import utcnow
@@ -188,7 +188,7 @@ class Handlers:
         """The ranked list and whether the database was down (the list is then not stored)."""
         outage = False
         try:
-            with self.db.connection() as conn:
+            with tracing.span("recgrpc.user_context"), self.db.connection() as conn:
                 context = queries.load_user_context(conn, query.user_id)
         except Exception as exc:
             if not is_database_outage(exc):
