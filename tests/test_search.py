@@ -96,7 +96,8 @@ def test_categories_filter_and_limit(catalogue: grpc.Channel) -> None:
 def test_no_match_falls_back_to_trending_with_ok_status(catalogue: grpc.Channel) -> None:
     reply = search(catalogue, "zzzz qqqq")
     assert reply.fallback_reason == "no_search_matches"
-    assert reply.items and all(hit.reason == "trending" for hit in reply.items)
+    assert reply.items
+    assert all(hit.reason == "trending" for hit in reply.items)
     assert {hit.item_id for hit in reply.items} <= {row[0] for row in CATALOGUE}
 
 
@@ -160,8 +161,7 @@ def genre_world() -> TasteData:
         for item in data.items
     ]  # fmt: skip
     users = [
-        replace(u, preferences={GENRES[c]: s for c, s in u.preferences.items()})
-        for u in data.users
+        replace(u, preferences={GENRES[c]: s for c, s in u.preferences.items()}) for u in data.users
     ]
     taste = {u: tuple(GENRES[c] for c in cats) for u, cats in data.taste.items()}
     return TasteData(items=items, users=users, events=data.events, taste=taste)
@@ -230,7 +230,8 @@ def test_search_is_re_ranked_for_the_user(
     assert reply.model_version == version
     assert all(hit.reason == "search_personalised" for hit in reply.items)
     anonymous = search(channel, "album", limit=10)
-    assert anonymous.model_version == "" and anonymous.items[0].reason == "search"
+    assert anonymous.model_version == ""
+    assert anonymous.items[0].reason == "search"
     liked = world.taste[user]
     personal = sum(share_of(g, ids(reply), world) for g in liked)
     plain = sum(share_of(g, ids(anonymous), world) for g in liked)
@@ -245,7 +246,8 @@ def test_exclude_seen_leaves_out_what_the_user_touched(
     user = world.users[0].user_id
     seen = {e.item_id for e in world.events if e.user_id == user}
     reply = search(channel, "album", user_id=user, limit=100, exclude_seen=True)
-    assert reply.items and not seen & set(ids(reply))
+    assert reply.items
+    assert not seen & set(ids(reply))
     assert seen & set(ids(search(channel, "album", user_id=user, limit=100)))
 
 
