@@ -55,6 +55,8 @@ def decode(key: bytes, scope: str, token: str) -> tuple[datetime, int]:
         payload, signature = _unb64(body), _unb64(sig)
     except (binascii.Error, ValueError):
         raise InvalidArgument.single("page_token", _INVALID) from None
+    if _b64(payload) != body or _b64(signature) != sig:  # base64 has spare bits: be canonical
+        raise InvalidArgument.single("page_token", _INVALID)
     expected = hmac.new(key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
     if not hmac.compare_digest(signature, expected):
         raise InvalidArgument.single("page_token", _INVALID)
