@@ -40,6 +40,8 @@ DEFAULT_INTERACTION_WEIGHTS: Mapping[str, float] = types.MappingProxyType(
         "PURCHASE": 6.0,
         "RATING": 1.0,
         "DISLIKE": -4.0,
+        # A search counts for each of its best matches (model.search) like a view, at serving.
+        "SEARCH": 1.0,
     }
 )
 
@@ -167,6 +169,14 @@ class Settings:
     churn_high_threshold: float = 0.65
     """Risk at or above this is HIGH."""
 
+    search_synonyms_file: str = ""
+    """SearchItems' synonyms: one group per line, ``earbuds, earphones, in-ear headphones``."""
+    search_personal_weight: float = 0.3
+    """0..1: how much a user's model scores re-rank SearchItems' matches (0: text only)."""
+    page_token_secret: str = ""
+    """Key signing ListInteractions' page tokens; empty: derived from database_url (set one
+    shared secret when replicas should honour each other's tokens without knowing the URL)."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``RECGRPC_*`` variables, then apply explicit overrides (flags).
@@ -218,6 +228,8 @@ class Settings:
             0 <= self.rating_min < self.rating_max
         ):
             raise ValueError("need 0 <= rating_min < rating_max (RECGRPC_RATING_MIN/MAX)")
+        if not 0 <= self.search_personal_weight <= 1:
+            raise ValueError("search_personal_weight must be within 0..1")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
