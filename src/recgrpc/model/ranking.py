@@ -10,14 +10,15 @@ then argpartition, then re-ranking of a small pool (model.rerank).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
-from recgrpc import domain, tracing
+from recgrpc import domain
 from recgrpc.config import DEFAULT_INTERACTION_WEIGHTS, Settings
 from recgrpc.domain import Algorithm
 from recgrpc.model.catalog import CatalogIndex
@@ -167,11 +168,22 @@ def _candidate_sources(
     return (requested,)
 
 
+StepSpan = Callable[[str, Mapping[str, str]], AbstractContextManager[object]]
+"""Opens a span around one step of a ranking: its name (``recgrpc.score``, ``recgrpc.rerank``)
+and attributes. The server passes ``recgrpc.tracing.span``; this package never traces itself."""
+_UNTRACED = nullcontext()
+
+
+def untraced(name: str, attributes: Mapping[str, str]) -> AbstractContextManager[object]:
+    return _UNTRACED
+
+
 class RankingEngine:
     """Serves lists from the current snapshot. Thread-safe: readers take one reference."""
 
-    def __init__(self, snapshot: ServingSnapshot) -> None:
+    def __init__(self, snapshot: ServingSnapshot, span: StepSpan = untraced) -> None:
         self._snapshot = snapshot
+        self._span = span
 
     @property
     def snapshot(self) -> ServingSnapshot:
@@ -225,7 +237,7 @@ class RankingEngine:
         sources = _candidate_sources(query.algorithm, has_behaviour, has_profile)
         weights = snap.config.interaction_weights
         for n, source in enumerate(sources):
-            with tracing.span("recgrpc.score", {"recgrpc.algorithm": source.value}):
+            with self._span("recgrpc.score", {"recgrpc.algorithm": source.value}):
                 vector = model.user_vector(source, context, snap.catalog.position, weights)
                 if vector is None:
                     continue
@@ -258,8 +270,8 @@ class RankingEngine:
             fallback=why,
         )  # fmt: skip
 
-    @staticmethod
     def _ranked(
+        self,
         snap: ServingSnapshot,
         source: Algorithm,
         *,
@@ -268,7 +280,7 @@ class RankingEngine:
         limit: int,
         fallback: str,
     ) -> domain.RecommendationList:
-        with tracing.span("recgrpc.rerank", {"recgrpc.algorithm": source.value}):
+        with self._span("recgrpc.rerank", {"recgrpc.algorithm": source.value}):
             result = rerank(
                 scores,
                 allowed,
