@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from recgrpc import domain
 from recgrpc.config import Settings
@@ -206,6 +207,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--grpc", action="store_true", help="end to end through a real server")
     args = parser.parse_args()
+    # As the server does (server.app): one BLAS thread per matrix-vector product.
+    threadpool_limits(limits=1, user_api="blas")
     if args.grpc:
         print(f"{'items':>8} {'source':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for n_items in args.items:

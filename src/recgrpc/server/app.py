@@ -68,6 +68,7 @@ class Refresher(threading.Thread):
         previous = h.engine.snapshot
         try:
             h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), previous))
+            h.search.refresh(h.db, h.engine.snapshot)
         except Exception as exc:
             if not is_database_outage(exc):
                 log.exception("serving snapshot refresh failed; keeping the previous one")

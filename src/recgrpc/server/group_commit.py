@@ -257,7 +257,8 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
                 pending.attribution = sources.get(pending.item.recset_id)
             accepted: list[_Pending[domain.Interaction]] = []
             for pending in batch:
-                if pending.item.item_id in known:
+                # A SEARCH event names no item: its query is in the metadata.
+                if pending.item.item_id in known or pending.item.type == "SEARCH":
                     accepted.append(pending)
                 else:
                     pending.error = NotFound(

@@ -31,6 +31,7 @@ from recgrpc.server.group_commit import (
     InteractionWriter,
     ServedListWriter,
 )
+from recgrpc.server.search_history import SearchIndexKeeper
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,9 @@ def build_snapshot(
     else:
         catalog = CatalogIndex.build(rows)
     view, rejected = refresh_view(
-        old_view, rejected, version, None if stored is None else stored.artifact, rows
-    )
+        old_view, rejected, version, None if stored is None else stored.artifact, rows,
+        ann_min_items=settings.ann_min_items,
+    )  # fmt: skip
     trending = trending_scores(
         counts, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
     )
@@ -150,6 +152,8 @@ class Handlers:
         self.served_lists = ServedListWriter(db, writers=writers)
         self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
         self.predictions = ChurnPredictionWriter(db, writers=writers)
+        # SearchItems' index, rebuilt by the refresher after the catalogue changes.
+        self.search = SearchIndexKeeper(settings)
 
     def _catalogued_items(self) -> Container[str]:
         return self.engine.snapshot.catalog.position
@@ -189,6 +193,7 @@ class Handlers:
         try:
             with tracing.span("recgrpc.user_context"), self.db.connection() as conn:
                 context = queries.load_user_context(conn, query.user_id)
+                context = self.search.with_searches(conn, context)  # searches shape the profile
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
