@@ -14,9 +14,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "recgrpc"
 
-MODEL_THIRD_PARTY = {"numpy", "scipy", "sklearn", "lightfm", "threadpoolctl"}
+MODEL_THIRD_PARTY = {"numpy", "scipy", "sklearn", "lightfm", "threadpoolctl", "opentelemetry"}
 """What ``model/`` may import besides the standard library (threadpoolctl: scikit-learn's own)."""
-MODEL_RECGRPC = {"recgrpc.model", "recgrpc.domain", "recgrpc.config", "recgrpc.records"}
+MODEL_RECGRPC = {
+    "recgrpc.model",
+    "recgrpc.domain",
+    "recgrpc.config",
+    "recgrpc.records",
+    "recgrpc.tracing",  # span hooks through the OpenTelemetry API only: no I/O, no-op untraced
+}
 FORBIDDEN = {
     "db": (
         "recgrpc.model",
