@@ -9,13 +9,16 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from recgrpc.config import Settings
+from recgrpc.db.training_data import TrainingRows
+from recgrpc.model.features import InteractionData, event_weights
 from recgrpc.model.neighbours import (
     DEFAULT_ALPHA,
     ContentIndex,
@@ -39,6 +42,15 @@ class NeighbourParams:
     min_support: int = 2
     """Sessions a pair must share to become a frequently-together rule."""
     min_lift: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NeighbourParams:
+        return cls(
+            k=settings.neighbours_k,
+            measure=settings.neighbour_measure,
+            session_window_seconds=settings.together_window_minutes * 60.0,
+            min_support=settings.together_min_support,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +110,53 @@ def build_neighbours(
         together=together,
         content=ContentIndex.build(texts),
     )
+
+
+def training_inputs(
+    data: InteractionData,
+    rows: TrainingRows,
+    titles: Mapping[str, str],
+    interaction_weights: Mapping[str, float],
+) -> tuple[
+    tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]],
+    tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]],
+    list[tuple[str, Sequence[str], Sequence[str]]],
+]:
+    """``build_neighbours``' positives, events and texts from what training read.
+
+    Positives are the model's positive pairs; events are the positive interactions (by the
+    type weights) on catalogued items, with their times, for sessions.
+    """
+    item_pos = {iid: i for i, iid in enumerate(data.item_ids)}
+    user_pos = {uid: i for i, uid in enumerate(data.user_ids)}
+    kept = [r for r in rows.interactions if r[1] in item_pos]
+    weights = event_weights(
+        [r[2] for r in kept],
+        np.array([r[3] for r in kept], dtype=np.float64),
+        interaction_weights,
+    )
+    positive = [r for r, w in zip(kept, weights.tolist(), strict=True) if w > 0]
+    events = (
+        np.array([user_pos[r[0]] for r in positive], dtype=np.int64),
+        np.array([item_pos[r[1]] for r in positive], dtype=np.int64),
+        np.array([r[4].timestamp() for r in positive], dtype=np.float64),
+    )
+    texts: list[tuple[str, Sequence[str], Sequence[str]]] = [
+        (titles.get(iid, ""), cats, tags) for iid, cats, tags, _ in rows.items
+    ]
+    return (data.pair_user, data.pair_item), events, texts
+
+
+def summary(arrays: NeighbourArrays) -> dict[str, Any]:
+    """Figures stored with the artifact (the dashboard's models page shows metrics)."""
+    behaviour, together = arrays.behaviour.counts(), arrays.together.counts()
+    return {
+        "items": len(arrays.item_ids),
+        "items_with_behaviour_neighbours": int(np.count_nonzero(behaviour)),
+        "items_with_together_rules": int(np.count_nonzero(together)),
+        "together_rules": int(together.sum()),
+        "content_terms": len(arrays.content.terms),
+    }
 
 
 def encode(arrays: NeighbourArrays) -> bytes:

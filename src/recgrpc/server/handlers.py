@@ -23,6 +23,7 @@ from recgrpc.model.churn import NO_CHURN_MODEL
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
+from recgrpc.server.discovery import Discovery
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
@@ -68,6 +69,8 @@ class ServiceObserver(Protocol):
     ) -> None: ...
 
     def churn_predicted(self, prediction: domain.ChurnPrediction) -> None: ...
+
+    def discovery_served(self, source: str, fallback_reason: str, items: int) -> None: ...
 
 
 def build_snapshot(
@@ -153,6 +156,8 @@ class Handlers:
         self.served_lists = ServedListWriter(db, writers=writers)
         self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
         self.predictions = ChurnPredictionWriter(db, writers=writers)
+        observe = None if metrics is None else metrics.discovery_served
+        self.discovery = Discovery(settings, db, engine, clock, observe)
 
     def _catalogued_items(self) -> Container[str]:
         return self.engine.snapshot.catalog.position
@@ -163,6 +168,7 @@ class Handlers:
         self.feedback.close()
         self.served_lists.close()
         self.predictions.close()
+        self.discovery.close()
 
     # -- RecommendationService ------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from recgrpc.server import converters as conv
+from recgrpc.server.discovery_api import DiscoveryServicer
 from recgrpc.server.handlers import Handlers
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import catalog_pb2_grpc as cat_grpc
@@ -13,7 +14,7 @@ from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
 from recgrpc.validation import RatingScale
 
 
-class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
+class RecommendationServicer(DiscoveryServicer, pb_grpc.RecommendationServiceServicer):
     def __init__(self, handlers: Handlers) -> None:
         self._h = handlers
         self._ratings = RatingScale.of(handlers.settings)

@@ -41,6 +41,14 @@ class RecommendationServiceStub:
     """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
     PredictChurn: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
+    GetSimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]
+    """-- Discovery: item-to-item lists and the home feed (each served list is an impression) --
+    Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an unknown item.
+    """
+    GetFrequentlyTogether: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetFrequentlyTogetherRequest, _recommendation_pb2.GetFrequentlyTogetherResponse]
+    """Items that go with an item or a basket: association rules within users' sessions, by lift."""
+    GetHomeFeed: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetHomeFeedRequest, _recommendation_pb2.GetHomeFeedResponse]
+    """Named shelves for a user's home page; no item appears on two shelves of one response."""
 
 @_typing.type_check_only
 class RecommendationServiceAsyncStub(RecommendationServiceStub):
@@ -55,6 +63,14 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
     PredictChurn: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]  # type: ignore[assignment]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
+    GetSimilarItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]  # type: ignore[assignment]
+    """-- Discovery: item-to-item lists and the home feed (each served list is an impression) --
+    Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an unknown item.
+    """
+    GetFrequentlyTogether: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetFrequentlyTogetherRequest, _recommendation_pb2.GetFrequentlyTogetherResponse]  # type: ignore[assignment]
+    """Items that go with an item or a basket: association rules within users' sessions, by lift."""
+    GetHomeFeed: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetHomeFeedRequest, _recommendation_pb2.GetHomeFeedResponse]  # type: ignore[assignment]
+    """Named shelves for a user's home page; no item appears on two shelves of one response."""
 
 class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
     """RecommendationService serves personalised lists and takes back what users do with them."""
@@ -90,5 +106,31 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommendation_pb2.PredictChurnResponse, _abc.Awaitable[_recommendation_pb2.PredictChurnResponse]]:
         """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
+
+    @_abc_1.abstractmethod
+    def GetSimilarItems(
+        self,
+        request: _recommendation_pb2.GetSimilarItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetSimilarItemsResponse, _abc.Awaitable[_recommendation_pb2.GetSimilarItemsResponse]]:
+        """-- Discovery: item-to-item lists and the home feed (each served list is an impression) --
+        Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an unknown item.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFrequentlyTogether(
+        self,
+        request: _recommendation_pb2.GetFrequentlyTogetherRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetFrequentlyTogetherResponse, _abc.Awaitable[_recommendation_pb2.GetFrequentlyTogetherResponse]]:
+        """Items that go with an item or a basket: association rules within users' sessions, by lift."""
+
+    @_abc_1.abstractmethod
+    def GetHomeFeed(
+        self,
+        request: _recommendation_pb2.GetHomeFeedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetHomeFeedResponse, _abc.Awaitable[_recommendation_pb2.GetHomeFeedResponse]]:
+        """Named shelves for a user's home page; no item appears on two shelves of one response."""
 
 def add_RecommendationServiceServicer_to_server(servicer: RecommendationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
