@@ -181,11 +181,12 @@ def test_a_new_item_gets_content_neighbours_and_says_why(
     _, cat = stubs(channel)
     cat.UpsertItems(
         cat_pb.UpsertItemsRequest(
-            items=[cat_pb.Item(item_id="fresh", title="brand new", categories=["c2"],
-                               tags=["c2-t1"])]
+            items=[
+                cat_pb.Item(item_id="fresh", title="brand new", categories=["c2"], tags=["c2-t1"])
+            ]
         ),
         timeout=5,
-    )  # fmt: skip
+    )
     wait_for(lambda: "fresh" in {r.item_id for r in similar(channel, "i002", limit=100).items})
     reply = similar(channel, "fresh", mode=MODES["BEHAVIOUR"], limit=5)
     assert reply.mode == MODES["AUTO"]
@@ -230,11 +231,13 @@ def _sessions(now: datetime) -> tuple[list[domain.Item], list[domain.Interaction
         for n, (item, minutes) in enumerate(plan):
             events.append(
                 domain.Interaction(
-                    event_id=f"s{u}-{n}", user_id=f"shopper{u}", item_id=item,
+                    event_id=f"s{u}-{n}",
+                    user_id=f"shopper{u}",
+                    item_id=item,
                     type=domain.InteractionType.PURCHASE,
                     occurred_at=start + timedelta(minutes=minutes),
                 )
-            )  # fmt: skip
+            )
     return items, events
 
 

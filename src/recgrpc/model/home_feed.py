@@ -32,7 +32,6 @@ F32 = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.bool_]
 
 TOP_CATEGORIES = 3
-MIN_TOP_CATEGORIES = 2
 RECENT_CATEGORY_WEIGHT = 1.0
 
 
@@ -198,9 +197,12 @@ def build_feed(
                 continue
             scores = personal if personal is not None else snap.trending
             reason = SOURCE_REASON[source] if personal is not None else "trending"
-            for category in categories:
+            made = 0
+            for category in categories:  # strongest first; one with nothing left is skipped
                 mask = free() & catalog.category_mask([category]) & np.isfinite(scores)
                 picked = top_positions(scores, mask, size)
+                if picked.size == 0:
+                    continue
                 take(picked)
                 shelves.append(
                     ShelfList(
@@ -212,6 +214,11 @@ def build_feed(
                         version if personal is not None else "",
                     )
                 )
+                made += 1
+                if made == TOP_CATEGORIES:
+                    break
+            if made == 0:
+                omitted.append("top_categories left out: nothing unseen in the user's categories")
         elif kind == ShelfKind.TRENDING:
             picked = top_positions(snap.trending, free() & (snap.trending > 0), size)
             why = "" if picked.size else "no events in the trending window"
@@ -266,8 +273,9 @@ def strongest_categories(
     positions: Mapping[str, int],
     categories: Sequence[Sequence[str]],
 ) -> list[str]:
-    """The user's 2-3 strongest categories: preferences (each normalised to its share) plus the
-    categories of their recent items; fewer only when fewer exist."""
+    """The user's categories, strongest first: preferences (each normalised to its share) plus
+    the categories of their recent items. The feed makes shelves of the first 2-3 that still
+    have unseen items."""
     strength: dict[str, float] = {}
     total = sum(s for s in context.preferences.values() if s > 0) or 1.0
     for category, score in context.preferences.items():
@@ -278,8 +286,7 @@ def strongest_categories(
         for category in categories[pos]:
             share = RECENT_CATEGORY_WEIGHT / (len(recent) * len(categories[pos]))
             strength[category] = strength.get(category, 0.0) + share
-    ranked = sorted(strength, key=lambda c: (-strength[c], c))
-    return ranked[:TOP_CATEGORIES]
+    return sorted(strength, key=lambda c: (-strength[c], c))
 
 
 def diverse_picks(
