@@ -19,6 +19,14 @@ from recgrpc.client._channel import (
     channel_options,
     service_config,
 )
+from recgrpc.client._discovery_types import (
+    FrequentlyTogether,
+    HomeFeed,
+    Shelf,
+    ShelfKind,
+    SimilarItems,
+    SimilarityMode,
+)
 from recgrpc.client._errors import (
     CallCancelledError,
     ClientArgumentError,
@@ -63,6 +71,8 @@ __all__ = [
     "DeadlineExceededError",
     "FailedPreconditionError",
     "FieldViolation",
+    "FrequentlyTogether",
+    "HomeFeed",
     "InteractionLogged",
     "InteractionType",
     "InternalError",
@@ -77,6 +87,10 @@ __all__ = [
     "RecommendedItem",
     "ResourceExhaustedError",
     "RiskLevel",
+    "Shelf",
+    "ShelfKind",
+    "SimilarItems",
+    "SimilarityMode",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",

@@ -105,8 +105,8 @@ class RecommendationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetSimilarItems(self, request, context):
-        """-- Discovery: item-to-item lists and the home feed (each served list is an impression) --
-        Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an unknown item.
+        """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+        unknown item.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

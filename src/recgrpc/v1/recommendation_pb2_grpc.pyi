@@ -42,8 +42,8 @@ class RecommendationServiceStub:
     PredictChurn: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
     GetSimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]
-    """-- Discovery: item-to-item lists and the home feed (each served list is an impression) --
-    Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an unknown item.
+    """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+    unknown item.
     """
     GetFrequentlyTogether: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetFrequentlyTogetherRequest, _recommendation_pb2.GetFrequentlyTogetherResponse]
     """Items that go with an item or a basket: association rules within users' sessions, by lift."""
@@ -64,8 +64,8 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     PredictChurn: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]  # type: ignore[assignment]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
     GetSimilarItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]  # type: ignore[assignment]
-    """-- Discovery: item-to-item lists and the home feed (each served list is an impression) --
-    Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an unknown item.
+    """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+    unknown item.
     """
     GetFrequentlyTogether: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetFrequentlyTogetherRequest, _recommendation_pb2.GetFrequentlyTogetherResponse]  # type: ignore[assignment]
     """Items that go with an item or a basket: association rules within users' sessions, by lift."""
@@ -113,8 +113,8 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recommendation_pb2.GetSimilarItemsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommendation_pb2.GetSimilarItemsResponse, _abc.Awaitable[_recommendation_pb2.GetSimilarItemsResponse]]:
-        """-- Discovery: item-to-item lists and the home feed (each served list is an impression) --
-        Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an unknown item.
+        """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+        unknown item.
         """
 
     @_abc_1.abstractmethod
