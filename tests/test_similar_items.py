@@ -7,9 +7,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from recgrpc import domain
 from recgrpc.config import Settings
@@ -22,6 +26,7 @@ from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import TasteData, load, taste_data
 from tests.rpc import stubs
 
+CALLER_CODES = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 MODES = {
     "AUTO": pb.SIMILARITY_MODE_AUTO,
     "BEHAVIOUR": pb.SIMILARITY_MODE_BEHAVIOUR,
@@ -278,3 +283,70 @@ def test_frequently_together_ranks_session_partners_for_an_item_and_a_basket(
     lonely = together("lamp")
     assert lonely.fallback_reason.startswith("no frequently-together rules")
     assert "lamp" not in {r.item_id for r in lonely.items}
+
+
+known_items = st.sampled_from([f"i{n:03d}" for n in range(48)])
+known_users = st.one_of(st.just(""), st.sampled_from([f"u{n:03d}" for n in range(120)]))
+TRAINED_REQUESTS = {
+    "GetSimilarItems": st.builds(
+        pb.GetSimilarItemsRequest,
+        item_id=known_items,
+        limit=st.integers(-5, 500),
+        user_id=known_users,
+        exclude_item_ids=st.lists(known_items, max_size=50),
+        categories=st.lists(st.sampled_from(["c0", "c1", "c9", ""]), max_size=3),
+        mode=st.integers(-1, 6),
+    ),
+    "GetFrequentlyTogether": st.builds(
+        pb.GetFrequentlyTogetherRequest,
+        item_ids=st.lists(known_items, max_size=110),
+        limit=st.integers(-5, 500),
+        user_id=known_users,
+        exclude_item_ids=st.lists(known_items, max_size=50),
+    ),
+    "GetHomeFeed": st.builds(
+        pb.GetHomeFeedRequest,
+        user_id=st.one_of(known_users, st.just("nobody")),
+        shelf_size=st.integers(-5, 500),
+        shelves=st.lists(st.integers(-1, 8), max_size=8),
+        exclude_item_ids=st.lists(known_items, max_size=48),
+    ),
+}
+
+
+RESPONSES: dict[str, Any] = {
+    "GetSimilarItems": pb.GetSimilarItemsResponse,
+    "GetFrequentlyTogether": pb.GetFrequentlyTogetherResponse,
+    "GetHomeFeed": pb.GetHomeFeedResponse,
+}
+
+
+@pytest.mark.parametrize("method", sorted(TRAINED_REQUESTS))
+def test_random_requests_with_a_trained_model_get_only_caller_codes(
+    channel: grpc.Channel, trained: str, method: str
+) -> None:
+    """The ranking paths (not only validation) under random valid and invalid field values:
+    every answer is OK, INVALID_ARGUMENT or NOT_FOUND, and an OK list obeys its filters."""
+    wait_for_neighbours(channel, trained)
+    call = channel.unary_unary(f"/recgrpc.v1.RecommendationService/{method}")
+
+    @hypothesis_settings(
+        max_examples=50,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(request=TRAINED_REQUESTS[method])
+    def check(request: Any) -> None:
+        future = call.future(request.SerializeToString(), timeout=30)
+        code = future.code()
+        assert code in CALLER_CODES, (method, request, code, future.details())
+        if code != grpc.StatusCode.OK:
+            return
+        reply = RESPONSES[method].FromString(future.result())
+        lists = [s.items for s in reply.shelves] if method == "GetHomeFeed" else [reply.items]
+        listed = [r.item_id for items in lists for r in items]
+        assert len(listed) == len(set(listed))
+        assert not set(request.exclude_item_ids) & set(listed)
+
+    check()
