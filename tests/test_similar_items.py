@@ -16,11 +16,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from recgrpc import domain
+from recgrpc.cli import main
 from recgrpc.config import Settings
 from recgrpc.db import Database, neighbour_store, queries
 from recgrpc.db import models as m
 from recgrpc.model import neighbour_artifact
 from recgrpc.model.training import train
+from recgrpc.server import RunningServer
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import TasteData, load, taste_data
@@ -350,3 +352,23 @@ def test_random_requests_with_a_trained_model_get_only_caller_codes(
         assert not set(request.exclude_item_ids) & set(listed)
 
     check()
+
+
+def test_similar_command_prints_what_the_rpc_returns(
+    server: RunningServer,
+    channel: grpc.Channel,
+    trained: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wait_for_neighbours(channel, trained)
+    target = ["--target", f"127.0.0.1:{server.port}"]
+    assert main(["similar", "i006", "--mode", "content", "--limit", "3", *target]) == 0
+    out = capsys.readouterr().out.splitlines()
+    reply = similar(channel, "i006", mode=MODES["CONTENT"], limit=3)
+    assert out[0].startswith(f"items similar to i006 (mode content, model {trained}, recset ")
+    rows = [line.split() for line in out[2:]]
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        (str(i.rank), i.item_id, i.reason) for i in reply.items
+    ]
+    assert main(["similar", "nope", *target]) == 1
+    assert "'nope' is not in the catalogue" in capsys.readouterr().err

@@ -12,7 +12,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -23,11 +22,18 @@ from recgrpc.config import Settings
 from recgrpc.db import Database, discovery, neighbour_store, queries
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.model import neighbour_artifact
-from recgrpc.model.home_feed import HomeFeed, HomeFeedQuery, build_feed, liked_anchor
+from recgrpc.model.home_feed import HomeFeedQuery, build_feed, liked_anchor
 from recgrpc.model.ranking import NO_MODEL, RankingEngine, ServingSnapshot, top_k
 from recgrpc.model.similar import ItemText, SimilarityIndex, SimilarityMode, rank_similar
+from recgrpc.server.discovery_types import (
+    DiscoveryList,
+    ImpressionWriter,
+    ServedFeed,
+    SimilarQuery,
+    TogetherQuery,
+    Unserved,
+)
 from recgrpc.server.errors import is_database_outage
-from recgrpc.server.group_commit import GroupCommitter, _Pending
 
 log = logging.getLogger(__name__)
 
@@ -35,63 +41,6 @@ NO_NEIGHBOURS = "the active model has no neighbour table (trained before item ne
 LOADING = "the neighbour table of the newly active model is still loading"
 NO_RULES = "no frequently-together rules for these items: similar items instead"
 TRENDING_FALLBACK = ": trending instead"
-
-
-@dataclass(frozen=True)
-class SimilarQuery:
-    item_id: str
-    limit: int
-    user_id: str = ""
-    exclude_item_ids: frozenset[str] = frozenset()
-    categories: frozenset[str] = frozenset()
-    mode: SimilarityMode = SimilarityMode.AUTO
-    platform: str = ""
-
-
-@dataclass(frozen=True)
-class TogetherQuery:
-    item_ids: tuple[str, ...]
-    limit: int
-    user_id: str = ""
-    exclude_item_ids: frozenset[str] = frozenset()
-    categories: frozenset[str] = frozenset()
-    platform: str = ""
-
-
-@dataclass(frozen=True)
-class DiscoveryList:
-    """A served discovery list: the items, where they came from and why a fallback was used."""
-
-    recset_id: str
-    generated_at: datetime
-    items: Sequence[domain.ScoredItem]
-    source: str
-    model_version: str = ""
-    fallback_reason: str = ""
-    mode: SimilarityMode = SimilarityMode.AUTO
-
-
-@dataclass(frozen=True)
-class ServedFeed:
-    feed: HomeFeed
-    recset_ids: list[str]
-    generated_at: datetime
-    omitted: list[str] = field(default_factory=list)
-
-
-Impressions = list[discovery.DiscoveryImpression]
-
-
-class ImpressionWriter(GroupCommitter[Impressions]):
-    """Discovery lists' impressions (a call's lists together), committed together for
-    concurrent calls."""
-
-    name = "discovery-impression-writer"
-    what = "discovery impression"
-
-    def _store(self, batch: Sequence[_Pending[Impressions]]) -> None:
-        with self._db.transaction() as conn:
-            discovery.record_impressions(conn, [i for p in batch for i in p.item])
 
 
 class Discovery:
@@ -191,7 +140,7 @@ class Discovery:
                 listed.positions.tolist(), listed.scores.tolist(), listed.reasons, strict=True
             )
         ]
-        served = _Unserved(
+        served = Unserved(
             items,
             f"SIMILAR_{listed.mode.value}",
             snap.model_version,
@@ -229,7 +178,7 @@ class Discovery:
                 query.user_id,
                 query.platform,
                 snap,
-                _Unserved(found, "TOGETHER_RULES", snap.model_version),
+                Unserved(found, "TOGETHER_RULES", snap.model_version),
             )
         # No rule links the basket to anything allowed: the basket's blended neighbours.
         total = np.zeros(len(snap.catalog), dtype=np.float32)
@@ -267,7 +216,7 @@ class Discovery:
             query.user_id,
             query.platform,
             snap,
-            _Unserved(found, "TOGETHER_SIMILAR", snap.model_version, NO_RULES),
+            Unserved(found, "TOGETHER_SIMILAR", snap.model_version, NO_RULES),
         )
 
     # -- GetHomeFeed ----------------------------------------------------------------------
@@ -394,14 +343,14 @@ class Discovery:
         limit: int,
         why: str,
         source: str,
-    ) -> _Unserved:
+    ) -> Unserved:
         picked = top_k(snap.trending, allowed & (snap.trending > 0), limit)
         ids = snap.catalog.item_ids
         items = [domain.ScoredItem(ids[p], float(snap.trending[p]), "trending") for p in picked]
-        return _Unserved(items, source, "", why)
+        return Unserved(items, source, "", why)
 
     def _serve(
-        self, user_id: str, platform: str, snap: ServingSnapshot, listed: _Unserved
+        self, user_id: str, platform: str, snap: ServingSnapshot, listed: Unserved
     ) -> DiscoveryList:
         now = self.clock()
         served = DiscoveryList(
@@ -438,12 +387,3 @@ class Discovery:
             self.impressions.submit(records)
         except Unavailable:
             log.warning("discovery impression not recorded: database unavailable")
-
-
-@dataclass(frozen=True)
-class _Unserved:
-    items: Sequence[domain.ScoredItem]
-    source: str
-    model_version: str = ""
-    fallback_reason: str = ""
-    mode: SimilarityMode = SimilarityMode.AUTO

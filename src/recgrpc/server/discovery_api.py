@@ -17,7 +17,7 @@ from recgrpc import validation
 from recgrpc.model.home_feed import ORDER, HomeFeedQuery, ShelfKind
 from recgrpc.model.similar import SimilarityMode
 from recgrpc.server.converters import _Checker, list_limit
-from recgrpc.server.discovery import DiscoveryList, ServedFeed, SimilarQuery, TogetherQuery
+from recgrpc.server.discovery_types import DiscoveryList, ServedFeed, SimilarQuery, TogetherQuery
 from recgrpc.v1 import recommendation_pb2 as pb
 
 if TYPE_CHECKING:
