@@ -21,7 +21,7 @@ from recgrpc.client import (
 )
 from recgrpc.config import Settings
 from recgrpc.db import Database
-from recgrpc.model.training import train
+from recgrpc.jobs.train import train
 from recgrpc.server import RunningServer
 from tests.recommender_data import TasteData, load, taste_data
 

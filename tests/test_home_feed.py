@@ -14,7 +14,7 @@ from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
 from recgrpc.db import models as m
-from recgrpc.model.training import train
+from recgrpc.jobs.train import train
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import TasteData, load, taste_data
 from tests.rpc import stubs

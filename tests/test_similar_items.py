@@ -20,8 +20,8 @@ from recgrpc.cli import main
 from recgrpc.config import Settings
 from recgrpc.db import Database, neighbour_store, queries
 from recgrpc.db import models as m
+from recgrpc.jobs.train import train
 from recgrpc.model import neighbour_artifact
-from recgrpc.model.training import train
 from recgrpc.server import RunningServer
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb

@@ -78,8 +78,11 @@ class HomeFeed:
 
 
 def liked_anchor(context: domain.UserContext, weights: Mapping[str, float]) -> str | None:
-    """The user's most recent positive item (the because_you_liked shelf's subject)."""
+    """The user's most recent positive item (the because_you_liked shelf's subject); searches
+    are no item the user liked."""
     for event in context.recent:
+        if event.type == domain.InteractionType.SEARCH or not event.item_id:
+            continue
         if event.item_id in context.dismissed_item_ids:
             continue
         if event.type == domain.InteractionType.RATING:
@@ -139,9 +142,9 @@ def build_feed(
                 omitted.append(why)
                 continue
             assert personal is not None
+            shown = free() & np.isfinite(personal)
             result = rerank(
-                personal,
-                free() & np.isfinite(personal),
+                np.where(shown, personal, np.float32(-np.inf)).astype(np.float32),
                 size,
                 categories=catalog.categories,
                 fresh=snap.freshness,

@@ -17,7 +17,6 @@ import numpy as np
 import numpy.typing as npt
 
 from recgrpc.config import Settings
-from recgrpc.db.training_data import TrainingRows
 from recgrpc.model.features import InteractionData, event_weights
 from recgrpc.model.neighbours import (
     DEFAULT_ALPHA,
@@ -27,6 +26,7 @@ from recgrpc.model.neighbours import (
     cooccurrence_neighbours,
     sessions,
 )
+from recgrpc.records import TrainingRows
 
 FORMAT_VERSION = 1
 

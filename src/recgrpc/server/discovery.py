@@ -16,6 +16,7 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy import Connection
 
 from recgrpc import domain
 from recgrpc.config import Settings
@@ -23,8 +24,14 @@ from recgrpc.db import Database, discovery, neighbour_store, queries
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.model import neighbour_artifact
 from recgrpc.model.home_feed import HomeFeedQuery, build_feed, liked_anchor
-from recgrpc.model.ranking import NO_MODEL, RankingEngine, ServingSnapshot, top_k
-from recgrpc.model.similar import ItemText, SimilarityIndex, SimilarityMode, rank_similar
+from recgrpc.model.ranking import NO_MODEL, RankingEngine, ServingSnapshot
+from recgrpc.model.similar import (
+    ItemText,
+    SimilarityIndex,
+    SimilarityMode,
+    rank_similar,
+    top_positions,
+)
 from recgrpc.server.discovery_types import (
     DiscoveryList,
     ImpressionWriter,
@@ -53,12 +60,17 @@ class Discovery:
         engine: RankingEngine,
         clock: Callable[[], datetime],
         observer: Callable[[str, str, int], None] | None = None,
+        *,
+        profile: Callable[[Connection, domain.UserContext], domain.UserContext] | None = None,
     ) -> None:
+        """``profile`` adds to a user's context what else shapes their taste (their searches,
+        see ``server.search_history``); the home feed ranks with it."""
         self.settings = settings
         self.db = db
         self.engine = engine
         self.clock = clock
         self.observer = observer
+        self.profile = profile
         self._index: SimilarityIndex | None = None
         self._index_catalog: object = None
         self._loaded: tuple[str, neighbour_artifact.NeighbourArrays | None] | None = None
@@ -168,7 +180,7 @@ class Discovery:
             )
         scores = index.together(query.item_ids)
         if scores is not None and (allowed & (scores > 0)).any():
-            picked = top_k(scores, allowed & (scores > 0), query.limit)
+            picked = top_positions(scores, allowed & (scores > 0), query.limit)
             ids = snap.catalog.item_ids
             found = [
                 domain.ScoredItem(ids[p], float(scores[p]), "frequently_together")
@@ -195,7 +207,7 @@ class Discovery:
             ):
                 total[p] += s
                 reasons.setdefault(p, r)
-        picked = top_k(total, allowed & (total > 0), query.limit)
+        picked = top_positions(total, allowed & (total > 0), query.limit)
         if picked.size == 0:
             return self._serve(
                 query.user_id,
@@ -226,6 +238,8 @@ class Discovery:
         try:
             with self.db.connection() as conn:
                 context = queries.load_user_context(conn, query.user_id)
+                if self.profile is not None:
+                    context = self.profile(conn, context)
                 anchor_id = liked_anchor(context, snap.config.interaction_weights)
                 texts = discovery.item_texts(conn, [anchor_id] if anchor_id else [])
         except Exception as exc:
@@ -344,7 +358,7 @@ class Discovery:
         why: str,
         source: str,
     ) -> Unserved:
-        picked = top_k(snap.trending, allowed & (snap.trending > 0), limit)
+        picked = top_positions(snap.trending, allowed & (snap.trending > 0), limit)
         ids = snap.catalog.item_ids
         items = [domain.ScoredItem(ids[p], float(snap.trending[p]), "trending") for p in picked]
         return Unserved(items, source, "", why)

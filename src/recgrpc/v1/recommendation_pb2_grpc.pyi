@@ -49,6 +49,17 @@ class RecommendationServiceStub:
     """Items that go with an item or a basket: association rules within users' sessions, by lift."""
     GetHomeFeed: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetHomeFeedRequest, _recommendation_pb2.GetHomeFeedResponse]
     """Named shelves for a user's home page; no item appears on two shelves of one response."""
+    SearchItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.SearchItemsRequest, _recommendation_pb2.SearchItemsResponse]
+    """-- Search and user history ------------------------------------------------------------
+    Catalogue items ranked by text relevance to a query (BM25 over title, categories and tags,
+    with synonyms); trending items with fallback_reason "no_search_matches" when none match.
+    """
+    GetUserStats: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetUserStatsRequest, _recommendation_pb2.GetUserStatsResponse]
+    """One user's numbers: lists served, clicks, dismissals, interactions by type, churn risk."""
+    ListInteractions: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.ListInteractionsRequest, _recommendation_pb2.ListInteractionsResponse]
+    """One user's interactions, newest first, paginated (page_token as in Google AIP-158)."""
+    ListChurnPredictions: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.ListChurnPredictionsRequest, _recommendation_pb2.ListChurnPredictionsResponse]
+    """One user's stored churn predictions, newest first, paginated like ListInteractions."""
 
 @_typing.type_check_only
 class RecommendationServiceAsyncStub(RecommendationServiceStub):
@@ -71,6 +82,17 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     """Items that go with an item or a basket: association rules within users' sessions, by lift."""
     GetHomeFeed: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetHomeFeedRequest, _recommendation_pb2.GetHomeFeedResponse]  # type: ignore[assignment]
     """Named shelves for a user's home page; no item appears on two shelves of one response."""
+    SearchItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.SearchItemsRequest, _recommendation_pb2.SearchItemsResponse]  # type: ignore[assignment]
+    """-- Search and user history ------------------------------------------------------------
+    Catalogue items ranked by text relevance to a query (BM25 over title, categories and tags,
+    with synonyms); trending items with fallback_reason "no_search_matches" when none match.
+    """
+    GetUserStats: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetUserStatsRequest, _recommendation_pb2.GetUserStatsResponse]  # type: ignore[assignment]
+    """One user's numbers: lists served, clicks, dismissals, interactions by type, churn risk."""
+    ListInteractions: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.ListInteractionsRequest, _recommendation_pb2.ListInteractionsResponse]  # type: ignore[assignment]
+    """One user's interactions, newest first, paginated (page_token as in Google AIP-158)."""
+    ListChurnPredictions: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.ListChurnPredictionsRequest, _recommendation_pb2.ListChurnPredictionsResponse]  # type: ignore[assignment]
+    """One user's stored churn predictions, newest first, paginated like ListInteractions."""
 
 class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
     """RecommendationService serves personalised lists and takes back what users do with them."""
@@ -132,5 +154,40 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommendation_pb2.GetHomeFeedResponse, _abc.Awaitable[_recommendation_pb2.GetHomeFeedResponse]]:
         """Named shelves for a user's home page; no item appears on two shelves of one response."""
+
+    @_abc_1.abstractmethod
+    def SearchItems(
+        self,
+        request: _recommendation_pb2.SearchItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.SearchItemsResponse, _abc.Awaitable[_recommendation_pb2.SearchItemsResponse]]:
+        """-- Search and user history ------------------------------------------------------------
+        Catalogue items ranked by text relevance to a query (BM25 over title, categories and tags,
+        with synonyms); trending items with fallback_reason "no_search_matches" when none match.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUserStats(
+        self,
+        request: _recommendation_pb2.GetUserStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetUserStatsResponse, _abc.Awaitable[_recommendation_pb2.GetUserStatsResponse]]:
+        """One user's numbers: lists served, clicks, dismissals, interactions by type, churn risk."""
+
+    @_abc_1.abstractmethod
+    def ListInteractions(
+        self,
+        request: _recommendation_pb2.ListInteractionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.ListInteractionsResponse, _abc.Awaitable[_recommendation_pb2.ListInteractionsResponse]]:
+        """One user's interactions, newest first, paginated (page_token as in Google AIP-158)."""
+
+    @_abc_1.abstractmethod
+    def ListChurnPredictions(
+        self,
+        request: _recommendation_pb2.ListChurnPredictionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.ListChurnPredictionsResponse, _abc.Awaitable[_recommendation_pb2.ListChurnPredictionsResponse]]:
+        """One user's stored churn predictions, newest first, paginated like ListInteractions."""
 
 def add_RecommendationServiceServicer_to_server(servicer: RecommendationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
