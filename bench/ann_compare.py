@@ -24,10 +24,10 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recommend_latency import build_engine
+from recommend_latency import build_engine  # noqa: E402
 
-from recgrpc import domain
-from recgrpc.domain import Algorithm
+from recgrpc import domain  # noqa: E402
+from recgrpc.domain import Algorithm  # noqa: E402
 
 M, EF_CONSTRUCTION = 16, 128
 F32 = npt.NDArray[np.float32]
