@@ -23,16 +23,14 @@ MODEL_THIRD_PARTY = {
     "usearch",
     "bm25s",
     "Stemmer",
-    "opentelemetry",
 }
 """What ``model/`` may import besides the standard library: numerical, index and text libraries
-that do no I/O of their own (threadpoolctl: scikit-learn's; opentelemetry: the API only)."""
+that do no I/O of their own (threadpoolctl: scikit-learn's)."""
 MODEL_RECGRPC = {
     "recgrpc.model",
     "recgrpc.domain",
     "recgrpc.config",
     "recgrpc.records",
-    "recgrpc.tracing",  # span hooks through the OpenTelemetry API only: no I/O, no-op untraced
 }
 FORBIDDEN = {
     "db": (
