@@ -116,3 +116,34 @@ def test_the_asyncio_example_prints_a_personalised_list(demo_server: str) -> Non
     assert len(recset_id) == 36
     assert item_ids.startswith("['item-")
     assert item_ids.count("item-") == 5
+
+
+def search_examples() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("## Search and user history\n")
+    section = text[start : text.index("\n## ", start + 1)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_the_search_and_history_example_prints_what_the_service_returns(
+    demo_server: str,
+) -> None:
+    (example,) = search_examples()
+    lines = run_example(example, demo_server)
+    assert lines[0] == "matched 3"
+    for line in lines[1:4]:
+        _rank, item_id, reason, title = line.split(" ", 3)
+        assert item_id.startswith("item-")
+        assert reason == "search"
+        assert "jazz" in title.lower() or "guide" in title.lower()
+    assert [line.split()[0] for line in lines[1:4]] == ["1", "2", "3"]
+    assert lines[4] == "search_personalised True"
+    assert lines[5] == "no_search_matches"
+    assert lines[6] == "True True True"
+    assert lines[7] == "1 None"
+    assert lines[8] == "SEARCH classical"  # the newest event first
+    assert lines[9].split()[0] in {"VIEW", "CLICK", "LIKE", "PURCHASE", "RATING", "SHARE",
+                                   "ADD_TO_CART", "BOOKMARK", "COMMENT", "DISLIKE"}  # fmt: skip
+    assert lines[10] == "2"
+    assert lines[11] == "unknown user"
+    assert len(lines) == 12
