@@ -112,9 +112,10 @@ def test_feedback_before_the_flush_is_attributed_and_shutdown_stores_every_impre
 
 
 def _altered(token: str) -> str:
-    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    raw[1] ^= 0x01  # the serving time, a millisecond off
-    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    prefix, encoded = token[:3], token[3:]
+    raw = bytearray(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    raw[6] ^= 0x01  # the serving time, a millisecond off
+    return prefix + base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
 
 
 def test_forged_recset_ids_are_refused_and_store_nothing(
@@ -125,13 +126,15 @@ def test_forged_recset_ids_are_refused_and_store_nothing(
         rec, _ = stubs(channel)
         real = rec.GetRecommendations(pb.GetRecommendationsRequest(user_id="u1", limit=5))
         item = real.recommendations[0].item_id
+        assert real.recset_id.startswith("r1.")
+        assert len(real.recset_id) <= 64
         forged = [
             _altered(real.recset_id),
             real.recset_id[:-2],
-            "0b6d4cfa-7f3e-4bd4-9c38-1f7e0b6a2d11",
-            "A" * 64,
-            "not base64 at all!",
+            "r1." + "A" * 59,
+            "r1.not base64 at all!",
             real.recset_id + "A",
+            "r1." + real.recset_id,
         ]
         for recset_id in forged:
             with pytest.raises(grpc.RpcError) as refused:

@@ -3,14 +3,16 @@
 Like a retail API's attribution token, it carries what feedback on the list is attributed to
 (algorithm, model version, serving time), so SubmitFeedback and LogInteraction attribute
 without reading the stored impression (which is written behind, and may not be flushed yet or
-may have been dropped). Opaque to callers: base64url of
+may have been dropped). Opaque to callers: ``PREFIX`` and the base64url of
 
     format/algorithm (1 byte) | served at, ms since the epoch (6) | nonce (4) |
-    model-version length (1) | model version (its first 28 ASCII bytes) | HMAC-SHA256 (first 8)
+    model-version length (1) | model version (its first 24 ASCII bytes) | HMAC-SHA256 (first 8)
 
-at most 64 characters (the column width). The MAC makes a forged or altered token unreadable
+at most 62 characters (the column holds 64). The MAC makes a forged or altered token unreadable
 (``read`` returns None); it is keyed by ``Settings.recset_secret`` so every server of one
-deployment reads the others' tokens.
+deployment reads the others' tokens. The prefix (a "." never occurs in base64url or a UUID)
+tells a token from the plain ids of other lists (discovery shelves, search results), which
+are attributed from their stored impressions instead.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from datetime import UTC, datetime
 
 from recgrpc.domain import Algorithm
 
+PREFIX = "r1."
 FORMAT = 1
-MAX_VERSION_BYTES = 28
+MAX_VERSION_BYTES = 24
 MAC_BYTES = 8
 HEADER_BYTES = 12
 MAX_TOKEN_LENGTH = 64
@@ -37,6 +40,11 @@ _CODES = {
     Algorithm.POPULAR: 4,
 }
 _ALGORITHMS = {code: algorithm for algorithm, code in _CODES.items()}
+
+
+def is_token(recset_id: str) -> bool:
+    """True when ``recset_id`` claims to be a token (which ``read`` then has to verify)."""
+    return recset_id.startswith(PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +81,17 @@ class RecsetTokens:
             + version
         )
         token = body + self._mac(body)
-        return base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
+        return PREFIX + base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
 
     def read(self, recset_id: str) -> Attribution | None:
         """The token's attribution; None for anything this deployment did not issue."""
-        if not recset_id or len(recset_id) > MAX_TOKEN_LENGTH or not recset_id.isascii():
+        if not is_token(recset_id) or len(recset_id) > MAX_TOKEN_LENGTH:
+            return None
+        encoded = recset_id[len(PREFIX) :]
+        if not encoded.isascii():
             return None
         try:
-            raw = base64.urlsafe_b64decode(recset_id + "=" * (-len(recset_id) % 4))
+            raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except (binascii.Error, ValueError):
             return None
         if len(raw) < HEADER_BYTES + MAC_BYTES:

@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from recgrpc.domain import utcnow
+
 ID = String(128)
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
@@ -46,10 +48,6 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -194,6 +192,19 @@ class ModelArtifact(Base):
     artifact: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ItemNeighbours(Base):
+    """The item-neighbour artifact (npz) built by a training run, keyed by its recommender's
+    version: the active recommender names the neighbour table served with it."""
+
+    __tablename__ = "item_neighbours"
+
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    artifact: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 USER_TABLES = (

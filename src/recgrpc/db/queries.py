@@ -360,6 +360,22 @@ FROM json_to_recordset(CAST(:impressions AS JSON))
 )
 
 
+_IMPRESSION_SOURCES = select(
+    m.Impression.recset_id, m.Impression.algorithm, m.Impression.model_version
+).where(m.Impression.recset_id.in_(bindparam("recset_ids", expanding=True)))
+
+
+def impression_sources(
+    session: Session | Connection, recset_ids: Iterable[str]
+) -> dict[str, tuple[str, str]]:
+    """recset_id -> (algorithm, model_version) of the stored impressions among ``recset_ids``."""
+    wanted = sorted({r for r in recset_ids if r})
+    if not wanted:
+        return {}
+    rows = core_connection(session).execute(_IMPRESSION_SOURCES, {"recset_ids": wanted})
+    return {recset_id: (algorithm, version) for recset_id, algorithm, version in rows}
+
+
 def lock_users(executor: Session | Connection, user_ids: Iterable[str]) -> None:
     """Serialise writers of these users' stored top-N until the transaction ends.
 

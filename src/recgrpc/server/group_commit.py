@@ -27,10 +27,10 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from recgrpc import domain
+from recgrpc import domain, recset, tracing
 from recgrpc.db import Database, churn_data, queries
 from recgrpc.errors import NotFound, Unavailable
-from recgrpc.model.churn import prediction_row
+from recgrpc.jobs.churn_scoring import prediction_row
 from recgrpc.server.errors import DATABASE_UNAVAILABLE, is_database_outage
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,10 @@ class _Pending(Generic[T]):
     # tenth of LogInteraction's interpreter time in py-spy.
     done: threading.Lock = field(default_factory=_held_lock)
     duplicate: bool = False
+    # The (algorithm, model_version) of the stored list a feedback names, when looked up.
+    attribution: tuple[str, str] | None = None
     error: Exception | None = None
+    batch_size: int = 0  # how many items shared its transaction (for the trace)
 
 
 _STOP = object()
@@ -106,11 +109,13 @@ class GroupCommitter(Generic[T]):
     def submit(self, item: T) -> _Pending[T]:
         """Queue ``item`` and wait for its commit; raises what storing it raised."""
         pending = _Pending(item)
-        with self._lock:
-            if self._closed.is_set():
-                raise Unavailable("the server is shutting down; retry")
-            self._queue.put(pending)
-        pending.done.acquire()
+        with tracing.span("recgrpc.group_commit", {"recgrpc.writer": self.name}) as span:
+            with self._lock:
+                if self._closed.is_set():
+                    raise Unavailable("the server is shutting down; retry")
+                self._queue.put(pending)
+            pending.done.acquire()
+            span.set_attribute("recgrpc.batch_size", pending.batch_size)
         if pending.error is not None:
             raise pending.error
         return pending
@@ -158,6 +163,7 @@ class GroupCommitter(Generic[T]):
                     pending.error = pending.error or BatchFailed(f"{self.what} not stored")
             finally:
                 for pending in batch:
+                    pending.batch_size = len(batch)
                     pending.done.release()
 
     def _commit(self, batch: Sequence[_Pending[T]]) -> None:
@@ -246,7 +252,8 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
             known = self._existing_items(conn, {p.item.item_id for p in batch})
             accepted: list[_Pending[domain.Interaction]] = []
             for pending in batch:
-                if pending.item.item_id in known:
+                # A SEARCH event names no item: its query is in the metadata.
+                if pending.item.item_id in known or pending.item.type == "SEARCH":
                     accepted.append(pending)
                 else:
                     pending.error = NotFound(
@@ -271,14 +278,24 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
     name = "feedback-writer"
     what = "feedback"
 
-    def record(self, feedback: domain.Feedback) -> None:
-        """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage."""
-        self.submit(feedback)
+    def record(self, feedback: domain.Feedback) -> tuple[str, str] | None:
+        """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage.
+
+        Returns the (algorithm, model_version) of the stored impression its ``recset_id``
+        names, for lists whose id is no attribution token (discovery shelves, search
+        results); a token carries its own (``recset``), and is not looked up.
+        """
+        return self.submit(feedback).attribution
 
     def _store(self, batch: Sequence[_Pending[domain.Feedback]]) -> None:
         now = self._clock()
         with self._db.transaction() as conn:
             known = self._existing_items(conn, {p.item.item_id for p in batch})
+            sources = queries.impression_sources(
+                conn, {p.item.recset_id for p in batch if not recset.is_token(p.item.recset_id)}
+            )
+            for pending in batch:
+                pending.attribution = sources.get(pending.item.recset_id)
             accepted = []
             for pending in batch:
                 if pending.item.item_id in known:

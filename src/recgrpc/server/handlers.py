@@ -8,21 +8,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Container
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from recgrpc import domain
+from recgrpc import domain, recset, tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, model_store, queries
+from recgrpc.domain import utcnow
 from recgrpc.errors import InvalidArgument, NotFound, Unavailable
+from recgrpc.jobs.churn_scoring import NO_CHURN_MODEL
 from recgrpc.model.catalog import CatalogIndex
-from recgrpc.model.churn import NO_CHURN_MODEL
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
 from recgrpc.recset import Attribution, RecsetTokens
+from recgrpc.server.discovery import Discovery
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
@@ -30,16 +32,13 @@ from recgrpc.server.group_commit import (
     InteractionWriter,
 )
 from recgrpc.server.impressions import ImpressionWriter
+from recgrpc.server.search_history import SearchIndexKeeper
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
 DATABASE_DOWN_FALLBACK = "database unavailable: served without the user's history"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ChurnPredictor(Protocol):
@@ -70,6 +69,8 @@ class ServiceObserver(Protocol):
     ) -> None: ...
 
     def churn_predicted(self, prediction: domain.ChurnPrediction) -> None: ...
+
+    def discovery_served(self, source: str, fallback_reason: str, items: int) -> None: ...
 
 
 def build_snapshot(
@@ -162,6 +163,12 @@ class Handlers:
         self.recsets = RecsetTokens(settings.recset_key)
         self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
         self.predictions = ChurnPredictionWriter(db, writers=writers)
+        # SearchItems' index, rebuilt by the refresher after the catalogue changes.
+        self.search = SearchIndexKeeper(settings)
+        observe = None if metrics is None else metrics.discovery_served
+        self.discovery = Discovery(
+            settings, db, engine, clock, observe, profile=self.search.with_searches
+        )
 
     def _catalogued_items(self) -> Container[str]:
         return self.engine.snapshot.catalog.position
@@ -172,6 +179,7 @@ class Handlers:
         self.feedback.close()
         self.served_lists.close()
         self.predictions.close()
+        self.discovery.close()
 
     # -- RecommendationService ------------------------------------------------------------
 
@@ -199,8 +207,9 @@ class Handlers:
         """The ranked list and whether the database was down (the list is then not stored)."""
         outage = False
         try:
-            with self.db.connection() as conn:
+            with tracing.span("recgrpc.user_context"), self.db.connection() as conn:
                 context = queries.load_user_context(conn, query.user_id)
+                context = self.search.with_searches(conn, context)  # searches shape the profile
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -218,9 +227,10 @@ class Handlers:
         return ranking, outage
 
     def attribution(self, recset_id: str) -> Attribution | None:
-        """What the list ``recset_id`` names was served by; InvalidArgument for a recset_id
-        this deployment did not issue (forged, altered, or from elsewhere)."""
-        if not recset_id:
+        """What a GetRecommendations list was served by, read from its token; None for other
+        ids (discovery and search lists, attributed from their stored impressions).
+        InvalidArgument for a token this deployment did not issue (forged or altered)."""
+        if not recset.is_token(recset_id):
             return None
         found = self.recsets.read(recset_id)
         if found is None:
@@ -240,11 +250,10 @@ class Handlers:
     def submit_feedback(self, feedback: domain.Feedback) -> bool:
         # Attributed from the token itself: the impression may not be stored yet (or dropped).
         attribution = self.attribution(feedback.recset_id)
-        self.feedback.record(feedback)
+        stored = self.feedback.record(feedback)
         if self.metrics is not None:
-            self.metrics.feedback_recorded(
-                feedback, None if attribution is None else attribution.source
-            )
+            source = stored if attribution is None else attribution.source
+            self.metrics.feedback_recorded(feedback, source)
         return True
 
     def predict_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
