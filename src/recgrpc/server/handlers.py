@@ -285,5 +285,7 @@ class Handlers:
         return len(users)
 
     def delete_user(self, user_id: str) -> bool:
+        # Impressions written behind must not land after the erasure.
+        self.served_lists.flush()
         with self.db.writer() as session:
             return queries.delete_user(session, user_id)
