@@ -108,6 +108,14 @@ class Settings:
     """Per-caller token-bucket refill rate; 0 disables rate limiting."""
     rate_limit_burst: int = 100
     """Per-caller token-bucket size."""
+    stream_limit_per_peer: int = 8
+    """Long-lived streams (health Watch, server reflection) one peer address may hold open at
+    once; more are refused with RESOURCE_EXHAUSTED. They never hold RPC threads."""
+    reflection_workers: int = 2
+    """Threads serving server-reflection streams, apart from the max_workers RPC threads."""
+    stream_idle_seconds: float = 30.0
+    """A reflection stream that sends no request for this long is cancelled (frees its
+    thread)."""
 
     default_limit: int = 10
     """Items returned when a request leaves limit at 0."""
@@ -192,6 +200,10 @@ class Settings:
             raise ValueError("TLS needs both tls_cert_file and tls_key_file")
         if self.workers < 1 or self.max_workers < 1:
             raise ValueError("workers and max_workers must be at least 1")
+        if self.stream_limit_per_peer < 1 or self.reflection_workers < 1:
+            raise ValueError("stream_limit_per_peer and reflection_workers must be at least 1")
+        if not self.stream_idle_seconds > 0:
+            raise ValueError("stream_idle_seconds must be positive")
         if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)) or not (
             0 <= self.rating_min < self.rating_max
         ):

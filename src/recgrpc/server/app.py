@@ -14,8 +14,7 @@ from types import FrameType
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from threadpoolctl import threadpool_limits
 
@@ -27,8 +26,11 @@ from recgrpc.model.representations import ModelView
 from recgrpc.server import ports
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot, utcnow
+from recgrpc.server.health import SERVICE_NAME as HEALTH_SERVICE
+from recgrpc.server.health import HealthService
 from recgrpc.server.interceptors import TokenSet, load_tokens, standard_interceptors
 from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
+from recgrpc.server.reflection import ReflectionService
 from recgrpc.server.registry import service_handler
 from recgrpc.server.servicers import CatalogServicer, RecommendationServicer
 from recgrpc.server.workers import serve_workers
@@ -48,9 +50,7 @@ class Refresher(threading.Thread):
     The first successful build flips health to SERVING; failures keep the last snapshot.
     """
 
-    def __init__(
-        self, handlers: Handlers, health_servicer: health.HealthServicer, interval: float
-    ) -> None:
+    def __init__(self, handlers: Handlers, health_servicer: HealthService, interval: float) -> None:
         super().__init__(name="recgrpc-refresher", daemon=True)
         self.handlers = handlers
         self.health = health_servicer
@@ -147,7 +147,7 @@ def report_serving_models(handlers: Handlers) -> None:
             metrics.model_loaded(kind, changed[kind], *summary)
 
 
-def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
+def set_serving(health_servicer: HealthService, serving: bool) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving
@@ -164,8 +164,9 @@ class RunningServer:
     server: grpc.Server
     port: int
     handlers: Handlers
-    health: health.HealthServicer
+    health: HealthService
     refresher: Refresher
+    reflection: ReflectionService | None = None
     owns_db: bool = True
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -185,6 +186,9 @@ class RunningServer:
         if drain_delay > 0:
             time.sleep(drain_delay)
         self.server.stop(grace).wait()
+        self.health.close()
+        if self.reflection is not None:
+            self.reflection.close()
         self.handlers.close()
         if self.owns_db:
             self.handlers.db.dispose()
@@ -241,6 +245,7 @@ def create_server(
         tokens=tokens,
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
+        stream_limit_per_peer=settings.stream_limit_per_peer,
     )
 
     server = grpc.server(
@@ -260,16 +265,22 @@ def create_server(
             ),
         )
     )
-    health_servicer = health.HealthServicer()
+    # Long-lived streams never hold the RPC threads: health Watch is non-blocking, reflection
+    # has threads of its own (server.health, server.reflection).
+    health_servicer = HealthService()
     set_serving(health_servicer, False)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    reflection = ReflectionService(
+        (*SERVICE_NAMES, HEALTH_SERVICE),
+        workers=settings.reflection_workers,
+        idle_seconds=settings.stream_idle_seconds,
     )
+    server.add_generic_rpc_handlers((health_servicer.handler(), reflection.handler()))
     address = f"{settings.host}:{settings.port}"
     try:
         port = _add_port(server, settings, address)
     except RuntimeError as exc:  # gRPC's "Failed to bind", after its own log line
+        health_servicer.close()
+        reflection.close()
         reason = "not available (another listener, or not an address of this machine)"
         raise ports.PortUnavailable("gRPC", settings.host, settings.port, reason, "port") from exc
     server.start()
@@ -284,7 +295,14 @@ def create_server(
             port,
         )
     return RunningServer(
-        server, port, handlers, health_servicer, refresher, owns_db=owns_db, metrics=metrics
+        server,
+        port,
+        handlers,
+        health_servicer,
+        refresher,
+        reflection=reflection,
+        owns_db=owns_db,
+        metrics=metrics,
     )
 
 
