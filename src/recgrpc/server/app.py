@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
+from recgrpc.db.engine import ConnectionBudgets
 from recgrpc.model.churn import ActiveChurnModel
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.model.representations import ModelView
@@ -233,7 +234,11 @@ def create_server(
     owns_db = db is None
     metrics = metrics if metrics is not None else ServerMetrics()
     tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
-    database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    database = db or Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        budgets=ConnectionBudgets.from_settings(settings, server=True),
+    )
     metrics.watch_pool(database.engine.pool)  # type: ignore[arg-type]
     engine = RankingEngine(ServingSnapshot.empty(utcnow()))
     if churn is None:

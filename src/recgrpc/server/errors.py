@@ -14,11 +14,18 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
 
-from recgrpc.errors import InvalidArgument, ServiceError
+from recgrpc.errors import InvalidArgument, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 
 DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
+
+
+class DatabaseStalled(Unavailable):
+    """The database did not answer within the request's budget (or is known not to)."""
+
+    def __init__(self, message: str = DATABASE_UNAVAILABLE) -> None:
+        super().__init__(message)
 
 
 def _status(
@@ -44,7 +51,10 @@ def bad_request(error: InvalidArgument) -> grpc.Status:
 
 
 def is_database_outage(exc: BaseException) -> bool:
-    """Connection-level failures (refused, dropped, timed out), not constraint violations."""
+    """Connection-level failures (refused, dropped, timed out, stalled past the request's
+    budget), not constraint violations."""
+    if isinstance(exc, DatabaseStalled):
+        return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
@@ -63,4 +73,10 @@ def status_for(exc: BaseException, method: str) -> grpc.Status:
     return _status(grpc.StatusCode.INTERNAL, "internal error")
 
 
-__all__ = ["DATABASE_UNAVAILABLE", "bad_request", "is_database_outage", "status_for"]
+__all__ = [
+    "DATABASE_UNAVAILABLE",
+    "DatabaseStalled",
+    "bad_request",
+    "is_database_outage",
+    "status_for",
+]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Container
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from recgrpc.model.churn import NO_CHURN_MODEL
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
+from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
@@ -140,6 +142,13 @@ class Handlers:
         self.clock = clock
         # Set by catalogue writes so the refresher rebuilds the snapshot without waiting.
         self.catalog_changed = threading.Event()
+        # Every database wait on the request path is bounded (server.db_guard).
+        self.guard = DatabaseGuard(
+            settings.db_workers,
+            settings.db_deadline_seconds,
+            CircuitBreaker(settings.db_breaker_failures, settings.db_breaker_reset_seconds),
+        )
+        guard = self.guard
         # Concurrent writes share transactions (group commit). SQLite has one writer at a time
         # anyway; on PostgreSQL two writers per kind overlap their commits' disk flushes while
         # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
@@ -148,11 +157,13 @@ class Handlers:
         # Except LogInteraction's: on PostgreSQL a batch is a single autocommit statement, so
         # a second writer only splits batches (bench/group_commit.py: less CPU per event with
         # one, for about the same rate).
-        self.interactions = InteractionWriter(db, clock, catalogued=catalogued)
+        self.interactions = InteractionWriter(db, clock, catalogued=catalogued, guard=guard)
         # The same for the impressions (and stored top-N) of concurrently served lists.
-        self.served_lists = ServedListWriter(db, writers=writers)
-        self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
-        self.predictions = ChurnPredictionWriter(db, writers=writers)
+        self.served_lists = ServedListWriter(db, writers=writers, guard=guard)
+        self.feedback = FeedbackWriter(
+            db, clock, writers=writers, catalogued=catalogued, guard=guard
+        )
+        self.predictions = ChurnPredictionWriter(db, writers=writers, guard=guard)
 
     def _catalogued_items(self) -> Container[str]:
         return self.engine.snapshot.catalog.position
@@ -163,17 +174,21 @@ class Handlers:
         self.feedback.close()
         self.served_lists.close()
         self.predictions.close()
+        self.guard.close()
 
     # -- RecommendationService ------------------------------------------------------------
 
     def get_recommendations(self, query: domain.RecommendationQuery) -> domain.ServedList:
+        # One database budget for the whole call: the history read and the impression's write.
+        deadline = time.monotonic() + self.guard.timeout
         ranking, outage = self._rank(query)
         served = domain.ServedList(
             recset_id=str(uuid.uuid4()), generated_at=self.clock(), ranking=ranking
         )
         if not outage:
             try:
-                self.served_lists.record(query.user_id, served, query.platform)
+                remaining = deadline - time.monotonic()
+                self.served_lists.record(query.user_id, served, query.platform, remaining)
             except Unavailable:
                 log.warning("impression %s not recorded: database unavailable", served.recset_id)
         if self.metrics is not None:
@@ -190,8 +205,7 @@ class Handlers:
         """The ranked list and whether the database was down (the list is then not stored)."""
         outage = False
         try:
-            with self.db.connection() as conn:
-                context = queries.load_user_context(conn, query.user_id)
+            context = self.guard.run(lambda: self._user_context(query.user_id))
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -207,6 +221,10 @@ class Handlers:
                 fallback_reason=DATABASE_DOWN_FALLBACK,
             )
         return ranking, outage
+
+    def _user_context(self, user_id: str) -> domain.UserContext:
+        with self.db.connection() as conn:
+            return queries.load_user_context(conn, user_id)
 
     def log_interaction(self, event: domain.Interaction) -> tuple[str, bool]:
         """Store the event once; returns ``(event_id, duplicate)``."""
@@ -224,31 +242,46 @@ class Handlers:
     def predict_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
         # Scored in a read session; the record of the prediction joins the group commit, so
         # concurrent calls do not queue for SQLite's write lock one by one.
+        prediction = self.guard.run(lambda: self._score_churn(user_id, as_of))
+        self.predictions.record(prediction)
+        if self.metrics is not None:
+            self.metrics.churn_predicted(prediction)
+        return prediction
+
+    def _score_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
         with self.db.reader() as session:
             if self.churn is None:
                 if not queries.user_has_history(session, user_id):
                     raise NotFound(f"user {user_id!r} has no recorded activity")
                 raise Unavailable(NO_CHURN_MODEL)
             # The predictor answers NotFound itself, from the query that reads the features.
-            prediction = self.churn.predict(session, user_id, as_of)
-        self.predictions.record(prediction)
-        if self.metrics is not None:
-            self.metrics.churn_predicted(prediction)
-        return prediction
+            return self.churn.predict(session, user_id, as_of)
 
     # -- CatalogService -------------------------------------------------------------------
 
+    # A catalogue write that outlives its deadline answers UNAVAILABLE and may still commit:
+    # each is idempotent, so the caller's retry is safe either way.
+
     def upsert_items(self, items: list[domain.Item]) -> int:
-        with self.db.writer() as session:
-            queries.upsert_items(session, items, self.clock())
+        def write() -> None:
+            with self.db.writer() as session:
+                queries.upsert_items(session, items, self.clock())
+
+        self.guard.run(write)
         self.catalog_changed.set()
         return len(items)
 
     def upsert_users(self, users: list[domain.User]) -> int:
-        with self.db.writer() as session:
-            queries.upsert_users(session, users, self.clock())
+        def write() -> None:
+            with self.db.writer() as session:
+                queries.upsert_users(session, users, self.clock())
+
+        self.guard.run(write)
         return len(users)
 
     def delete_user(self, user_id: str) -> bool:
-        with self.db.writer() as session:
-            return queries.delete_user(session, user_id)
+        def write() -> bool:
+            with self.db.writer() as session:
+                return queries.delete_user(session, user_id)
+
+        return self.guard.run(write)
