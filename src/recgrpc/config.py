@@ -135,7 +135,16 @@ class Settings:
     rate_limit_per_second: float = 0.0
     """Per-caller token-bucket refill rate; 0 disables rate limiting."""
     rate_limit_burst: int = 100
-    """Per-caller token-bucket size."""
+    """Per-caller token-bucket size. A caller is the principal of a verified bearer token when
+    authentication is on, else the peer address."""
+    health_rate_limit_per_second: float = 20.0
+    """With rate limiting on, health calls per second per peer address (their own buckets,
+    two seconds' worth of burst); probes stay far below it."""
+    auth_failures_per_second: float = 1.0
+    """With authentication on, refused tokens per second per peer address (burst
+    auth_failure_burst); past it the peer hears RESOURCE_EXHAUSTED. 0: unlimited."""
+    auth_failure_burst: int = 20
+    """Refused tokens a peer address may send at once before auth_failures_per_second applies."""
     stream_limit_per_peer: int = 8
     """Long-lived streams (health Watch, server reflection) one peer address may hold open at
     once; more are refused with RESOURCE_EXHAUSTED. They never hold RPC threads."""

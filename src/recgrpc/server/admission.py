@@ -1,5 +1,10 @@
 """Who may call, and how much: bearer-token authentication, per-caller rate limits and
-per-peer limits on long-lived streams."""
+per-peer limits on long-lived streams.
+
+The caller a rate limit counts is the principal a verified token stands for when
+authentication is on, and the peer address otherwise (and for the services that need no
+token, and for calls whose token was refused, which are limited per address on their own).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +68,8 @@ def _digest(token: str) -> bytes:
 class TokenSet:
     """Accepted bearer tokens, kept only as SHA-256 digests (the gRPC API's and the dashboard's).
 
-    ``accepts`` compares in constant time against every known digest, so timing reveals
-    neither a token nor which one matched.
+    ``principal`` and ``accepts`` compare in constant time against every known digest, so
+    timing reveals neither a token nor which one matched.
     """
 
     def __init__(self, tokens: Iterable[str]) -> None:
@@ -71,33 +77,62 @@ class TokenSet:
         if not self._digests:
             raise ValueError("bearer-token authentication needs at least one token")
 
-    def accepts(self, token: str) -> bool:
+    def principal(self, token: str) -> str | None:
+        """Who ``token`` stands for (a prefix of its digest), or None when it is not accepted."""
         presented = _digest(token)
-        known = False
+        matched = b""
         for digest in self._digests:  # no early exit: constant time whatever matches
-            known |= hmac.compare_digest(presented, digest)
-        return known
+            if hmac.compare_digest(presented, digest):
+                matched = digest
+        return matched.hex()[:16] if matched else None
+
+    def accepts(self, token: str) -> bool:
+        return self.principal(token) is not None
+
+
+# The verified caller of the running call, set by the auth interceptor for the rate limiter
+# inside it. gRPC runs each call in a context of its own, so it never leaks between calls.
+principal_var: ContextVar[str] = ContextVar("recgrpc_principal", default="")
 
 
 class BearerTokenAuthInterceptor(GateInterceptor):
-    """Refuses calls without a known bearer token (``TokenSet``) with UNAUTHENTICATED."""
+    """Refuses calls without a known bearer token (``TokenSet``) with UNAUTHENTICATED.
+
+    With ``failures``, each refused call also spends a token of its peer address's bucket;
+    when that is empty the peer hears RESOURCE_EXHAUSTED instead, so tokens cannot be guessed
+    at line rate. A valid token is always admitted, whatever its address's failures.
+    """
 
     def __init__(
-        self, tokens: Iterable[str], exempt_services: Iterable[str] = PUBLIC_SERVICES
+        self,
+        tokens: Iterable[str],
+        exempt_services: Iterable[str] = PUBLIC_SERVICES,
+        *,
+        failures: TokenBuckets | None = None,
     ) -> None:
         super().__init__(frozenset(exempt_services))
         self.tokens = TokenSet(tokens)
+        self.failures = failures
 
     def admit(self, rpc: RpcInfo, context: grpc.ServicerContext) -> None:
         token = bearer_token(context)
+        principal = None if token is None else self.tokens.principal(token)
+        if principal is not None:
+            principal_var.set(principal)
+            return
+        if self.failures is not None:
+            wait = self.failures.take(peer_host(context.peer()))
+            if wait > 0:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"too many failed authentications from this address; retry in {wait:.3f}s",
+                )
         if token is None:
             context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing bearer token: send metadata 'authorization: Bearer <token>'",
             )
-            return
-        if not self.tokens.accepts(token):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
 
 
 class TokenBuckets:
@@ -152,24 +187,45 @@ def peer_host(peer: str) -> str:
 
 
 def caller_key(context: grpc.ServicerContext) -> str:
-    """Who is calling: the bearer token's digest when one is sent, else the peer's address."""
-    token = bearer_token(context)
-    if token is not None:
-        return "token:" + _digest(token).hex()[:32]
+    """Who is calling: the principal the auth interceptor verified, else the peer's address.
+
+    Never an unverified token: a fresh random token per call would be a fresh bucket.
+    """
+    principal = principal_var.get()
+    if principal:
+        return "principal:" + principal
     return "peer:" + peer_host(context.peer())
 
 
 class RateLimitInterceptor(GateInterceptor):
-    """Answers RESOURCE_EXHAUSTED when a caller's bucket is empty. Health checks are exempt."""
+    """Answers RESOURCE_EXHAUSTED when a caller's bucket is empty (``caller_key``).
+
+    ``only_services`` limits it to those services, keyed by peer address alone (the health
+    service's own per-peer limit); otherwise every service but ``exempt_services``.
+    """
 
     def __init__(
-        self, buckets: TokenBuckets, exempt_services: Iterable[str] = (HEALTH_SERVICE,)
+        self,
+        buckets: TokenBuckets,
+        exempt_services: Iterable[str] = (HEALTH_SERVICE,),
+        *,
+        only_services: Iterable[str] | None = None,
     ) -> None:
         super().__init__(frozenset(exempt_services))
         self.buckets = buckets
+        self.only_services = None if only_services is None else frozenset(only_services)
+
+    def wrap(self, behaviour: Behaviour, rpc: RpcInfo, *, streaming: bool) -> Behaviour:
+        if self.only_services is not None and rpc.service not in self.only_services:
+            return behaviour
+        return super().wrap(behaviour, rpc, streaming=streaming)
 
     def admit(self, rpc: RpcInfo, context: grpc.ServicerContext) -> None:
-        wait = self.buckets.take(caller_key(context))
+        if self.only_services is None:
+            key = caller_key(context)
+        else:
+            key = "peer:" + peer_host(context.peer())
+        wait = self.buckets.take(key)
         if wait > 0:
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -233,4 +289,5 @@ __all__ = [
     "caller_key",
     "load_tokens",
     "peer_host",
+    "principal_var",
 ]

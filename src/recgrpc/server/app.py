@@ -251,6 +251,9 @@ def create_server(
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
         stream_limit_per_peer=settings.stream_limit_per_peer,
+        auth_failures_per_second=settings.auth_failures_per_second,
+        auth_failure_burst=settings.auth_failure_burst,
+        health_rate_limit_per_second=settings.health_rate_limit_per_second,
     )
 
     server = grpc.server(

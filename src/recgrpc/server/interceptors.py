@@ -133,9 +133,16 @@ def standard_interceptors(
     rate_limit_per_second: float = 0.0,
     rate_limit_burst: int = 100,
     stream_limit_per_peer: int = 0,
+    auth_failures_per_second: float = 0.0,
+    auth_failure_burst: int = 20,
+    health_rate_limit_per_second: float = 0.0,
 ) -> list[_Interceptor]:
     """The server's chain, outermost first: logging, metrics, stream limit (if > 0), auth (if
-    tokens), rate limit (if > 0)."""
+    tokens; failures limited per peer if > 0), rate limit (if > 0: per principal or peer, and
+    the health service per peer at its own rate if that is > 0).
+
+    New interceptors (tracing) go first, so they see every call and its final status.
+    """
     chain: list[_Interceptor] = [
         AccessLogInterceptor(access_log or logging.getLogger("recgrpc.access")),
         MetricsInterceptor(metrics),
@@ -143,9 +150,16 @@ def standard_interceptors(
     if stream_limit_per_peer > 0:
         chain.append(StreamLimitInterceptor(stream_limit_per_peer))
     if tokens is not None:
-        chain.append(BearerTokenAuthInterceptor(tokens))
+        failures = None
+        if auth_failures_per_second > 0:
+            failures = TokenBuckets(auth_failures_per_second, auth_failure_burst)
+        chain.append(BearerTokenAuthInterceptor(tokens, failures=failures))
     if rate_limit_per_second > 0:
         chain.append(RateLimitInterceptor(TokenBuckets(rate_limit_per_second, rate_limit_burst)))
+        if health_rate_limit_per_second > 0:
+            burst = max(1, round(2 * health_rate_limit_per_second))  # two seconds' worth
+            health = TokenBuckets(health_rate_limit_per_second, burst)
+            chain.append(RateLimitInterceptor(health, (), only_services=(HEALTH_SERVICE,)))
     return chain
 
 
