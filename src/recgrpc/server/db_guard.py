@@ -13,6 +13,7 @@ and its success closes the breaker again.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -104,7 +105,8 @@ class DatabaseGuard:
             self.breaker.failure()
             raise DatabaseStalled()
         try:
-            future = self._pool.submit(self._call, work)
+            # In the caller's context: its trace span and request id go along.
+            future = self._pool.submit(contextvars.copy_context().run, self._call, work)
         except RuntimeError:  # shut down
             self._slots.release()
             raise DatabaseStalled("the server is shutting down; retry") from None

@@ -32,10 +32,10 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from recgrpc import domain
+from recgrpc import domain, tracing
 from recgrpc.db import Database, churn_data, queries
 from recgrpc.errors import NotFound, Unavailable
-from recgrpc.model.churn import prediction_row
+from recgrpc.jobs.churn_scoring import prediction_row
 from recgrpc.server.db_guard import DatabaseGuard
 from recgrpc.server.errors import DATABASE_UNAVAILABLE, DatabaseStalled, is_database_outage
 
@@ -71,6 +71,7 @@ class _Pending(Generic[T]):
     # The (algorithm, model_version) of the served list a feedback refers to, when known.
     attribution: tuple[str, str] | None = None
     error: Exception | None = None
+    batch_size: int = 0  # how many items shared its transaction (for the trace)
 
 
 _STOP = object()
@@ -126,18 +127,20 @@ class GroupCommitter(Generic[T]):
         if guard is not None and not guard.breaker.allow():
             raise DatabaseStalled()
         pending = _Pending(item)
-        with self._lock:
-            if self._closed.is_set():
-                raise Unavailable("the server is shutting down; retry")
-            self._queue.put(pending)
-        if guard is None:
-            pending.done.acquire()
-        elif not pending.done.acquire(
-            timeout=max(guard.timeout if timeout is None else timeout, 0)
-        ):
-            pending.taken.acquire(blocking=False)  # not in a batch yet: the writer skips it
-            guard.breaker.failure()
-            raise DatabaseStalled()
+        with tracing.span("recgrpc.group_commit", {"recgrpc.writer": self.name}) as span:
+            with self._lock:
+                if self._closed.is_set():
+                    raise Unavailable("the server is shutting down; retry")
+                self._queue.put(pending)
+            if guard is None:
+                pending.done.acquire()
+            elif not pending.done.acquire(
+                timeout=max(guard.timeout if timeout is None else timeout, 0)
+            ):
+                pending.taken.acquire(blocking=False)  # not in a batch yet: the writer skips it
+                guard.breaker.failure()
+                raise DatabaseStalled()
+            span.set_attribute("recgrpc.batch_size", pending.batch_size)
         if pending.error is not None:
             if guard is not None and is_database_outage(pending.error):
                 guard.breaker.failure()
@@ -192,6 +195,7 @@ class GroupCommitter(Generic[T]):
                     pending.error = pending.error or BatchFailed(f"{self.what} not stored")
             finally:
                 for pending in batch:
+                    pending.batch_size = len(batch)
                     pending.done.release()
 
     def _commit(self, batch: Sequence[_Pending[T]]) -> None:
@@ -285,7 +289,8 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
                 pending.attribution = sources.get(pending.item.recset_id)
             accepted: list[_Pending[domain.Interaction]] = []
             for pending in batch:
-                if pending.item.item_id in known:
+                # A SEARCH event names no item: its query is in the metadata.
+                if pending.item.item_id in known or pending.item.type == "SEARCH":
                     accepted.append(pending)
                 else:
                     pending.error = NotFound(
