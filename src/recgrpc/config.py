@@ -72,8 +72,8 @@ class Settings:
     """Longest a call waits for the database: then GetRecommendations answers from memory (with
     its fallback_reason) and every other call UNAVAILABLE."""
     db_workers: int = 16
-    """Threads that run the calls' database work; when all are stuck in a stalled database,
-    calls answer at once instead of queueing."""
+    """Threads that run the calls' database work; a call waits for a free one within
+    db_deadline_seconds."""
     db_breaker_failures: int = 5
     """Database timeouts or outages in a row that open the circuit (calls then answer at once
     without trying the database)."""

@@ -97,11 +97,15 @@ class DatabaseGuard:
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
 
     def run(self, work: Callable[[], T], timeout: float | None = None) -> T:
-        """``work()`` on a database worker; raises DatabaseStalled when it takes longer than
-        ``timeout`` (default: the guard's), when no worker is free or the circuit is open."""
+        """``work()`` on a database worker; raises DatabaseStalled when it is not done within
+        ``timeout`` (default: the guard's), waiting for a free worker included, or at once
+        while the circuit is open."""
         if not self.breaker.allow():
             raise DatabaseStalled()
-        if not self._slots.acquire(blocking=False):  # every worker is stuck in the database
+        budget = self.timeout if timeout is None else max(timeout, 0.0)
+        started = time.monotonic()
+        # Busy workers are waited for within the budget; all stuck is a stall like any other.
+        if not self._slots.acquire(timeout=budget):
             self.breaker.failure()
             raise DatabaseStalled()
         try:
@@ -111,7 +115,7 @@ class DatabaseGuard:
             self._slots.release()
             raise DatabaseStalled("the server is shutting down; retry") from None
         try:
-            result = future.result(self.timeout if timeout is None else max(timeout, 0.0))
+            result = future.result(max(budget - (time.monotonic() - started), 0.0))
         except futures.TimeoutError:
             self.breaker.failure()
             raise DatabaseStalled() from None
