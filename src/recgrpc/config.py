@@ -182,6 +182,13 @@ class Settings:
     """Score bonus for new items, decaying with the item's age."""
     freshness_half_life_days: float = 14.0
     """Age at which the freshness bonus halves."""
+    recset_secret: str = field(default="", repr=False)
+    """Key signing recset_id attribution tokens, the same on every server of a deployment;
+    empty derives one from database_url (set it when callers may know that URL)."""
+    impression_queue_size: int = 10_000
+    """Served lists waiting to be stored; when full, new impressions are dropped and counted."""
+    impression_flush_seconds: float = 0.2
+    """Longest a served list waits before its impression is written (what a crash can lose)."""
     ann_min_items: int = 200_000
     """Catalogues this large are ranked from an approximate nearest-neighbour index (built at
     model load; filters stay exact); 0 never uses one."""
@@ -269,6 +276,10 @@ class Settings:
             raise ValueError("need 1 <= default_limit <= max_limit")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.impression_queue_size < 1 or not 0 < self.impression_flush_seconds <= 60:
+            raise ValueError(
+                "need impression_queue_size >= 1 and 0 < impression_flush_seconds <= 60"
+            )
         if self.ann_min_items < 0:
             raise ValueError("ann_min_items (RECGRPC_ANN_MIN_ITEMS) must not be negative")
         if self.workers < 1 or self.max_workers < 1:
@@ -306,6 +317,11 @@ class Settings:
             raise ValueError("need 0 <= rating_min < rating_max (RECGRPC_RATING_MIN/MAX)")
         if not 0 <= self.search_personal_weight <= 1:
             raise ValueError("search_personal_weight must be within 0..1")
+
+    @property
+    def recset_key(self) -> bytes:
+        """The key for ``recset.RecsetTokens``."""
+        return (self.recset_secret or "derived from " + self.database_url).encode()
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

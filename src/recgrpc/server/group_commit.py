@@ -1,5 +1,5 @@
 """Group commit: concurrent calls share one database transaction (LogInteraction,
-SubmitFeedback, the impressions GetRecommendations records and PredictChurn's record).
+SubmitFeedback and PredictChurn's record; served lists are written behind: server.impressions).
 
 A single-row transaction costs several round trips (begin, item check, user upsert, insert,
 commit), and under load those round trips, not Python, bound throughput. One writer thread takes
@@ -32,7 +32,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from recgrpc import domain, tracing
+from recgrpc import domain, recset, tracing
 from recgrpc.db import Database, churn_data, queries
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.jobs.churn_scoring import prediction_row
@@ -68,7 +68,7 @@ class _Pending(Generic[T]):
     # up at the deadline (the writer then skips it).
     taken: threading.Lock = field(default_factory=threading.Lock)
     duplicate: bool = False
-    # The (algorithm, model_version) of the served list a feedback refers to, when known.
+    # The (algorithm, model_version) of the stored list a feedback names, when looked up.
     attribution: tuple[str, str] | None = None
     error: Exception | None = None
     batch_size: int = 0  # how many items shared its transaction (for the trace)
@@ -282,11 +282,6 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
         batch_scope = self._db.transaction() if self._db.is_sqlite else self._own_connection()
         with batch_scope as conn:
             known = self._existing_items(conn, {p.item.item_id for p in batch})
-            sources = queries.impression_sources(
-                conn, {p.item.recset_id for p in batch if p.item.recset_id}
-            )
-            for pending in batch:
-                pending.attribution = sources.get(pending.item.recset_id)
             accepted: list[_Pending[domain.Interaction]] = []
             for pending in batch:
                 # A SEARCH event names no item: its query is in the metadata.
@@ -309,43 +304,6 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
             answered.add(event_id)
 
 
-@dataclass(frozen=True)
-class ServedListRecord:
-    """A list served to a user: stored as an impression and as the user's current top-N."""
-
-    user_id: str
-    served: domain.ServedList
-    platform: str
-
-
-class ServedListWriter(GroupCommitter[ServedListRecord]):
-    """GetRecommendations' writes, committed together for concurrent calls.
-
-    Every list is stored before its call returns (so feedback on it finds it), but one
-    transaction holds many lists: on SQLite that is one wait for the write lock instead of one
-    per request, on PostgreSQL one commit flush.
-    """
-
-    name = "served-list-writer"
-    what = "served list"
-
-    def record(
-        self,
-        user_id: str,
-        served: domain.ServedList,
-        platform: str,
-        timeout: float | None = None,
-    ) -> None:
-        """Store the impression and the user's top-N; raises Unavailable on an outage."""
-        self.submit(ServedListRecord(user_id, served, platform), timeout)
-
-    def _store(self, batch: Sequence[_Pending[ServedListRecord]]) -> None:
-        with self._db.transaction() as conn:
-            queries.record_served_lists(
-                conn, [(p.item.user_id, p.item.served, p.item.platform) for p in batch]
-            )
-
-
 class FeedbackWriter(GroupCommitter[domain.Feedback]):
     """SubmitFeedback's group commit: per-item NOT_FOUND, acknowledged only after commit."""
 
@@ -355,8 +313,9 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
     def record(self, feedback: domain.Feedback) -> tuple[str, str] | None:
         """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage.
 
-        Returns the (algorithm, model_version) of the served list it names, when that list is
-        stored, so online metrics can be attributed per algorithm and model version.
+        Returns the (algorithm, model_version) of the stored impression its ``recset_id``
+        names, for lists whose id is no attribution token (discovery shelves, search
+        results); a token carries its own (``recset``), and is not looked up.
         """
         return self.submit(feedback).attribution
 
@@ -365,7 +324,7 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
         with self._db.transaction() as conn:
             known = self._existing_items(conn, {p.item.item_id for p in batch})
             sources = queries.impression_sources(
-                conn, {p.item.recset_id for p in batch if p.item.recset_id}
+                conn, {p.item.recset_id for p in batch if not recset.is_token(p.item.recset_id)}
             )
             for pending in batch:
                 pending.attribution = sources.get(pending.item.recset_id)
@@ -378,7 +337,7 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
                         f"item_id {pending.item.item_id!r} is not in the catalogue"
                     )
             queries.ensure_users(conn, (f.user_id for f in accepted), now)
-            # Per-user locks, as served lists take them: a user's stored top-N is never updated
+            # Per-user locks, as training takes them: a user's stored top-N is never updated
             # by two transactions in opposite orders (no deadlock).
             queries.lock_users(conn, (f.user_id for f in accepted))
             queries.record_feedback_batch(

@@ -7,24 +7,23 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-import uuid
 from collections.abc import Callable, Container
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from recgrpc import domain, tracing
+from recgrpc import domain, recset, tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, model_store, queries
 from recgrpc.domain import utcnow
-from recgrpc.errors import NotFound, Unavailable
+from recgrpc.errors import InvalidArgument, NotFound, Unavailable
 from recgrpc.jobs.churn_scoring import NO_CHURN_MODEL
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
+from recgrpc.recset import Attribution, RecsetTokens
 from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
 from recgrpc.server.discovery import Discovery
 from recgrpc.server.errors import is_database_outage
@@ -32,8 +31,8 @@ from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
     FeedbackWriter,
     InteractionWriter,
-    ServedListWriter,
 )
+from recgrpc.server.impressions import ImpressionWriter
 from recgrpc.server.search_history import SearchIndexKeeper
 
 log = logging.getLogger(__name__)
@@ -59,6 +58,8 @@ class ServiceObserver(Protocol):
     """Told about domain events after they happen (``server.metrics.ServerMetrics`` is one)."""
 
     def recommendations_served(self, ranking: domain.RecommendationList) -> None: ...
+
+    def impressions_dropped(self, count: int) -> None: ...
 
     def interaction_logged(
         self, interaction_type: domain.InteractionType, duplicate: bool
@@ -160,8 +161,14 @@ class Handlers:
         # a second writer only splits batches (bench/group_commit.py: less CPU per event with
         # one, for about the same rate).
         self.interactions = InteractionWriter(db, clock, catalogued=catalogued, guard=guard)
-        # The same for the impressions (and stored top-N) of concurrently served lists.
-        self.served_lists = ServedListWriter(db, writers=writers, guard=guard)
+        # Served lists are written behind (never waited for): server.impressions.
+        self.served_lists = ImpressionWriter(
+            db,
+            capacity=settings.impression_queue_size,
+            flush_seconds=settings.impression_flush_seconds,
+            dropped=None if metrics is None else metrics.impressions_dropped,
+        )
+        self.recsets = RecsetTokens(settings.recset_key)
         self.feedback = FeedbackWriter(
             db, clock, writers=writers, catalogued=catalogued, guard=guard
         )
@@ -188,18 +195,15 @@ class Handlers:
     # -- RecommendationService ------------------------------------------------------------
 
     def get_recommendations(self, query: domain.RecommendationQuery) -> domain.ServedList:
-        # One database budget for the whole call: the history read and the impression's write.
-        deadline = time.monotonic() + self.guard.timeout
         ranking, outage = self._rank(query)
-        served = domain.ServedList(
-            recset_id=str(uuid.uuid4()), generated_at=self.clock(), ranking=ranking
-        )
-        if not outage:
-            try:
-                remaining = deadline - time.monotonic()
-                self.served_lists.record(query.user_id, served, query.platform, remaining)
-            except Unavailable:
-                log.warning("impression %s not recorded: database unavailable", served.recset_id)
+        now = self.clock()
+        recset_id = self.recsets.issue(ranking.algorithm, ranking.model_version, now)
+        served = domain.ServedList(recset_id=recset_id, generated_at=now, ranking=ranking)
+        if outage:
+            if self.metrics is not None:
+                self.metrics.impressions_dropped(1)
+        else:
+            self.served_lists.record(query.user_id, served, query.platform)
         if self.metrics is not None:
             self.metrics.recommendations_served(served.ranking)
         return served
@@ -237,16 +241,33 @@ class Handlers:
             context = queries.load_user_context(conn, user_id)
             return self.search.with_searches(conn, context)  # searches shape the profile
 
+    def attribution(self, recset_id: str) -> Attribution | None:
+        """What a GetRecommendations list was served by, read from its token; None for other
+        ids (discovery and search lists, attributed from their stored impressions).
+        InvalidArgument for a token this deployment did not issue (forged or altered)."""
+        if not recset.is_token(recset_id):
+            return None
+        found = self.recsets.read(recset_id)
+        if found is None:
+            raise InvalidArgument.single(
+                "recset_id", "is not a recset_id returned by GetRecommendations"
+            )
+        return found
+
     def log_interaction(self, event: domain.Interaction) -> tuple[str, bool]:
         """Store the event once; returns ``(event_id, duplicate)``."""
+        self.attribution(event.recset_id)
         duplicate = self.interactions.log(event)
         if self.metrics is not None:
             self.metrics.interaction_logged(event.type, duplicate)
         return event.event_id, duplicate
 
     def submit_feedback(self, feedback: domain.Feedback) -> bool:
-        source = self.feedback.record(feedback)
+        # Attributed from the token itself: the impression may not be stored yet (or dropped).
+        attribution = self.attribution(feedback.recset_id)
+        stored = self.feedback.record(feedback)
         if self.metrics is not None:
+            source = stored if attribution is None else attribution.source
             self.metrics.feedback_recorded(feedback, source)
         return True
 
