@@ -114,10 +114,10 @@ class _Check:
     def add(self, column: str, reason: str) -> None:
         self.problems.append(RowProblem(self.line, column, reason))
 
-    def identifier(self, column: str, value: str) -> str:
-        if 0 < len(value) <= validation.MAX_ID_LENGTH and value.isprintable():
+    def identifier(self, column: str, value: str, limit: int = validation.MAX_ID_LENGTH) -> str:
+        if 0 < len(value) <= limit and value.isprintable():
             return value
-        problem = validation.identifier_problem(value)
+        problem = validation.identifier_problem(value, limit)
         if problem:
             self.add(column, problem)
         return value
@@ -293,9 +293,10 @@ def _valid_event(
     recset_id = row.get("recset_id", "").strip()
     content_type = row.get("content_type", "")
     platform = row.get("platform", "")
-    for optional in (event_id, recset_id):
-        if optional and validation.identifier_problem(optional):
-            return None
+    if event_id and validation.identifier_problem(event_id):
+        return None
+    if recset_id and validation.identifier_problem(recset_id, validation.MAX_RECSET_ID_LENGTH):
+        return None
     for free_text in (content_type, platform):
         if free_text and validation.text_problem(free_text):
             return None
@@ -320,7 +321,7 @@ def _interaction(check: _Check, row: dict[str, str], now: datetime) -> _Event:
         check.identifier("event_id", event_id)
     recset_id = row.get("recset_id", "").strip()
     if recset_id:
-        check.identifier("recset_id", recset_id)
+        check.identifier("recset_id", recset_id, validation.MAX_RECSET_ID_LENGTH)
     content_type = check.text("content_type", row.get("content_type", ""))
     platform = check.text("platform", row.get("platform", ""))
     return _Event(
