@@ -40,6 +40,7 @@ STORED: dict[tuple[str, str], tuple[str, str]] = {
     ("SubmitFeedbackRequest", "user_id"): ("feedback", "user_id"),
     ("SubmitFeedbackRequest", "item_id"): ("feedback", "item_id"),
     ("SubmitFeedbackRequest", "recset_id"): ("feedback", "recset_id"),
+    ("SubmitFeedbackRequest", "feedback_id"): ("feedback", "feedback_id"),
     ("PredictChurnRequest", "user_id"): ("churn_predictions", "user_id"),
     ("UpsertItemsRequest", "items.item_id"): ("items", "item_id"),
     ("UpsertItemsRequest", "items.title"): ("items", "title"),

@@ -9,13 +9,14 @@ query functions these take the caller's session and never commit.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 import psycopg
 from psycopg import sql as psql
-from sqlalchemy import JSON, Column, Connection, MetaData, Table, bindparam, insert, select
+from sqlalchemy import JSON, Column, Connection, MetaData, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -65,14 +66,16 @@ def interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
 
 
 FEEDBACK_COLUMNS = (
-    "recset_id", "user_id", "item_id", "clicked", "dismissed", "rating", "created_at",
+    "feedback_id", "recset_id", "user_id", "item_id", "clicked", "dismissed", "rating",
+    "created_at",
 )  # fmt: skip
 """The columns ``feedback_row`` fills."""
 
 
 def feedback_row(feedback: domain.Feedback, at: datetime) -> dict[str, Any]:
-    """The ``feedback`` row for feedback given at ``at``."""
+    """The ``feedback`` row for feedback given at ``at`` (a new ``feedback_id`` if it has none)."""
     return {
+        "feedback_id": feedback.feedback_id or str(uuid.uuid4()),
         "recset_id": feedback.recset_id,
         "user_id": feedback.user_id,
         "item_id": feedback.item_id,
@@ -310,12 +313,9 @@ def insert_impressions(session: Session, rows: Sequence[Mapping[str, Any]]) -> i
 
 
 def insert_feedback(session: Session, feedback: Sequence[tuple[domain.Feedback, datetime]]) -> int:
-    """Append feedback rows with the time each was given; returns how many."""
+    """Store feedback (with the time each was given) whose feedback_id is new; returns how many."""
     rows = [feedback_row(f, at) for f, at in feedback]
-    conn = session.connection()
-    for chunk in _chunks(rows, CHUNK_ROWS):
-        conn.execute(insert(m.Feedback), list(chunk))
-    return len(rows)
+    return insert_new(session, m.Feedback, rows, "feedback_id")
 
 
 def stored_keys(session: Session, table: type[m.Base], key: str, values: Iterable[str]) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -166,6 +167,8 @@ class Feedback(Base):
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    # The caller's idempotency key (as interactions' event_id): a retried call stores once.
+    feedback_id: Mapped[str] = mapped_column(ID, unique=True, default=lambda: str(uuid.uuid4()))
     recset_id: Mapped[str] = mapped_column(RecsetID, default="")
     user_id: Mapped[str] = mapped_column(ID)
     item_id: Mapped[str] = mapped_column(ID)

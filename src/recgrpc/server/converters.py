@@ -211,6 +211,9 @@ def feedback_from_proto(
     request: pb.SubmitFeedbackRequest, ratings: validation.RatingScale
 ) -> domain.Feedback:
     check = _Checker()
+    feedback_id = check.identifier("feedback_id", request.feedback_id, required=False) or str(
+        uuid.uuid4()
+    )
     user_id = check.identifier("user_id", request.user_id)
     item_id = check.identifier("item_id", request.item_id)
     recset_id = check.identifier(
@@ -232,6 +235,7 @@ def feedback_from_proto(
         clicked=request.clicked,
         dismissed=request.dismissed,
         rating=rating,
+        feedback_id=feedback_id,
     )
 
 

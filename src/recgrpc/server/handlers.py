@@ -216,8 +216,9 @@ class Handlers:
         return event.event_id, duplicate
 
     def submit_feedback(self, feedback: domain.Feedback) -> bool:
-        source = self.feedback.record(feedback)
-        if self.metrics is not None:
+        """Store the feedback once per feedback_id; True when it is stored (now or before)."""
+        source, duplicate = self.feedback.record(feedback)
+        if self.metrics is not None and not duplicate:
             self.metrics.feedback_recorded(feedback, source)
         return True
 
