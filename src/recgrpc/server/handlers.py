@@ -9,6 +9,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Container
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -23,6 +24,7 @@ from recgrpc.model.churn import NO_CHURN_MODEL
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
+from recgrpc.server.erasure import erase_from_stored_models
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
@@ -90,9 +92,10 @@ def build_snapshot(
         anchor = now if newest is None else min(now, newest)
         since = anchor - timedelta(days=settings.trending_window_days)
         counts = queries.hourly_event_counts(session, since)
-        version = model_store.active_model_version(session, model_store.RECOMMENDER)
+        stamp_of_model = model_store.active_model_stamp(session, model_store.RECOMMENDER)
+        version, revision = stamp_of_model or (None, 0)
         stored = None
-        if needs_load(old_view, rejected, version):
+        if needs_load(old_view, rejected, version, revision):
             stored = model_store.load_model(session, version or "")
         rows = None
         if previous is None or previous.catalog_stamp != stamp or stored is not None:
@@ -140,6 +143,9 @@ class Handlers:
         self.clock = clock
         # Set by catalogue writes so the refresher rebuilds the snapshot without waiting.
         self.catalog_changed = threading.Event()
+        # Held while a snapshot is built from the current one and swapped in, so an erasure's
+        # masking is never undone by a refresh that started before it.
+        self.snapshot_lock = threading.Lock()
         # Concurrent writes share transactions (group commit). SQLite has one writer at a time
         # anyway; on PostgreSQL two writers per kind overlap their commits' disk flushes while
         # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
@@ -251,5 +257,13 @@ class Handlers:
         return len(users)
 
     def delete_user(self, user_id: str) -> bool:
+        """Erase the user's rows and their trace in every stored model; then mask them in the
+        serving model, so their id is a stranger from the next request on."""
         with self.db.writer() as session:
-            return queries.delete_user(session, user_id)
+            removed = queries.delete_user(session, user_id)
+            rewritten = erase_from_stored_models(session, user_id)
+        with self.snapshot_lock:
+            snapshot = self.engine.snapshot
+            if snapshot.model is not None:
+                self.engine.swap(replace(snapshot, model=snapshot.model.without_user(user_id)))
+        return removed or rewritten > 0
