@@ -14,8 +14,8 @@ import pytest
 from recgrpc.config import Settings
 from recgrpc.db import Database
 from recgrpc.db import model_store as ms
+from recgrpc.jobs.train import train
 from recgrpc.model import artifact
-from recgrpc.model.training import train
 from recgrpc.server import RunningServer, create_server
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb

@@ -47,6 +47,11 @@ STORED: dict[tuple[str, str], tuple[str, str]] = {
     ("UpsertUsersRequest", "users.user_id"): ("users", "user_id"),
     ("UpsertUsersRequest", "users.preferences.key"): ("preferences", "category"),
     ("DeleteUserRequest", "user_id"): ("users", "user_id"),
+    ("SearchItemsRequest", "user_id"): ("impressions", "user_id"),
+    ("SearchItemsRequest", "platform"): ("impressions", "platform"),
+    ("GetUserStatsRequest", "user_id"): ("users", "user_id"),
+    ("ListInteractionsRequest", "user_id"): ("interactions", "user_id"),
+    ("ListChurnPredictionsRequest", "user_id"): ("churn_predictions", "user_id"),
 }
 # Kept inside JSON documents (bounded by the entry and byte limits) or never stored.
 NOT_IN_A_COLUMN = {
@@ -60,11 +65,18 @@ NOT_IN_A_COLUMN = {
     ("UpsertItemsRequest", "items.attributes.value"),
     ("UpsertUsersRequest", "users.attributes.key"),
     ("UpsertUsersRequest", "users.attributes.value"),
+    ("SearchItemsRequest", "query"),  # logged in a SEARCH event's metadata, never a column
+    ("SearchItemsRequest", "categories"),
+    ("ListInteractionsRequest", "page_token"),
+    ("ListChurnPredictionsRequest", "page_token"),
 }
 # Calls whose success writes no row to read back: their limit is still checked.
 NO_ROW_WRITTEN = {
     ("PredictChurnRequest", "user_id"),  # recorded only once a churn model is trained
     ("DeleteUserRequest", "user_id"),  # erases
+    ("GetUserStatsRequest", "user_id"),  # reads
+    ("ListInteractionsRequest", "user_id"),  # reads
+    ("ListChurnPredictionsRequest", "user_id"),  # reads
 }
 
 
@@ -148,6 +160,17 @@ def _call(server: RunningServer, field: tuple[str, str], value: str) -> Callable
                 if path == "item_id":
                     _catalogue(catalog, value)
                 return recs.SubmitFeedback(pb.SubmitFeedbackRequest(**args), timeout=10)
+            if message == "SearchItemsRequest":
+                args = {"query": "base", "user_id": "base-user", path: value}
+                return recs.SearchItems(pb.SearchItemsRequest(**args), timeout=10)
+            if message == "GetUserStatsRequest":
+                return recs.GetUserStats(pb.GetUserStatsRequest(user_id=value), timeout=10)
+            if message == "ListInteractionsRequest":
+                request = pb.ListInteractionsRequest(user_id=value)
+                return recs.ListInteractions(request, timeout=10)
+            if message == "ListChurnPredictionsRequest":
+                request = pb.ListChurnPredictionsRequest(user_id=value)
+                return recs.ListChurnPredictions(request, timeout=10)
             if message == "PredictChurnRequest":
                 return recs.PredictChurn(pb.PredictChurnRequest(user_id=value), timeout=10)
             if message == "DeleteUserRequest":
