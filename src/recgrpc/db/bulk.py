@@ -17,11 +17,29 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql as psql
 from sqlalchemy import JSON, Column, Connection, MetaData, Table, bindparam, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
 from recgrpc.db import models as m
+
+
+def refused_by_database(exc: BaseException) -> str | None:
+    """The database's reason when ``exc`` is the database refusing data (a constraint, a type,
+    a length: SQLSTATE classes 22 and 23), or None for anything else (an outage, a bug).
+
+    COPY runs on the driver's own cursor, so its errors arrive unwrapped by SQLAlchemy.
+    """
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    refused = isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError) or isinstance(
+        cause, psycopg.DataError | psycopg.IntegrityError
+    )
+    if not refused:
+        return None
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
 
 CHUNK_ROWS = 5000
 """Rows per executemany call; bounds memory and the size of each IN (...) lookup."""

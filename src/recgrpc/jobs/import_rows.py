@@ -55,6 +55,14 @@ class ImportRefused(Exception):
         super().__init__(f"{path} refused: {bad_rows} bad row(s); nothing was written")
 
 
+class ImportRefusedByDatabase(ImportRefused):
+    """A row passed every check but the database refused it (a rule only the database holds);
+    the import was rolled back, so nothing from the file was written."""
+
+    def __init__(self, path: Path, problem: RowProblem) -> None:
+        super().__init__(path, [problem], 1)
+
+
 @dataclass(frozen=True, slots=True)
 class ImportReport:
     """What an import stored."""
