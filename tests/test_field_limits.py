@@ -52,6 +52,12 @@ STORED: dict[tuple[str, str], tuple[str, str]] = {
     ("GetUserStatsRequest", "user_id"): ("users", "user_id"),
     ("ListInteractionsRequest", "user_id"): ("interactions", "user_id"),
     ("ListChurnPredictionsRequest", "user_id"): ("churn_predictions", "user_id"),
+    ("GetSimilarItemsRequest", "user_id"): ("impressions", "user_id"),
+    ("GetSimilarItemsRequest", "platform"): ("impressions", "platform"),
+    ("GetFrequentlyTogetherRequest", "user_id"): ("impressions", "user_id"),
+    ("GetFrequentlyTogetherRequest", "platform"): ("impressions", "platform"),
+    ("GetHomeFeedRequest", "user_id"): ("impressions", "user_id"),
+    ("GetHomeFeedRequest", "platform"): ("impressions", "platform"),
 }
 # Kept inside JSON documents (bounded by the entry and byte limits) or never stored.
 NOT_IN_A_COLUMN = {
@@ -69,6 +75,13 @@ NOT_IN_A_COLUMN = {
     ("SearchItemsRequest", "categories"),
     ("ListInteractionsRequest", "page_token"),
     ("ListChurnPredictionsRequest", "page_token"),
+    ("GetSimilarItemsRequest", "item_id"),  # looked up in the catalogue
+    ("GetSimilarItemsRequest", "exclude_item_ids"),
+    ("GetSimilarItemsRequest", "categories"),
+    ("GetFrequentlyTogetherRequest", "item_ids"),
+    ("GetFrequentlyTogetherRequest", "exclude_item_ids"),
+    ("GetFrequentlyTogetherRequest", "categories"),
+    ("GetHomeFeedRequest", "exclude_item_ids"),
 }
 # Calls whose success writes no row to read back: their limit is still checked.
 NO_ROW_WRITTEN = {
@@ -77,6 +90,14 @@ NO_ROW_WRITTEN = {
     ("GetUserStatsRequest", "user_id"),  # reads
     ("ListInteractionsRequest", "user_id"),  # reads
     ("ListChurnPredictionsRequest", "user_id"),  # reads
+    # Discovery lists: their limits are checked here, their impressions by their own tests.
+    *(
+        (m, f)
+        for m in ("GetSimilarItemsRequest", "GetFrequentlyTogetherRequest")
+        for f in ("user_id", "platform")
+    ),
+    ("GetHomeFeedRequest", "user_id"),
+    ("GetHomeFeedRequest", "platform"),
 }
 
 
@@ -163,6 +184,16 @@ def _call(server: RunningServer, field: tuple[str, str], value: str) -> Callable
             if message == "SearchItemsRequest":
                 args = {"query": "base", "user_id": "base-user", path: value}
                 return recs.SearchItems(pb.SearchItemsRequest(**args), timeout=10)
+            if message == "GetSimilarItemsRequest":
+                args = {"item_id": "base-item", "user_id": "base-user", path: value}
+                return recs.GetSimilarItems(pb.GetSimilarItemsRequest(**args), timeout=10)
+            if message == "GetFrequentlyTogetherRequest":
+                args = {"item_ids": ["base-item"], "user_id": "base-user", path: value}
+                request = pb.GetFrequentlyTogetherRequest(**args)
+                return recs.GetFrequentlyTogether(request, timeout=10)
+            if message == "GetHomeFeedRequest":
+                args = {"user_id": "base-user", path: value}
+                return recs.GetHomeFeed(pb.GetHomeFeedRequest(**args), timeout=10)
             if message == "GetUserStatsRequest":
                 return recs.GetUserStats(pb.GetUserStatsRequest(user_id=value), timeout=10)
             if message == "ListInteractionsRequest":

@@ -1,7 +1,7 @@
 """feedback.feedback_id: the caller's idempotency key, unique
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_feedback_id
+Revises: 0002_item_neighbours
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0003_feedback_id"
+down_revision: str | None = "0002_item_neighbours"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
