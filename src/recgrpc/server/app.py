@@ -66,9 +66,10 @@ class Refresher(threading.Thread):
     def refresh_once(self) -> bool:
         h = self.handlers
         refresh_churn_model(h)
-        previous = h.engine.snapshot
         try:
-            h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), previous))
+            with h.snapshot_lock:
+                previous = h.engine.snapshot
+                h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), previous))
             h.search.refresh(h.db, h.engine.snapshot)
         except Exception as exc:
             if not is_database_outage(exc):

@@ -305,19 +305,22 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
 
 
 class FeedbackWriter(GroupCommitter[domain.Feedback]):
-    """SubmitFeedback's group commit: per-item NOT_FOUND, acknowledged only after commit."""
+    """SubmitFeedback's group commit: per-item NOT_FOUND, acknowledged only after commit,
+    stored once per ``feedback_id`` (a retried call is a duplicate, as for interactions)."""
 
     name = "feedback-writer"
     what = "feedback"
 
-    def record(self, feedback: domain.Feedback) -> tuple[str, str] | None:
+    def record(self, feedback: domain.Feedback) -> tuple[tuple[str, str] | None, bool]:
         """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage.
 
         Returns the (algorithm, model_version) of the stored impression its ``recset_id``
         names, for lists whose id is no attribution token (discovery shelves, search
-        results); a token carries its own (``recset``), and is not looked up.
+        results; a token carries its own, ``recset``, and is not looked up); and whether its
+        ``feedback_id`` was already stored (nothing was written).
         """
-        return self.submit(feedback).attribution
+        pending = self.submit(feedback)
+        return pending.attribution, pending.duplicate
 
     def _store(self, batch: Sequence[_Pending[domain.Feedback]]) -> None:
         now = self._clock()
@@ -340,9 +343,15 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
             # Per-user locks, as training takes them: a user's stored top-N is never updated
             # by two transactions in opposite orders (no deadlock).
             queries.lock_users(conn, (f.user_id for f in accepted))
-            queries.record_feedback_batch(
+            stored = queries.record_feedback_batch(
                 conn, sorted(accepted, key=lambda f: (f.user_id, f.item_id)), now
             )
+        answered: set[str] = set()
+        for pending in batch:
+            if pending.error is None:
+                feedback_id = pending.item.feedback_id
+                pending.duplicate = feedback_id not in stored or feedback_id in answered
+                answered.add(feedback_id)
 
 
 class ChurnPredictionWriter(GroupCommitter[domain.ChurnPrediction]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Container
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -26,6 +27,7 @@ from recgrpc.model.trending import trending_scores
 from recgrpc.recset import Attribution, RecsetTokens
 from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
 from recgrpc.server.discovery import Discovery
+from recgrpc.server.erasure import erase_from_stored_models
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
@@ -94,9 +96,10 @@ def build_snapshot(
         anchor = now if newest is None else min(now, newest)
         since = anchor - timedelta(days=settings.trending_window_days)
         counts = queries.hourly_event_counts(session, since)
-        version = model_store.active_model_version(session, model_store.RECOMMENDER)
+        stamp_of_model = model_store.active_model_stamp(session, model_store.RECOMMENDER)
+        version, revision = stamp_of_model or (None, 0)
         stored = None
-        if needs_load(old_view, rejected, version):
+        if needs_load(old_view, rejected, version, revision):
             stored = model_store.load_model(session, version or "")
         rows = None
         if previous is None or previous.catalog_stamp != stamp or stored is not None:
@@ -152,6 +155,9 @@ class Handlers:
             CircuitBreaker(settings.db_breaker_failures, settings.db_breaker_reset_seconds),
         )
         guard = self.guard
+        # Held while a snapshot is built from the current one and swapped in, so an erasure's
+        # masking is never undone by a refresh that started before it.
+        self.snapshot_lock = threading.Lock()
         # Concurrent writes share transactions (group commit). SQLite has one writer at a time
         # anyway; on PostgreSQL two writers per kind overlap their commits' disk flushes while
         # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
@@ -263,10 +269,11 @@ class Handlers:
         return event.event_id, duplicate
 
     def submit_feedback(self, feedback: domain.Feedback) -> bool:
+        """Store the feedback once per feedback_id; True when it is stored (now or before)."""
         # Attributed from the token itself: the impression may not be stored yet (or dropped).
         attribution = self.attribution(feedback.recset_id)
-        stored = self.feedback.record(feedback)
-        if self.metrics is not None:
+        stored, duplicate = self.feedback.record(feedback)
+        if self.metrics is not None and not duplicate:
             source = stored if attribution is None else attribution.source
             self.metrics.feedback_recorded(feedback, source)
         return True
@@ -312,8 +319,17 @@ class Handlers:
         return len(users)
 
     def delete_user(self, user_id: str) -> bool:
-        def write() -> bool:
-            with self.db.writer() as session:
-                return queries.delete_user(session, user_id)
+        """Erase the user's rows and their trace in every stored model; then mask them in the
+        serving model, so their id is a stranger from the next request on."""
 
-        return self.guard.run(write)
+        def write() -> tuple[bool, int]:
+            with self.db.writer() as session:
+                removed = queries.delete_user(session, user_id)
+                return removed, erase_from_stored_models(session, user_id)
+
+        removed, rewritten = self.guard.run(write)
+        with self.snapshot_lock:
+            snapshot = self.engine.snapshot
+            if snapshot.model is not None:
+                self.engine.swap(replace(snapshot, model=snapshot.model.without_user(user_id)))
+        return removed or rewritten > 0
