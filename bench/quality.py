@@ -3,9 +3,9 @@
     python bench/quality.py [--users 3000] [--items 2000] [--interactions 100000] [--seed 42]
                             [--epochs 30] [--database-url sqlite:///existing.db]
 
-Generates the demo world (``recgrpc.demo``, deterministic by seed) into a temporary SQLite file,
-or reads an existing database, builds one per-user temporal holdout, and scores side by side on
-the same users and exclusions:
+Generates the demo world (``recgrpc.jobs.demo``, deterministic by seed) into a temporary SQLite
+file, or reads an existing database, builds one per-user temporal holdout, and scores side by side
+on the same users and exclusions:
 
 - hybrid: what ``recgrpc train`` fits (identity + preference/attribute + category/tag features,
   interaction weights by type, time decay, early stopping on holdout NDCG@10),
@@ -27,7 +27,7 @@ from scipy import sparse
 from recgrpc.config import Settings
 from recgrpc.db import Database, upgrade
 from recgrpc.db import training_data as td
-from recgrpc.demo import generate_demo, write_demo
+from recgrpc.jobs.demo import generate_demo, write_demo
 from recgrpc.model.evaluation import (
     Holdout,
     Metrics,

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from recgrpc.db import Database
 from recgrpc.db import models as m
-from recgrpc.model.churn import NO_CHURN_MODEL
+from recgrpc.jobs.churn_scoring import NO_CHURN_MODEL
 from recgrpc.server import RunningServer
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb

@@ -27,7 +27,8 @@ from recgrpc.config import Settings
 from recgrpc.db import Database, queries, user_history
 from recgrpc.domain import Algorithm
 from recgrpc.errors import NotFound
-from recgrpc.model.ranking import ServingSnapshot, allowed_mask, top_k
+from recgrpc.model.ranking import ServingSnapshot, mask_blocked
+from recgrpc.model.rerank import top_allowed
 from recgrpc.model.search import SearchIndex, Synonyms, best_matches, blend
 from recgrpc.server import page_tokens
 from recgrpc.server.errors import is_database_outage
@@ -278,7 +279,9 @@ class SearchAndHistory:
         request = domain.RecommendationQuery(
             user_id=query.user_id, limit=query.limit, categories=query.categories
         )
-        chosen = top_k(snap.trending, allowed_mask(catalog, context, request), query.limit)
+        scores = snap.trending.copy()
+        mask_blocked(scores, catalog, context, request)
+        chosen = top_allowed(scores, query.limit)
         index = self.keeper.index
         where = {item_id: i for i, item_id in enumerate(index.item_ids)} if chosen.size else {}
         hits = []
