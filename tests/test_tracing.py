@@ -28,7 +28,7 @@ from recgrpc.client import (
 )
 from recgrpc.config import Settings
 from recgrpc.db import Database
-from recgrpc.model.training import train
+from recgrpc.jobs.train import train
 from recgrpc.server import RunningServer, create_server
 from tests.conftest import BACKENDS, module_database_url
 from tests.recommender_data import load, taste_data

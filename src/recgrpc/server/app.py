@@ -20,6 +20,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from threadpoolctl import threadpool_limits
 
+from recgrpc import tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
 from recgrpc.domain import utcnow
@@ -76,6 +77,11 @@ class Refresher(threading.Thread):
             log.warning("database unavailable (%s); retrying in %.0fs", reason, self.interval)
             return False
         log_model_change(previous.model, h.engine.snapshot)
+        try:
+            h.discovery.refresh(h.engine.snapshot)
+        except Exception as exc:  # similar items fall back to trending meanwhile
+            if not is_database_outage(exc):
+                log.exception("neighbour table refresh failed; retrying next refresh")
         report_serving_models(h)
         if not self.ready.is_set():
             self.ready.set()
@@ -241,7 +247,7 @@ def create_server(
     tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
     database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     metrics.watch_pool(database.engine.pool)  # type: ignore[arg-type]
-    engine = RankingEngine(ServingSnapshot.empty(utcnow()))
+    engine = RankingEngine(ServingSnapshot.empty(utcnow()), span=tracing.span)
     if churn is None:
         # Serves the active churn model; the refresher loads it and any newer one.
         churn = ActiveChurnModel(settings.churn_medium_threshold, settings.churn_high_threshold)
@@ -252,11 +258,11 @@ def create_server(
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
     )
-    tracing = ServerTracing.configure(settings, tracer_provider)
+    server_tracing = ServerTracing.configure(settings, tracer_provider)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[*tracing.interceptors(), *chain, *interceptors],
+        interceptors=[*server_tracing.interceptors(), *chain, *interceptors],
         options=server_options(settings),
     )
     server.add_generic_rpc_handlers(
@@ -281,7 +287,7 @@ def create_server(
     try:
         port = _add_port(server, settings, address)
     except RuntimeError as exc:  # gRPC's "Failed to bind", after its own log line
-        tracing.close()
+        server_tracing.close()
         reason = "not available (another listener, or not an address of this machine)"
         raise ports.PortUnavailable("gRPC", settings.host, settings.port, reason, "port") from exc
     server.start()
@@ -303,7 +309,7 @@ def create_server(
         refresher,
         owns_db=owns_db,
         metrics=metrics,
-        tracing=tracing,
+        tracing=server_tracing,
     )
 
 
