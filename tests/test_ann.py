@@ -10,7 +10,7 @@ import pytest
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
-from recgrpc.model.training import train
+from recgrpc.jobs.train import train
 from recgrpc.server import create_server
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import load, taste_data

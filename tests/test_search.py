@@ -15,8 +15,8 @@ import pytest
 from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database
+from recgrpc.jobs.train import train
 from recgrpc.model.search import Synonyms, normalise
-from recgrpc.model.training import train
 from recgrpc.server import RunningServer, create_server
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from recgrpc import __version__
+from recgrpc.cli_discovery import add_similar_command
 from recgrpc.cli_help import (
     HelpFormatter,
     display_url,
@@ -363,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactions", type=int, default=100_000, help="number of interactions")
     p.set_defaults(func=cmd_demo)
 
+    add_similar_command(command)
     add_lookup_commands(command)
 
     from recgrpc.bench import add_arguments as add_bench_arguments

@@ -168,6 +168,17 @@ class Settings:
     """Risk at or above this is MEDIUM."""
     churn_high_threshold: float = 0.65
     """Risk at or above this is HIGH."""
+    neighbours_k: int = 100
+    """Neighbours kept per item by training's item-to-item tables (behaviour, together)."""
+    neighbour_measure: str = "asymmetric"
+    """How co-occurrence is normalised: asymmetric (cosine leaning to confidence), cosine,
+    jaccard or lift (bench/similar_quality.py compares them)."""
+    together_window_minutes: float = 60.0
+    """Events of a user this close together form one session for frequently-together."""
+    together_min_support: int = 2
+    """Sessions a pair must share to become a frequently-together rule."""
+    stale_after_days: float = 30.0
+    """A user with no activity for this long gets no for_you shelf in the home feed."""
 
     search_synonyms_file: str = ""
     """SearchItems' synonyms: one group per line, ``earbuds, earphones, in-ear headphones``."""
@@ -217,6 +228,12 @@ class Settings:
             raise ValueError("ann_min_items (RECGRPC_ANN_MIN_ITEMS) must not be negative")
         if self.workers < 1 or self.max_workers < 1:
             raise ValueError("workers and max_workers must be at least 1")
+        if self.neighbours_k < 1 or self.together_min_support < 1:
+            raise ValueError("neighbours_k and together_min_support must be at least 1")
+        if self.neighbour_measure not in {"asymmetric", "cosine", "jaccard", "lift"}:
+            raise ValueError("neighbour_measure must be asymmetric, cosine, jaccard or lift")
+        if not (self.together_window_minutes > 0 and self.stale_after_days > 0):
+            raise ValueError("together_window_minutes and stale_after_days must be positive")
         endpoint = urlparse(self.otlp_endpoint)
         if self.otlp_endpoint and (endpoint.scheme not in ("http", "https") or not endpoint.netloc):
             raise ValueError(

@@ -21,6 +21,7 @@ from recgrpc.client._channel import (
     encode_health_request,
     plan_client,
 )
+from recgrpc.client._discovery_calls import AsyncDiscoveryCalls
 from recgrpc.client._errors import (
     DeadlineExceededError,
     UnavailableError,
@@ -46,7 +47,7 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-class AsyncRecommendationClient(AsyncHistoryCalls):
+class AsyncRecommendationClient(AsyncDiscoveryCalls, AsyncHistoryCalls):
     """An asyncio client for both recgrpc services (recommendations and catalogue).
 
     Either give a ``target`` (``"localhost:50051"``) and the client opens and owns a

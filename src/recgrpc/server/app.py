@@ -77,6 +77,11 @@ class Refresher(threading.Thread):
             log.warning("database unavailable (%s); retrying in %.0fs", reason, self.interval)
             return False
         log_model_change(previous.model, h.engine.snapshot)
+        try:
+            h.discovery.refresh(h.engine.snapshot)
+        except Exception as exc:  # similar items fall back to trending meanwhile
+            if not is_database_outage(exc):
+                log.exception("neighbour table refresh failed; retrying next refresh")
         report_serving_models(h)
         if not self.ready.is_set():
             self.ready.set()

@@ -24,6 +24,7 @@ from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
+from recgrpc.server.discovery import Discovery
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
@@ -66,6 +67,8 @@ class ServiceObserver(Protocol):
     ) -> None: ...
 
     def churn_predicted(self, prediction: domain.ChurnPrediction) -> None: ...
+
+    def discovery_served(self, source: str, fallback_reason: str, items: int) -> None: ...
 
 
 def build_snapshot(
@@ -154,6 +157,10 @@ class Handlers:
         self.predictions = ChurnPredictionWriter(db, writers=writers)
         # SearchItems' index, rebuilt by the refresher after the catalogue changes.
         self.search = SearchIndexKeeper(settings)
+        observe = None if metrics is None else metrics.discovery_served
+        self.discovery = Discovery(
+            settings, db, engine, clock, observe, profile=self.search.with_searches
+        )
 
     def _catalogued_items(self) -> Container[str]:
         return self.engine.snapshot.catalog.position
@@ -164,6 +171,7 @@ class Handlers:
         self.feedback.close()
         self.served_lists.close()
         self.predictions.close()
+        self.discovery.close()
 
     # -- RecommendationService ------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
@@ -113,24 +114,48 @@ class SearchIndexKeeper:
         self._index = SearchIndex.build([], self.synonyms)
         self._stamp: object = None
         self._built = False
+        self._building = False
         self._lock = threading.Lock()
 
     @property
     def index(self) -> SearchIndex:
         return self._index
 
-    def refresh(self, db: Database, snapshot: ServingSnapshot) -> bool:
-        """Rebuild when the snapshot's catalogue stamp differs from the index's; True if so."""
+    def refresh(self, db: Database, snapshot: ServingSnapshot) -> None:
+        """Rebuild when the snapshot's catalogue stamp differs from the index's.
+
+        The first build runs here (before the server reports SERVING); later ones on a thread
+        of their own, so a large catalogue does not hold up the snapshot refresher, while the
+        previous index keeps serving.
+        """
+        stamp = snapshot.catalog_stamp
+        if self._built and stamp == self._stamp:
+            return
+        if not self._built:
+            self._rebuild(db, stamp)
+            return
         with self._lock:
-            if self._built and snapshot.catalog_stamp == self._stamp:
-                return False
+            if self._building:
+                return
+            self._building = True
+        threading.Thread(
+            target=self._rebuild, args=(db, stamp), name="recgrpc-search-index", daemon=True
+        ).start()
+
+    def _rebuild(self, db: Database, stamp: object) -> None:
+        try:
             with db.reader() as session:
                 rows = user_history.search_documents(session)
-            self._index = SearchIndex.build(rows, self.synonyms)
-            self._stamp = snapshot.catalog_stamp
-            self._built = True
-        log.debug("search index rebuilt: %d items", len(rows))
-        return True
+            index = SearchIndex.build(rows, self.synonyms)
+            self._index, self._stamp, self._built = index, stamp, True
+            log.debug("search index rebuilt: %d items", len(rows))
+        except Exception as exc:
+            if not self._built:
+                raise  # the refresher reports it and tries again
+            if not is_database_outage(exc):
+                log.exception("search index rebuild failed; keeping the previous one")
+        finally:
+            self._building = False
 
     def with_searches(
         self, executor: Session | Connection, context: domain.UserContext
@@ -174,6 +199,7 @@ class SearchAndHistory:
         self.keeper = keeper
         self.clock = clock
         self._key = page_tokens.signing_key(settings.page_token_secret, settings.database_url)
+        self._alignment: tuple[SearchIndex, object, npt.NDArray[np.bool_]] | None = None
 
     # -- SearchItems ---------------------------------------------------------------------------
 
@@ -186,16 +212,9 @@ class SearchAndHistory:
             if query.categories
             else np.ones(len(index), dtype=np.bool_)
         )
-        catalog = snap.catalog
-        live = np.fromiter(
-            (item_id in catalog.position for item_id in index.item_ids), np.bool_, len(index)
-        )
-        allowed &= live
+        allowed &= self._live(index, snap)
         if context is not None and query.exclude_seen:
-            blocked = context.seen_item_ids | context.dismissed_item_ids
-            allowed &= np.fromiter(
-                (item_id not in blocked for item_id in index.item_ids), np.bool_, len(index)
-            )
+            allowed[index.indices(context.seen_item_ids | context.dismissed_item_ids)] = False
         scores = index.scores(query.text)
         pool_size = PERSONAL_POOL if context is not None else query.limit
         pool = best_matches(scores, allowed, max(pool_size, query.limit))
@@ -216,6 +235,15 @@ class SearchAndHistory:
             )
         ]
         return self._served(query, hits, "", version)
+
+    def _live(self, index: SearchIndex, snap: ServingSnapshot) -> npt.NDArray[np.bool_]:
+        """Which indexed items are still in the serving catalogue (computed once per pair)."""
+        cached = self._alignment
+        if cached is None or cached[0] is not index or cached[1] is not snap.catalog:
+            position = snap.catalog.position
+            live = np.fromiter((i in position for i in index.item_ids), np.bool_, len(index))
+            cached = self._alignment = (index, snap.catalog, live)
+        return cached[2]
 
     def _context(self, user_id: str) -> domain.UserContext | None:
         try:
