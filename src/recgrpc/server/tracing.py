@@ -19,6 +19,8 @@ DeleteUser cannot reach.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable, Sequence
 from contextvars import Token
 from dataclasses import dataclass
@@ -148,10 +150,16 @@ def tracer_provider(settings: Settings) -> TracerProvider | None:
         OTLPSpanExporter,
     )
 
+    resource = Resource.create(
+        {
+            "service.name": settings.trace_service_name,
+            "service.version": __version__,
+            # Tells replicas (pods) and worker processes apart.
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+        }
+    )
     provider = TracerProvider(
-        resource=Resource.create(
-            {"service.name": settings.trace_service_name, "service.version": __version__}
-        ),
+        resource=resource,
         # A caller's sampling decision is kept; ratio applies to traces that start here.
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )
