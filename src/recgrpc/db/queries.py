@@ -407,18 +407,27 @@ def record_feedback(
 
 def record_feedback_batch(
     session: Session | Connection, feedback: Sequence[domain.Feedback], now: datetime
-) -> None:
-    """Append feedback rows and flag the clicked or dismissed items in the stored top-N."""
+) -> set[str]:
+    """Store feedback whose ``feedback_id`` is new and flag the clicked or dismissed items in
+    the stored top-N; returns the feedback_ids stored now (a repeated one is stored once)."""
     conn = core_connection(session)
-    _INSERT_FEEDBACK.insert(conn, [feedback_row(f, now) for f in feedback])
-    keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in feedback]
-    _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, feedback, strict=True) if f.clicked])
-    _FLAG_DISMISSED.execute_many(
-        conn, [k for k, f in zip(keys, feedback, strict=True) if f.dismissed]
-    )
+    rows = [feedback_row(f, now) for f in feedback]
+    stored = {feedback_id for (feedback_id,) in _INSERT_FEEDBACK.insert(conn, rows)}
+    new = [f for f, row in zip(feedback, rows, strict=True) if row["feedback_id"] in stored]
+    keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in new]
+    _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, new, strict=True) if f.clicked])
+    _FLAG_DISMISSED.execute_many(conn, [k for k, f in zip(keys, new, strict=True) if f.dismissed])
+    return stored
 
 
-_INSERT_FEEDBACK = PreparedInsert(lambda _: insert(_table(m.Feedback)), FEEDBACK_COLUMNS)
+_INSERT_FEEDBACK = PreparedInsert(
+    lambda dialect: (
+        insert_for(dialect, _table(m.Feedback))
+        .on_conflict_do_nothing(index_elements=["feedback_id"])
+        .returning(_table(m.Feedback).c.feedback_id)
+    ),
+    FEEDBACK_COLUMNS,
+)
 _STORED_ITEM = (_RECOMMENDATIONS.c.user_id == _USER) & (
     _RECOMMENDATIONS.c.item_id == bindparam("item_id")
 )
