@@ -309,9 +309,9 @@ def diverse_picks(
     queues = []
     for category in others:
         members = catalog.by_category[category]
-        members = members[allowed[members]]
-        order = np.argsort(-snap.trending[members], kind="stable")
-        queues.append(members[order].tolist())
+        # Only a category's best ``size`` can be picked: no need to sort the rest.
+        picked = top_positions(snap.trending[members], allowed[members], size)
+        queues.append(members[picked].tolist())
     queues.sort(key=lambda q: -float(snap.trending[q[0]]) if q else 0.0)
     chosen: list[int] = []
     taken: set[int] = set()
