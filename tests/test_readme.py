@@ -129,6 +129,13 @@ def discovery_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
 
 
+def search_examples() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("## Search and user history\n")
+    section = text[start : text.index("\n## ", start + 1)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
 def test_the_discovery_section_has_an_example_per_rpc() -> None:
     examples = discovery_examples()
     assert len(examples) == 3
@@ -174,3 +181,27 @@ def test_the_home_feed_example(demo_server: str) -> None:
     ids = [i for _, _, items in shelves for i in ast.literal_eval(items)]
     assert len(ids) == len(set(ids))
     assert lines[-1] == ("['trending'] for_you left out: a new user with no activity yet")
+
+
+def test_the_search_and_history_example_prints_what_the_service_returns(
+    demo_server: str,
+) -> None:
+    (example,) = search_examples()
+    lines = run_example(example, demo_server)
+    assert lines[0] == "matched 3"
+    for line in lines[1:4]:
+        _rank, item_id, reason, title = line.split(" ", 3)
+        assert item_id.startswith("item-")
+        assert reason == "search"
+        assert "jazz" in title.lower() or "guide" in title.lower()
+    assert [line.split()[0] for line in lines[1:4]] == ["1", "2", "3"]
+    assert lines[4] == "search_personalised True"
+    assert lines[5] == "no_search_matches"
+    assert lines[6] == "True True True"
+    assert lines[7] == "1 None"
+    assert lines[8] == "SEARCH classical"  # the newest event first
+    assert lines[9].split()[0] in {"VIEW", "CLICK", "LIKE", "PURCHASE", "RATING", "SHARE",
+                                   "ADD_TO_CART", "BOOKMARK", "COMMENT", "DISLIKE"}  # fmt: skip
+    assert lines[10] == "2"
+    assert lines[11] == "unknown user"
+    assert len(lines) == 12

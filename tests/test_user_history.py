@@ -5,6 +5,7 @@ tamper-evident tokens, and the churn history."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,6 +31,11 @@ ITEMS = [Item(item_id=f"item-{i}", title=f"Item {i}", categories=["c"]) for i in
 def client(server: RunningServer) -> RecommendationClient:
     with RecommendationClient(f"127.0.0.1:{server.port}", timeout=10) as c:
         c.upsert_items(ITEMS)
+        # Served once the refresher has read them (the search index follows the snapshot).
+        deadline = time.monotonic() + 15
+        while c.search_items("item").fallback_reason:
+            assert time.monotonic() < deadline, "the new items were never served"
+            time.sleep(0.05)
         yield c
 
 
