@@ -50,8 +50,7 @@ def main() -> None:
         users=[(u.user_id, dict(u.attributes)) for u in world.users],
         preferences=[(u.user_id, c, s) for u in world.users for c, s in u.preferences.items()],
         interactions=[
-            (e.user_id, e.item_id, e.type.value, e.value, e.occurred_at)
-            for e in world.interactions
+            (e.user_id, e.item_id, e.type.value, e.value, e.occurred_at) for e in world.interactions
         ],
         feedback=[],
     )
