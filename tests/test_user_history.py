@@ -212,6 +212,10 @@ def test_the_asyncio_client_has_the_same_calls(server: RunningServer) -> None:
     async def scenario() -> None:
         async with AsyncRecommendationClient(f"127.0.0.1:{server.port}", timeout=10) as c:
             await c.upsert_items(ITEMS)
+            deadline = time.monotonic() + 15
+            while (await c.search_items("item")).fallback_reason:
+                assert time.monotonic() < deadline, "the new items were never served"
+                await asyncio.sleep(0.05)
             await c.log_interaction("gus", "item-3", "like")
             await c.log_search("gus", "Item")
             stats = await c.get_user_stats("gus")
