@@ -192,12 +192,16 @@ class SearchAndHistory:
         snapshot: SnapshotSource,
         keeper: SearchIndexKeeper,
         clock: Clock,
+        *,
+        observe: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self._snapshot = snapshot
         self.keeper = keeper
         self.clock = clock
+        # (source, fallback_reason, items) of each served list, for the discovery metrics.
+        self._observe = observe
         self._key = page_tokens.signing_key(settings.page_token_secret, settings.database_url)
         self._alignment: tuple[SearchIndex, object, npt.NDArray[np.bool_]] | None = None
 
@@ -304,6 +308,9 @@ class SearchAndHistory:
         self, query: SearchQuery, hits: list[SearchHit], fallback: str, version: str
     ) -> SearchResult:
         result = SearchResult(str(uuid.uuid4()), hits, fallback, version, self.clock())
+        if self._observe is not None:
+            source = hits[0].reason if hits else SEARCH_REASON
+            self._observe(source, fallback, len(hits))
         if query.user_id:
             try:
                 with self.db.writer() as session:
