@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,7 @@ from recgrpc.model.similar import (
     rank_similar,
     top_positions,
 )
+from recgrpc.server.db_guard import DatabaseGuard
 from recgrpc.server.discovery_types import (
     DiscoveryList,
     ImpressionWriter,
@@ -48,6 +50,7 @@ NO_NEIGHBOURS = "the active model has no neighbour table (trained before item ne
 LOADING = "the neighbour table of the newly active model is still loading"
 NO_RULES = "no frequently-together rules for these items: similar items instead"
 TRENDING_FALLBACK = ": trending instead"
+T = TypeVar("T")
 
 
 class Discovery:
@@ -62,6 +65,7 @@ class Discovery:
         observer: Callable[[str, str, int], None] | None = None,
         *,
         profile: Callable[[Connection, domain.UserContext], domain.UserContext] | None = None,
+        guard: DatabaseGuard | None = None,
     ) -> None:
         """``profile`` adds to a user's context what else shapes their taste (their searches,
         see ``server.search_history``); the home feed ranks with it."""
@@ -71,11 +75,14 @@ class Discovery:
         self.clock = clock
         self.observer = observer
         self.profile = profile
+        self._guard = guard
         self._index: SimilarityIndex | None = None
         self._index_catalog: object = None
         self._loaded: tuple[str, neighbour_artifact.NeighbourArrays | None] | None = None
         self._lock = threading.Lock()
-        self.impressions = ImpressionWriter(db, clock, writers=1 if db.is_sqlite else 2)
+        self.impressions = ImpressionWriter(
+            db, clock, writers=1 if db.is_sqlite else 2, guard=guard
+        )
 
     def close(self) -> None:
         self.impressions.close()
@@ -235,13 +242,21 @@ class Discovery:
 
     def home_feed(self, query: HomeFeedQuery) -> ServedFeed:
         snap = self.engine.snapshot
-        try:
+
+        def read() -> tuple[domain.UserContext, str | None, dict[str, Any]]:
             with self.db.connection() as conn:
                 context = queries.load_user_context(conn, query.user_id)
                 if self.profile is not None:
                     context = self.profile(conn, context)
                 anchor_id = liked_anchor(context, snap.config.interaction_weights)
-                texts = discovery.item_texts(conn, [anchor_id] if anchor_id else [])
+                return (
+                    context,
+                    anchor_id,
+                    discovery.item_texts(conn, [anchor_id] if anchor_id else []),
+                )
+
+        try:
+            context, anchor_id, texts = self._bounded(read)
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -282,6 +297,10 @@ class Discovery:
 
     # -- shared ---------------------------------------------------------------------------
 
+    def _bounded(self, work: Callable[[], T]) -> T:
+        """``work()`` within the request's database budget (server.db_guard), when one is set."""
+        return work() if self._guard is None else self._guard.run(work)
+
     def _why_none(self, snap: ServingSnapshot) -> str:
         if snap.model is None:
             return NO_MODEL + TRENDING_FALLBACK
@@ -298,13 +317,17 @@ class Discovery:
         self, item_ids: Sequence[str], user_id: str
     ) -> tuple[list[ItemText], domain.UserContext | None]:
         """The items asked about (NotFound for an unknown one) and the user's context."""
-        try:
+
+        def read() -> tuple[dict[str, Any], domain.UserContext | None]:
             with self.db.connection() as conn:
                 found = discovery.item_texts(conn, item_ids)
                 missing = [i for i in item_ids if i not in found]
                 if missing:
                     raise NotFound(f"item_id {missing[0]!r} is not in the catalogue")
-                context = queries.load_user_context(conn, user_id) if user_id else None
+                return found, queries.load_user_context(conn, user_id) if user_id else None
+
+        try:
+            found, context = self._bounded(read)
         except NotFound:
             raise
         except Exception as exc:

@@ -18,6 +18,7 @@ def search_and_history(handlers: Handlers) -> SearchAndHistory:
         handlers.search,
         handlers.clock,
         observe=None if handlers.metrics is None else handlers.metrics.discovery_served,
+        guard=handlers.guard,
     )
 
 
