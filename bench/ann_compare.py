@@ -31,10 +31,7 @@ from recommend_latency import build_engine
 
 from recgrpc import domain
 from recgrpc.domain import Algorithm
-<<<<<<< HEAD
 from recgrpc.model.ann import augmented_items
-=======
->>>>>>> rel
 
 M, EF_CONSTRUCTION = 16, 128
 F32 = npt.NDArray[np.float32]
@@ -49,11 +46,7 @@ def rss_mb() -> float:
 
 
 def build_faiss(items: F32, threads: int) -> tuple[Search, Callable[[int], None]]:
-<<<<<<< HEAD
     import faiss  # noqa: PLC0415 - installed for this bench only
-=======
-    import faiss  # noqa: PLC0415 - optional, compared only here
->>>>>>> rel
 
     faiss.omp_set_num_threads(threads)
     index = faiss.IndexHNSWFlat(items.shape[1], M, faiss.METRIC_L2)
@@ -71,11 +64,7 @@ def build_faiss(items: F32, threads: int) -> tuple[Search, Callable[[int], None]
 
 
 def build_usearch(items: F32, threads: int) -> tuple[Search, Callable[[int], None]]:
-<<<<<<< HEAD
     from usearch.index import Index  # noqa: PLC0415 - like the other two
-=======
-    from usearch.index import Index  # noqa: PLC0415
->>>>>>> rel
 
     index = Index(
         ndim=items.shape[1], metric="cos", dtype="f32", connectivity=M,
@@ -93,11 +82,7 @@ def build_usearch(items: F32, threads: int) -> tuple[Search, Callable[[int], Non
 
 
 def build_hnswlib(items: F32, threads: int) -> tuple[Search, Callable[[int], None]]:
-<<<<<<< HEAD
     import hnswlib  # noqa: PLC0415 - installed for this bench only
-=======
-    import hnswlib  # noqa: PLC0415 - optional, compared only here
->>>>>>> rel
 
     index = hnswlib.Index(space="cosine", dim=items.shape[1])
     index.init_index(max_elements=items.shape[0], M=M, ef_construction=EF_CONSTRUCTION)
