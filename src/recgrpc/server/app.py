@@ -414,7 +414,7 @@ def _serve_one(settings: Settings) -> int:
     dashboard = None
     if settings.dashboard_port:
         # Imported here: the dashboard sits on top of the handlers and imports server modules.
-        from recgrpc.dashboard import DashboardServer  # noqa: PLC0415
+        from recgrpc.dashboard import Capabilities, DashboardServer  # noqa: PLC0415
 
         tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
         try:
@@ -423,6 +423,7 @@ def _serve_one(settings: Settings) -> int:
                 settings.dashboard_host or settings.host,
                 settings.dashboard_port,
                 tokens=None if tokens is None else TokenSet(tokens),
+                capabilities=Capabilities(similar_items=running.handlers.discovery.preview_similar),
             )
         except OSError as exc:
             running.stop(0)

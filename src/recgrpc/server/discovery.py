@@ -133,6 +133,15 @@ class Discovery:
 
     def similar_items(self, query: SimilarQuery) -> DiscoveryList:
         snap = self.engine.snapshot
+        return self._serve(query.user_id, query.platform, snap, self._similar(snap, query))
+
+    def preview_similar(self, item_id: str, mode: str, limit: int) -> list[domain.ScoredItem]:
+        """What GetSimilarItems would list now, recorded nowhere (the dashboard's inspector);
+        ``mode`` is a mode's name in any case. NotFound for an unknown item."""
+        query = SimilarQuery(item_id, limit, mode=SimilarityMode(mode.upper()))
+        return list(self._similar(self.engine.snapshot, query).items)
+
+    def _similar(self, snap: ServingSnapshot, query: SimilarQuery) -> Unserved:
         item, context = self._read(query.item_id, query.user_id)
         index = self._current(snap)
         allowed = self._allowed(snap, context, query.exclude_item_ids, query.categories)
@@ -140,14 +149,8 @@ class Discovery:
         if position is not None:
             allowed[position] = False  # never the item itself
         if index is None:
-            return self._serve(
-                query.user_id,
-                query.platform,
-                snap,
-                self._trending(
-                    snap, allowed, query.limit, self._why_none(snap), "SIMILAR_TRENDING"
-                ),
-            )
+            why = self._why_none(snap)
+            return self._trending(snap, allowed, query.limit, why, "SIMILAR_TRENDING")
         personal = self._personal(snap, context) if context is not None else None
         listed = rank_similar(
             index.sources(item, position), query.mode, allowed, query.limit, personal
@@ -159,14 +162,8 @@ class Discovery:
                 listed.positions.tolist(), listed.scores.tolist(), listed.reasons, strict=True
             )
         ]
-        served = Unserved(
-            items,
-            f"SIMILAR_{listed.mode.value}",
-            snap.model_version,
-            listed.fallback_reason,
-            listed.mode,
-        )
-        return self._serve(query.user_id, query.platform, snap, served)
+        source = f"SIMILAR_{listed.mode.value}"
+        return Unserved(items, source, snap.model_version, listed.fallback_reason, listed.mode)
 
     # -- GetFrequentlyTogether ------------------------------------------------------------
 

@@ -322,6 +322,9 @@ class Handlers:
         """Erase the user's rows and their trace in every stored model; then mask them in the
         serving model, so their id is a stranger from the next request on."""
 
+        # Impressions written behind must not land after the erasure.
+        self.served_lists.flush()
+
         def write() -> tuple[bool, int]:
             with self.db.writer() as session:
                 removed = queries.delete_user(session, user_id)

@@ -56,6 +56,8 @@ class ImpressionWriter:
         self.stored = 0
         self.dropped = 0
         self._count_lock = threading.Lock()
+        # Held while a batch is taken and stored, so ``flush`` returns only after it committed.
+        self._flush_lock = threading.Lock()
         self._warned_at = -1.0
         self._thread = threading.Thread(target=self._run, name="impression-writer", daemon=True)
         self._thread.start()
@@ -94,7 +96,18 @@ class ImpressionWriter:
                 self._flush()  # anything queued by calls that raced the close
                 return
 
+    def flush(self) -> None:
+        """Store what is queued now, and wait for any batch the writer already took.
+
+        DeleteUser calls it first, so that no impression of the user lands after the erasure.
+        """
+        self._flush()
+
     def _flush(self) -> None:
+        with self._flush_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         while True:
             batch: list[ServedListRecord] = []
             while len(batch) < MAX_BATCH:

@@ -194,6 +194,7 @@ class SearchAndHistory:
         keeper: SearchIndexKeeper,
         clock: Clock,
         *,
+        observe: Callable[[str, str, int], None] | None = None,
         guard: DatabaseGuard | None = None,
     ) -> None:
         self.settings = settings
@@ -202,6 +203,8 @@ class SearchAndHistory:
         self._snapshot = snapshot
         self.keeper = keeper
         self.clock = clock
+        # (source, fallback_reason, items) of each served list, for the discovery metrics.
+        self._observe = observe
         self._key = page_tokens.signing_key(settings.page_token_secret, settings.database_url)
         self._alignment: tuple[SearchIndex, object, npt.NDArray[np.bool_]] | None = None
 
@@ -315,6 +318,9 @@ class SearchAndHistory:
         self, query: SearchQuery, hits: list[SearchHit], fallback: str, version: str
     ) -> SearchResult:
         result = SearchResult(str(uuid.uuid4()), hits, fallback, version, self.clock())
+        if self._observe is not None:
+            source = hits[0].reason if hits else SEARCH_REASON
+            self._observe(source, fallback, len(hits))
         if query.user_id:
 
             def write() -> None:
