@@ -63,6 +63,7 @@ def served(postgres_url: str, proxy: StallingProxy) -> Iterator[RunningServer]:
         metrics_port=0,
         refresh_seconds=0.5,
         max_workers=8,
+        db_deadline_seconds=0.5,  # the default, whatever conftest gives other servers
     )
     running = create_server(settings)
     assert running.wait_ready(30)
