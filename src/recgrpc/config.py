@@ -131,7 +131,7 @@ class Settings:
     )
     """Training weight per interaction type, ``RECGRPC_INTERACTION_WEIGHTS=PURCHASE=6,CLICK=2``."""
     decay_half_life_days: float = 60.0
-    """Training time decay, counted back from the newest event in the data."""
+    """Training time decay, counted back from each user's newest event."""
     loss: str = "warp"
     """LightFM loss: warp, bpr, warp-kos or logistic."""
     components: int = 64

@@ -49,6 +49,8 @@ class Holdout:
     """users x items, 1 where the item must not be recommended (train pairs and negatives)."""
     users: npt.NDArray[np.int64]
     """Rows of users with held-out items, sorted."""
+    train_strength: npt.NDArray[np.float32] | None = None
+    """``InteractionData.pair_strength`` of the training pairs."""
 
     @property
     def n_train(self) -> int:
@@ -97,6 +99,7 @@ def temporal_holdout(
         train_item=items[train],
         train_weight=data.pair_weight[train],
         train_time=data.pair_time[train],
+        train_strength=data.pair_strength[train],
         test=test,
         seen=seen,
         users=np.unique(users[is_test]).astype(np.int64),

@@ -232,6 +232,8 @@ class RankingEngine:
             # BLAS sgemv; the server pins BLAS to one thread (``server.app``), since its worker
             # threads would only spin against the RPC threads for a single matrix-vector product.
             scores: npt.NDArray[np.float32] = items @ vector
+            if model.ease is not None and source != Algorithm.CONTENT:
+                scores = model.ease.for_request(scores, context, snap.catalog.position, weights)
             usable = allowed
             if source == Algorithm.COLLABORATIVE:
                 usable = allowed & model.trained

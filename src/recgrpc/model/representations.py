@@ -28,6 +28,7 @@ from recgrpc import domain
 from recgrpc.domain import Algorithm
 from recgrpc.model import artifact
 from recgrpc.model.artifact import RecommenderArrays
+from recgrpc.model.ease_view import EaseView
 from recgrpc.model.features import (
     RATING_MIDPOINT,
     feature_matrix,
@@ -66,6 +67,8 @@ class ModelView:
     user_index: dict[str, int] = field(repr=False)
     user_feature_index: dict[str, int] = field(repr=False)
     weight_scale: float = 1.0
+    ease: EaseView | None = field(default=None, repr=False)
+    """The EASE part of the blend, when training chose one."""
 
     @classmethod
     def build(cls, arrays: RecommenderArrays, rows: CatalogRows) -> ModelView:
@@ -111,6 +114,7 @@ class ModelView:
             user_index={u: i for i, u in enumerate(arrays.user_ids.tolist())},
             user_feature_index={n: i for i, n in enumerate(arrays.user_feature_names.tolist())},
             weight_scale=float(arrays.params.get("weight_scale", 1.0)) or 1.0,
+            ease=EaseView.build(arrays, {r[0]: n for n, r in enumerate(rows)}),
         )
 
     def items_for(self, algorithm: Algorithm) -> F32:

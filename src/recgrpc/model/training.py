@@ -29,6 +29,7 @@ from recgrpc.db import model_store as ms
 from recgrpc.db import training_data as td
 from recgrpc.domain import Algorithm
 from recgrpc.model import artifact
+from recgrpc.model.blend import blend
 from recgrpc.model.evaluation import (
     Holdout,
     Metrics,
@@ -42,6 +43,14 @@ from recgrpc.model.evaluation import (
 from recgrpc.model.features import InteractionData, build_interaction_data
 from recgrpc.model.recommender import HybridRecommender, TrainingParams
 from recgrpc.model.representations import ModelView
+from recgrpc.model.selection import BlendChoice, choose_blend, selection_lines
+from recgrpc.model.training_blend import (
+    blend_params,
+    full_history,
+    holdout_history,
+    selection_user_limit,
+    with_ease,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +84,9 @@ class TrainingReport:
     seconds: float
     lists_written: int
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per phase: read, features, fit, stopping, evaluation, store, top_n."""
+    """Seconds per phase: read, features, fit, stopping, selection, evaluation, store, top_n."""
+    selection: BlendChoice | None = None
+    """The blend chosen on the holdout, with every candidate's score."""
 
 
 def params_from_settings(settings: Settings, **overrides: object) -> TrainingParams:
@@ -149,15 +160,23 @@ def train(
     bar.close()
     assert best_state is not None
     rec.restore_state(best_state)
+    clock.lap("fit")
+    selection_users = sample_users(holdout.users, selection_user_limit(data.n_items), seed=2)
+    choice = choose_blend(rec.scores, holdout, data.n_users, data.n_items, selection_users)
+    clock.lap("selection")
 
+    # The model stays the one fitted without each user's newest positives: the gate then
+    # compares models that never saw the holdout, and serving folds those events back in
+    # (LightFM's fold-in, EASE's history of the newest events).
+    extra = {"weight_scale": weight_scale, "epochs": best_epoch, **blend_params(choice)}
     trained_until, train_weight = _per_user_training(data, holdout, weight_scale)
-    arrays = rec.to_arrays(
-        "pending",
-        user_trained_until=trained_until,
-        user_train_weight=train_weight,
-        newest_event=data.newest_event,
-        extra_params={"weight_scale": weight_scale, "epochs": best_epoch},
-    )
+    arrays = with_ease(
+        rec.to_arrays(
+            "pending", user_trained_until=trained_until, user_train_weight=train_weight,
+            newest_event=data.newest_event, extra_params=extra,
+        ),
+        data, choice, holdout,
+    )  # fmt: skip
     # Learned values plus the time to the microsecond: retraining on the same data gives a new
     # version, and the version tells models apart without encoding the artifact twice.
     fingerprint = hashlib.sha256(now.isoformat().encode())
@@ -172,7 +191,8 @@ def train(
     final_users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
     user_rows = _user_rows(rows, data)
     view = ModelView.build(arrays, rows.items)
-    model_metrics = evaluate(_view_scores(view, user_rows), holdout, k=K, users=final_users)
+    model_scores = _view_scores(view, user_rows, holdout_history(view, data, holdout))
+    model_metrics = evaluate(model_scores, holdout, k=K, users=final_users)
     trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)
     trending_metrics = evaluate(constant_scores(trending), holdout, k=K, users=final_users)
 
@@ -181,8 +201,9 @@ def train(
         try:
             active_view = ModelView.build(artifact.decode(active.artifact), rows.items)
             active_metrics = evaluate(
-                _view_scores(active_view, user_rows), holdout, k=K, users=final_users
-            )
+                _view_scores(active_view, user_rows, holdout_history(active_view, data, holdout)),
+                holdout, k=K, users=final_users,
+            )  # fmt: skip
         except ValueError as exc:
             log.warning("active model %s cannot be evaluated: %s", active.version, exc)
 
@@ -194,6 +215,7 @@ def train(
         "active": None if active_metrics is None else active_metrics.as_dict(),
         "holdout": {"users": int(holdout.users.size), "test_pairs": holdout.n_test},
         "decision": decision,
+        "selection": {"chosen": choice.describe(), "candidates": choice.candidates},
     }
     with db.writer() as session:
         ms.store_model(
@@ -210,7 +232,10 @@ def train(
     clock.lap("store")
     written = 0
     if promoted and write_lists:
-        written = write_top_n(db, view, data, user_rows, top_n=settings.top_n, now=now)
+        written = write_top_n(
+            db, view, data, user_rows, top_n=settings.top_n, now=now,
+            history=full_history(view, data),
+        )  # fmt: skip
         clock.lap("top_n")
     return TrainingReport(
         version=version,
@@ -229,6 +254,7 @@ def train(
         seconds=time.perf_counter() - started,
         lists_written=written,
         timings=timings,
+        selection=choice,
     )
 
 
@@ -319,13 +345,19 @@ def _user_rows(rows: td.TrainingRows, data: InteractionData) -> list[UserRow]:
     return [(uid, prefs.get(uid, {}), attrs.get(uid, {})) for uid in data.user_ids]
 
 
-def _view_scores(view: ModelView, user_rows: Sequence[UserRow]) -> ScoreFn:
+def _view_scores(
+    view: ModelView, user_rows: Sequence[UserRow], history: sparse.csr_matrix | None = None
+) -> ScoreFn:
+    """HYBRID scores through the serving representations, blended with EASE from ``history``
+    (users x catalogue recency weights) when the view has an EASE part."""
     items = view.hybrid
 
     def score(rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         users, _ = view.user_matrix(Algorithm.HYBRID, [user_rows[r] for r in rows])
         out: npt.NDArray[np.float32] = users @ items[:, 1:].T
         out += items[:, 0][None, :]
+        if view.ease is not None and history is not None:
+            out = blend(out, view.ease.batch_scores(history[rows]), view.ease.alpha)
         return out
 
     return score
@@ -339,6 +371,7 @@ def write_top_n(
     *,
     top_n: int,
     now: datetime,
+    history: sparse.csr_matrix | None = None,
 ) -> int:
     """Score every active user (interactions or preferences) in blocks, keep the top-N unseen
     items, and replace their stored lists. Returns the number of lists written.
@@ -367,6 +400,8 @@ def write_top_n(
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         s = users[rows] @ items[:, 1:].T
         s += items[:, 0][None, :]
+        if view.ease is not None and history is not None:
+            s = blend(s, view.ease.batch_scores(history[rows]), view.ease.alpha)
         blocked = seen[rows].tocoo()
         s[blocked.row, blocked.col] = -np.inf
         part = np.argpartition(s, n_items - n, axis=1)[:, n_items - n :]  # no negated copy
@@ -424,7 +459,8 @@ def evaluate_active(db: Database, settings: Settings) -> EvaluationReport:
     _require_enough(data, holdout)
     users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
     view = ModelView.build(artifact.decode(active.artifact), rows.items)
-    model_metrics = evaluate(_view_scores(view, _user_rows(rows, data)), holdout, k=K, users=users)
+    scores = _view_scores(view, _user_rows(rows, data), holdout_history(view, data, holdout))
+    model_metrics = evaluate(scores, holdout, k=K, users=users)
     trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)
     trending_metrics = evaluate(constant_scores(trending), holdout, k=K, users=users)
     return EvaluationReport(active.version, model_metrics, trending_metrics, holdout.n_test)
@@ -463,6 +499,7 @@ def format_training_report(report: TrainingReport) -> str:
             f"{report.epochs} epochs (best {report.best_epoch}) in {report.seconds:.1f}s "
             f"({', '.join(f'{k} {v:.1f}s' for k, v in report.timings.items())})",
             metrics_table(columns),
+            *selection_lines(report.selection),
             f"active model before this run: {report.active_version or 'none'}",
             report.decision,
             f"top-N written for {report.lists_written} users" if report.promoted else "",
