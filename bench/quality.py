@@ -89,9 +89,9 @@ def served_lists(
     return {u: items for u, items, _ in answers}, Counter(r for _, _, r in answers)
 
 
-def one_seed(split: Split, seed: int, workdir: Path) -> dict[str, Any]:
+def one_seed(split: Split, seed: int, workdir: Path, extra_env: dict[str, str]) -> dict[str, Any]:
     url = f"sqlite:///{workdir / f'quality-{seed}.db'}"
-    env = {**os.environ, "RECGRPC_SEED": str(seed)}
+    env = {**os.environ, **extra_env, "RECGRPC_SEED": str(seed)}
     items_csv, events_csv = write_import_files(split, workdir)
     run_cli(url, "migrate", env=env)
     run_cli(url, "import", "items", str(items_csv), "--quiet", env=env)
@@ -123,7 +123,15 @@ def main() -> None:
     parser.add_argument("--demo-seed", type=int, default=42)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="training seeds")
     parser.add_argument("--json", type=Path, default=Path("bench/results/quality.json"))
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="RECGRPC_NAME=VALUE",
+        help="an environment setting for every command (ablations; the defaults otherwise)",
+    )
     args = parser.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.setting)
 
     if args.dataset is not None:
         split, name = read_split(args.dataset), args.dataset.name
@@ -138,7 +146,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             print(f"seed {seed}:", flush=True)
-            runs.append(one_seed(split, seed, Path(tmp)))
+            runs.append(one_seed(split, seed, Path(tmp), extra_env))
     rows = [(f"recgrpc through gRPC, seed {r['seed']}", r["service"]) for r in runs]
     mean = {
         k: sum(r["service"][k] for r in runs) / len(runs) for k in ("precision", "recall", "ndcg")
@@ -150,7 +158,8 @@ def main() -> None:
         print(f"seed {r['seed']} first-item reasons: {r['reasons']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
-        "dataset": name, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": name, "settings": extra_env,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": platform.platform(), "users": len(split.test_positives),
         "runs": runs, "service_mean": mean, "anchors": anchors,
     }, indent=2))  # fmt: skip

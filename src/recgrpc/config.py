@@ -140,6 +140,8 @@ class Settings:
     """Maximum training epochs (early stopping may end sooner)."""
     learning_rate: float = 0.05
     """LightFM learning rate."""
+    seed: int = 42
+    """Random seed of training (LightFM's initial state and sampling)."""
     top_n: int = 50
     """Stored recommendations per user after training."""
     rating_min: float = 0.5

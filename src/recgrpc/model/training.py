@@ -94,6 +94,7 @@ def params_from_settings(settings: Settings, **overrides: object) -> TrainingPar
         "loss": settings.loss,
         "components": settings.components,
         "learning_rate": settings.learning_rate,
+        "seed": settings.seed,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainingParams(**values)  # type: ignore[arg-type]
