@@ -32,8 +32,8 @@ from sqlalchemy import func, select, text
 from recgrpc.config import Settings
 from recgrpc.db import Database, churn_data, upgrade
 from recgrpc.db import models as m
-from recgrpc.demo import generate_demo, write_demo
-from recgrpc.model import churn
+from recgrpc.jobs import churn_training as churn
+from recgrpc.jobs.demo import generate_demo, write_demo
 from recgrpc.server import create_server
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc

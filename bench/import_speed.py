@@ -4,10 +4,11 @@
 
 Writes a CSV of ``--rows`` interactions (50k users, 20k items, half ISO-8601 and half Unix times,
 no event_id column, so ids are derived from content), then imports it through
-``recgrpc.importer.import_file`` - the code behind ``recgrpc import`` - into a fresh SQLite file
-and, when ``--database-url`` or RECGRPC_TEST_DATABASE_URL names one, into that PostgreSQL
-database (use a scratch database: the rows stay there). Each backend is imported twice: the
-first run stores everything, the second finds every row already stored (the idempotent re-run).
+``recgrpc.jobs.importer.import_file`` - the code behind ``recgrpc import`` - into a fresh
+SQLite file and, when ``--database-url`` or RECGRPC_TEST_DATABASE_URL names one, into that
+PostgreSQL database (use a scratch database: the rows stay there). Each backend is imported
+twice: the first run stores everything, the second finds every row already stored (the
+idempotent re-run).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from recgrpc.db import Database, upgrade
-from recgrpc.importer import ImportKind, import_file
+from recgrpc.jobs.importer import ImportKind, import_file
 
 TYPES = np.array(["view", "CLICK", "Like", "purchase", "rating", "ADD_TO_CART"])
 TYPE_SHARE = np.array([0.62, 0.2, 0.08, 0.03, 0.04, 0.03])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from quality_data import Split, split_events
 
-from recgrpc.demo import generate_demo
+from recgrpc.jobs.demo import generate_demo
 
 
 def demo_split(seed: int, users: int, items: int, interactions: int) -> Split:

@@ -5,7 +5,7 @@
 
 ``--scale 1`` is the target size: 1M interactions, 50k users, 20k items (training under 2 minutes
 on 2 cores; top-50 for 50k users written in under 1 minute). Smaller scales shrink all three
-counts together. Generates the demo world with ``recgrpc.demo``, writes it into a fresh SQLite
+counts together. Generates the demo world with ``recgrpc.jobs.demo``, writes it into a fresh SQLite
 file (not timed), then times the phases of ``recgrpc train`` separately and together:
 
 - reading the database (bulk selects) and building features and weights,
@@ -34,12 +34,14 @@ from recgrpc.db import Database, upgrade
 from recgrpc.db import model_store as ms
 from recgrpc.db import models as m
 from recgrpc.db import training_data as td
-from recgrpc.demo import generate_demo, write_demo
+from recgrpc.jobs.demo import generate_demo, write_demo
+from recgrpc.jobs.top_n import write_top_n
+from recgrpc.jobs.train import train
 from recgrpc.model import artifact
 from recgrpc.model.evaluation import temporal_holdout
 from recgrpc.model.features import build_interaction_data
 from recgrpc.model.representations import ModelView
-from recgrpc.model.training import _user_rows, train, write_top_n
+from recgrpc.model.training import user_rows
 
 FULL_USERS, FULL_ITEMS, FULL_INTERACTIONS = 50_000, 20_000, 1_000_000
 
@@ -122,7 +124,7 @@ def main() -> None:
     view = ModelView.build(artifact.decode(stored.artifact), rows.items)
     t = time.perf_counter()
     written = write_top_n(
-        db, view, built, _user_rows(rows, built), top_n=settings.top_n, now=datetime.now(UTC)
+        db, view, built, user_rows(rows, built), top_n=settings.top_n, now=datetime.now(UTC)
     )
     write_s = time.perf_counter() - t
     with db.reader() as session:

@@ -16,9 +16,10 @@ from recgrpc.client import RecommendationClient
 from recgrpc.config import Settings
 from recgrpc.dashboard import Capabilities, DashboardServer
 from recgrpc.db import Database
-from recgrpc.demo import DemoData, generate_demo, write_demo
-from recgrpc.model.churn import ActiveChurnModel, default_as_of, train_churn
-from recgrpc.model.training import train
+from recgrpc.jobs.churn_scoring import ActiveChurnModel
+from recgrpc.jobs.churn_training import default_as_of, train_churn
+from recgrpc.jobs.demo import DemoData, generate_demo, write_demo
+from recgrpc.jobs.train import train
 from recgrpc.server import RunningServer, create_server
 from recgrpc.server.interceptors import TokenSet
 

@@ -12,7 +12,9 @@ from sqlalchemy import insert
 from recgrpc import domain
 from recgrpc.db import Database, queries
 from recgrpc.db import models as m
-from recgrpc.model.churn import FEATURE_NAMES, churn_features, churn_labels, train_churn
+from recgrpc.jobs.churn_scoring import churn_features
+from recgrpc.jobs.churn_training import churn_labels, train_churn
+from recgrpc.model.churn_features import FEATURE_NAMES
 from tests import churn_history
 
 AS_OF = datetime(2026, 3, 1, tzinfo=UTC)

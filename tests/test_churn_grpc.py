@@ -15,7 +15,10 @@ from recgrpc import cli
 from recgrpc.config import Settings
 from recgrpc.db import Database, model_store, queries
 from recgrpc.db import models as m
-from recgrpc.model.churn import FEATURE_NAMES, ActiveChurnModel, fit_churn_model
+from recgrpc.jobs.churn_scoring import ActiveChurnModel
+from recgrpc.model import churn_artifact
+from recgrpc.model.churn_features import FEATURE_NAMES
+from recgrpc.model.churn_fitting import fit_churn_model
 from recgrpc.server import RunningServer
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
@@ -215,7 +218,7 @@ def test_a_corrupt_stored_model_is_refused_once_and_the_loaded_one_kept(
             session,
             kind=model_store.CHURN,
             version=good.version,
-            artifact=good.to_bytes(),
+            artifact=churn_artifact.encode(good),
             params={},
             metrics={},
             now=now,

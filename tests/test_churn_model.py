@@ -14,15 +14,14 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from recgrpc.db import Database, model_store
-from recgrpc.demo import generate_demo, write_demo
 from recgrpc.domain import RiskLevel
-from recgrpc.model.churn import (
-    FEATURE_NAMES,
-    ChurnModel,
-    churn_features,
-    risk_level,
-    train_churn,
-)
+from recgrpc.jobs.churn_scoring import churn_features
+from recgrpc.jobs.churn_training import train_churn
+from recgrpc.jobs.demo import generate_demo, write_demo
+from recgrpc.model import churn_artifact
+from recgrpc.model.churn_features import FEATURE_NAMES
+from recgrpc.model.churn_predictor import risk_level
+from recgrpc.model.churn_trees import ChurnModel
 from tests import churn_history
 from tests.conftest import BACKENDS, module_database_url
 
@@ -79,7 +78,7 @@ def test_stored_model_is_active_and_loads_without_pickle(trained) -> None:
             # .npy headers of plain arrays; an object array would need pickle to load
             header = archive.read(name)[:128].decode("latin-1")
             assert "'descr': '|O'" not in header
-    loaded = ChurnModel.from_bytes(stored.artifact)
+    loaded = churn_artifact.decode(stored.artifact)
     sample = np.array([[3.0, 90, 2, 9, 30, 0.1, -0.2, 6, 4, 0.3, 0.2, 3, math.nan, 1]])
     np.testing.assert_array_equal(loaded.risk(sample), model.risk(sample))
     assert stored.params["trees"] == len(loaded.tree_roots)
@@ -93,18 +92,18 @@ def test_stored_model_is_active_and_loads_without_pickle(trained) -> None:
 
 def test_tampered_artifact_is_refused(trained) -> None:
     _db, _history, model, _metrics = trained
-    with np.load(io.BytesIO(model.to_bytes()), allow_pickle=False) as npz:
+    with np.load(io.BytesIO(churn_artifact.encode(model)), allow_pickle=False) as npz:
         arrays = {key: npz[key] for key in npz.files}
     data = io.BytesIO()
     np.savez(data, **{**arrays, "node_value": np.array([object()] * 3, dtype=object)})
     with pytest.raises(ValueError, match="pickle"):
-        ChurnModel.from_bytes(data.getvalue())
+        churn_artifact.decode(data.getvalue())
     data = io.BytesIO()
     np.savez(data, **{k: v for k, v in arrays.items() if k != "reference"})
     with pytest.raises(ValueError, match="unreadable"):
-        ChurnModel.from_bytes(data.getvalue())
+        churn_artifact.decode(data.getvalue())
     with pytest.raises(ValueError, match="unreadable"):
-        ChurnModel.from_bytes(b"not an archive")
+        churn_artifact.decode(b"not an archive")
     # A child pointing back at its parent would make the tree walk loop.
     cyclic = model.node_left.copy()
     inner = int(np.flatnonzero(~model.node_is_leaf)[0])
@@ -117,7 +116,7 @@ def test_tampered_artifact_is_refused(trained) -> None:
     ):
         broken = ChurnModel(**{**_fields(model), **changes})
         with pytest.raises(ValueError, match=message):
-            ChurnModel.from_bytes(broken.to_bytes())
+            churn_artifact.decode(churn_artifact.encode(broken))
 
 
 def test_factors_are_honest(trained) -> None:

@@ -42,7 +42,7 @@ from recgrpc.client import (
 )
 from recgrpc.config import Settings
 from recgrpc.db import Database
-from recgrpc.model.churn import train_churn
+from recgrpc.jobs.churn_training import train_churn
 from recgrpc.server import RunningServer, create_server
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc

@@ -13,7 +13,7 @@ from recgrpc.cli import main
 from recgrpc.db import Database
 from recgrpc.db import models as m
 from recgrpc.db.queries import count_rows
-from recgrpc.demo import DemoData, generate_demo, write_demo
+from recgrpc.jobs.demo import DemoData, generate_demo, write_demo
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SMALL = {"n_users": 200, "n_items": 150, "n_interactions": 5000, "now": NOW}

@@ -14,10 +14,10 @@ from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database
 from recgrpc.db import model_store as ms
+from recgrpc.jobs.train import format_training_report, train
 from recgrpc.model import artifact, ease
 from recgrpc.model.blend import blend, normalise
 from recgrpc.model.ease_view import EaseView
-from recgrpc.model.training import format_training_report, train
 from tests.recommender_data import load, taste_data
 
 NOW = datetime(2021, 6, 1, tzinfo=UTC)

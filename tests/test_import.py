@@ -12,7 +12,7 @@ from recgrpc.cli import main
 from recgrpc.db import Database
 from recgrpc.db import models as m
 from recgrpc.db.queries import count_rows
-from recgrpc.importer import ImportKind, ImportRefused, import_file, parse_time
+from recgrpc.jobs.importer import ImportKind, ImportRefused, import_file, parse_time
 
 HISTORY = """user_id,item_id,type,value,occurred_at
 alice,book-1,click,,2026-01-02T10:00:00Z

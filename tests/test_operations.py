@@ -33,9 +33,9 @@ from recgrpc.client import (
 )
 from recgrpc.config import Settings
 from recgrpc.db import Database
+from recgrpc.jobs.churn_training import train_churn
+from recgrpc.jobs.train import train
 from recgrpc.logs import JsonFormatter
-from recgrpc.model.churn import train_churn
-from recgrpc.model.training import train
 from recgrpc.server import RunningServer, create_server
 from recgrpc.server.interceptors import TokenBuckets, load_tokens, peer_host
 from recgrpc.server.metrics import (

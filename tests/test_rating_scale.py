@@ -11,7 +11,7 @@ import pytest
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
-from recgrpc.importer import ImportKind, ImportRefused, import_file
+from recgrpc.jobs.importer import ImportKind, ImportRefused, import_file
 from recgrpc.server import RunningServer, create_server
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb

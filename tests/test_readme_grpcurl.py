@@ -18,8 +18,8 @@ import pytest
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
-from recgrpc.demo import generate_demo, write_demo
-from recgrpc.model.training import train
+from recgrpc.jobs.demo import generate_demo, write_demo
+from recgrpc.jobs.train import train
 from recgrpc.server import create_server
 
 pytestmark = pytest.mark.slow

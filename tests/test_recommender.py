@@ -20,13 +20,14 @@ from recgrpc.db import Database
 from recgrpc.db import model_store as ms
 from recgrpc.db import models as m
 from recgrpc.db import training_data as td
-from recgrpc.demo import generate_demo, write_demo
+from recgrpc.jobs.demo import generate_demo, write_demo
+from recgrpc.jobs.train import train
 from recgrpc.model import artifact
 from recgrpc.model.evaluation import online_metrics, temporal_holdout
 from recgrpc.model.features import build_interaction_data
 from recgrpc.model.recommender import HybridRecommender, TrainingParams
 from recgrpc.model.rerank import FRESH_SIGNIFICANT, RerankConfig, rerank
-from recgrpc.model.training import NotEnoughData, train, training_matrices
+from recgrpc.model.training import NotEnoughData, training_matrices
 from tests.recommender_data import load, taste_data
 
 T0 = datetime(2019, 5, 1, tzinfo=UTC)  # years ago: decay must not depend on the wall clock
@@ -384,7 +385,6 @@ def _rerank(diversity: float, boost: float, fresh: list[float]) -> list[tuple[in
     freshness = np.array(fresh, dtype=np.float32)
     result = rerank(
         scores,
-        np.ones(scores.size, dtype=np.bool_),
         3,
         categories=categories,
         fresh=freshness,

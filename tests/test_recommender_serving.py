@@ -15,9 +15,9 @@ from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
 from recgrpc.db import model_store as ms
-from recgrpc.model.evaluation import online_metrics_since
+from recgrpc.jobs.online_metrics import online_metrics_since
+from recgrpc.jobs.train import train
 from recgrpc.model.recommender import TrainingParams
-from recgrpc.model.training import train
 from recgrpc.server.handlers import build_snapshot
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb

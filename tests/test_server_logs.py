@@ -18,7 +18,7 @@ import pytest
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
-from recgrpc.model.training import train
+from recgrpc.jobs.train import train
 from recgrpc.server import create_server
 from tests.recommender_data import load, taste_data
 from tests.test_lifecycle import free_port

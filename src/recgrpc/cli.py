@@ -16,6 +16,7 @@ from recgrpc.cli_help import (
     operator_problem,
     setting_help,
 )
+from recgrpc.cli_lookup import add_lookup_commands
 from recgrpc.config import ENV_PREFIX, Settings
 from recgrpc.logs import configure_logging
 
@@ -71,7 +72,7 @@ def _as_of(text: str) -> datetime:
 
 def cmd_train_churn(args: argparse.Namespace, settings: Settings) -> int:
     from recgrpc.db import Database
-    from recgrpc.model import churn
+    from recgrpc.jobs import churn_training as churn
 
     horizon = settings.churn_horizon_days if args.horizon_days is None else args.horizon_days
     db = Database(settings.database_url)
@@ -100,43 +101,44 @@ def cmd_train_churn(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_score_churn(args: argparse.Namespace, settings: Settings) -> int:
     from recgrpc.db import Database
-    from recgrpc.model import churn
+    from recgrpc.jobs import churn_scoring, churn_training
 
     db = Database(settings.database_url)
     try:
-        scorer = churn.ActiveChurnModel(
+        scorer = churn_scoring.ActiveChurnModel(
             settings.churn_medium_threshold, settings.churn_high_threshold
         )
         if not scorer.refresh(db):
-            print(f"recgrpc: {churn.NO_CHURN_MODEL}", file=sys.stderr)
+            print(f"recgrpc: {churn_scoring.NO_CHURN_MODEL}", file=sys.stderr)
             return 1
         now = datetime.now(UTC)
         with db.writer() as session:
-            as_of = args.as_of or churn.default_as_of(session, now)
+            as_of = args.as_of or churn_training.default_as_of(session, now)
             if as_of > now:
                 print("recgrpc: --as-of must not be in the future", file=sys.stderr)
                 return 2
             predictions = scorer.score_all(session, as_of)
     finally:
         db.dispose()
-    print(churn.format_level_summary(predictions, as_of))
+    print(churn_scoring.format_level_summary(predictions, as_of))
     return 0
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from recgrpc.db import Database
-    from recgrpc.model import training
+    from recgrpc.jobs import train as training
+    from recgrpc.model.training import NotEnoughData, params_from_settings
 
     db = Database(settings.database_url)
     try:
-        params = training.params_from_settings(
+        params = params_from_settings(
             settings,
             loss=args.loss,
             components=args.components,
             learning_rate=args.learning_rate,
         )
         report = training.train(db, settings, params=params, epochs=args.epochs, force=args.force)
-    except training.NotEnoughData as exc:
+    except NotEnoughData as exc:
         print(f"recgrpc: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
@@ -152,28 +154,29 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
     from recgrpc.db import Database
-    from recgrpc.model import evaluation, training
+    from recgrpc.jobs import online_metrics
+    from recgrpc.jobs.train import evaluate_active
+    from recgrpc.model.evaluation import format_online_metrics
+    from recgrpc.model.training import NotEnoughData, metrics_table
 
     db = Database(settings.database_url)
     status = 0
     try:
         try:
-            offline = training.evaluate_active(db, settings)
+            offline = evaluate_active(db, settings)
             print(f"offline: active model {offline.version} vs trending on the temporal holdout")
-            print(
-                training.metrics_table([("model", offline.model), ("trending", offline.trending)])
-            )
-        except (LookupError, training.NotEnoughData) as exc:
+            print(metrics_table([("model", offline.model), ("trending", offline.trending)]))
+        except (LookupError, NotEnoughData) as exc:
             print(f"recgrpc: {exc}", file=sys.stderr)
             status = 1
         window = timedelta(hours=args.window_hours)
         since = datetime.now(UTC) - timedelta(days=args.days)
         with db.reader() as session:
-            online = evaluation.online_metrics_since(session, since, window)
+            online = online_metrics.online_metrics_since(session, since, window)
     finally:
         db.dispose()
     print(f"\nonline (last {args.days} days; hits within {args.window_hours}h of serving):")
-    print(evaluation.format_online_metrics(online))
+    print(format_online_metrics(online))
     return status
 
 
@@ -189,7 +192,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from recgrpc.db import Database, upgrade
-    from recgrpc.importer import ImportRefused, import_file
+    from recgrpc.jobs.importer import ImportRefused, import_file
     from recgrpc.validation import RatingScale
 
     path = Path(args.file)
@@ -227,7 +230,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from recgrpc.db import Database, upgrade
-    from recgrpc.demo import generate_demo, write_demo
+    from recgrpc.jobs.demo import generate_demo, write_demo
 
     try:
         data = generate_demo(
@@ -359,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=2000, help="number of items")
     p.add_argument("--interactions", type=int, default=100_000, help="number of interactions")
     p.set_defaults(func=cmd_demo)
+
+    add_lookup_commands(command)
 
     from recgrpc.bench import add_arguments as add_bench_arguments
 

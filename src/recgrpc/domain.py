@@ -8,7 +8,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC (the only clock the layers below the server use)."""
+    return datetime.now(UTC)
 
 
 class InteractionType(enum.StrEnum):
@@ -24,6 +29,8 @@ class InteractionType(enum.StrEnum):
     RATING = "RATING"
     BOOKMARK = "BOOKMARK"
     DISLIKE = "DISLIKE"
+    SEARCH = "SEARCH"
+    """A query the user searched for (``metadata["query"]``); no item."""
 
     @classmethod
     def parse(cls, name: str) -> InteractionType:

@@ -47,7 +47,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select
 
 from recgrpc.db import Database, models, normalise_url, queries, upgrade
-from recgrpc.demo import generate_demo, write_demo
+from recgrpc.jobs.demo import generate_demo, write_demo
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc
 

@@ -26,6 +26,7 @@ from recgrpc.client._errors import (
     UnavailableError,
     translated_errors,
 )
+from recgrpc.client._history import AsyncHistoryCalls
 from recgrpc.client._types import (
     Algorithm,
     ChurnPrediction,
@@ -45,7 +46,7 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-class AsyncRecommendationClient:
+class AsyncRecommendationClient(AsyncHistoryCalls):
     """An asyncio client for both recgrpc services (recommendations and catalogue).
 
     Either give a ``target`` (``"localhost:50051"``) and the client opens and owns a

@@ -25,6 +25,7 @@ from recgrpc.client._errors import (
     UnavailableError,
     translated_errors,
 )
+from recgrpc.client._history import SyncHistoryCalls
 from recgrpc.client._types import (
     Algorithm,
     ChurnPrediction,
@@ -44,7 +45,7 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-class RecommendationClient:
+class RecommendationClient(SyncHistoryCalls):
     """A blocking client for both recgrpc services (recommendations and catalogue).
 
     Either give a ``target`` (``"localhost:50051"``) and the client opens and owns a channel with

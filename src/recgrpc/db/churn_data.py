@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVarTuple
 
@@ -33,42 +32,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from recgrpc.db import models as m
 from recgrpc.db.queries import core_connection
+from recgrpc.records import ActivityAggregates, FeedbackAggregates, UserAggregates
 
 Columns = TypeVarTuple("Columns")
-
-
-@dataclass(frozen=True, slots=True)
-class ActivityAggregates:
-    """One user's interaction counts as of a time (events at or before it only)."""
-
-    first_event_at: datetime
-    last_event_at: datetime
-    events_7d: int
-    events_28d: int
-    events_30d: int
-    events_90d: int
-    active_days_30d: int
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackAggregates:
-    """Feedback on recommendations in the windows before a time."""
-
-    feedback_30d: int = 0
-    clicks_30d: int = 0
-    dismissals_30d: int = 0
-    ratings_90d: int = 0
-    rating_sum_90d: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class UserAggregates:
-    """Everything the churn features are computed from, for one user as of one time."""
-
-    activity: ActivityAggregates
-    feedback: FeedbackAggregates
-    impressions_30d: int
-    preferences: int
 
 
 # Window bounds are bound parameters, so each statement is built once per dialect and user

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -17,19 +16,7 @@ from sqlalchemy.orm import Session
 
 from recgrpc.db import models as m
 from recgrpc.db.queries import catalogue, lock_users
-
-
-@dataclass(frozen=True)
-class TrainingRows:
-    """Everything training reads from the database, as plain tuples."""
-
-    items: list[tuple[str, list[str], list[str], datetime]]
-    users: list[tuple[str, dict[str, str]]]
-    preferences: list[tuple[str, str, float]]
-    interactions: list[tuple[str, str, str, float, datetime]]
-    """(user_id, item_id, type, value, occurred_at)"""
-    feedback: list[tuple[str, str, bool, bool, float | None, datetime]]
-    """(user_id, item_id, clicked, dismissed, rating, created_at)"""
+from recgrpc.records import TrainingRows
 
 
 def load_training_rows(session: Session) -> TrainingRows:

@@ -128,3 +128,15 @@ class EaseView:
         if rows.size == 0:
             return lightfm
         return blend(lightfm, self.scores(rows, w), self.alpha)
+
+    def blend_into(
+        self,
+        scores: F32,
+        context: domain.UserContext,
+        positions: Mapping[str, int],
+        weights: Mapping[str, float],
+    ) -> None:
+        """``for_request`` written back into ``scores`` (the ranking's reused buffer)."""
+        blended = self.for_request(scores, context, positions, weights)
+        if blended is not scores:
+            np.copyto(scores, blended)

@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sqlalchemy.orm import Session
 
-from recgrpc.db import training_data as td
 from recgrpc.model.features import InteractionData
 
 F32 = npt.NDArray[np.float32]
@@ -304,19 +302,3 @@ def format_online_metrics(rows: Sequence[OnlineMetrics]) -> str:
             f"{r.precision_at_curation:>10.4f}"
         )
     return "\n".join(lines)
-
-
-def online_metrics_since(
-    session: Session, since: datetime, window: timedelta = timedelta(hours=24)
-) -> list[OnlineMetrics]:
-    """``online_metrics`` over lists served since ``since`` (three bulk reads).
-
-    The hook for exporters (e.g. Prometheus gauges refreshed periodically): labels are the
-    algorithm and model version, both bounded.
-    """
-    return online_metrics(
-        td.impressions_since(session, since),
-        td.feedback_since(session, since),
-        td.interactions_since(session, since),
-        window=window,
-    )

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from recgrpc.config import Settings
-from recgrpc.db.training_data import TrainingRows
+from recgrpc.records import TrainingRows
 
 USER_PREFIX = "user:"
 ITEM_PREFIX = "item:"

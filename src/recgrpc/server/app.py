@@ -16,21 +16,24 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import TracerProvider
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from threadpoolctl import threadpool_limits
 
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
-from recgrpc.model.churn import ActiveChurnModel
+from recgrpc.domain import utcnow
+from recgrpc.jobs.churn_scoring import ActiveChurnModel
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.model.representations import ModelView
 from recgrpc.server import ports
 from recgrpc.server.errors import is_database_outage
-from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot, utcnow
+from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot
 from recgrpc.server.interceptors import TokenSet, load_tokens, standard_interceptors
 from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
 from recgrpc.server.registry import service_handler
 from recgrpc.server.servicers import CatalogServicer, RecommendationServicer
+from recgrpc.server.tracing import ServerTracing
 from recgrpc.server.workers import serve_workers
 from recgrpc.v1 import catalog_pb2, recommendation_pb2
 
@@ -64,6 +67,7 @@ class Refresher(threading.Thread):
         previous = h.engine.snapshot
         try:
             h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), previous))
+            h.search.refresh(h.db, h.engine.snapshot)
         except Exception as exc:
             if not is_database_outage(exc):
                 log.exception("serving snapshot refresh failed; keeping the previous one")
@@ -168,6 +172,7 @@ class RunningServer:
     refresher: Refresher
     owns_db: bool = True
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    tracing: ServerTracing | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
@@ -186,6 +191,8 @@ class RunningServer:
             time.sleep(drain_delay)
         self.server.stop(grace).wait()
         self.handlers.close()
+        if self.tracing is not None:
+            self.tracing.close()
         if self.owns_db:
             self.handlers.db.dispose()
 
@@ -217,11 +224,14 @@ def create_server(
     churn: ChurnPredictor | None = None,
     interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
     metrics: ServerMetrics | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> RunningServer:
     """Build, bind and start a server; returns once it listens (health NOT_SERVING until ready).
 
     The standard interceptors (access log, metrics, auth and rate limit as configured) run
     outside any given ``interceptors``. ``metrics`` defaults to a fresh registry per server.
+    Traces go to ``tracer_provider`` when given, else over OTLP when ``settings.otlp_endpoint``
+    is set (``server.tracing``).
     """
     # Each request scores with one matrix-vector product on its RPC thread; BLAS's own worker
     # threads would only spin against the other RPC threads (process-wide, like BLAS itself).
@@ -242,10 +252,11 @@ def create_server(
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
     )
+    tracing = ServerTracing.configure(settings, tracer_provider)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[*chain, *interceptors],
+        interceptors=[*tracing.interceptors(), *chain, *interceptors],
         options=server_options(settings),
     )
     server.add_generic_rpc_handlers(
@@ -270,6 +281,7 @@ def create_server(
     try:
         port = _add_port(server, settings, address)
     except RuntimeError as exc:  # gRPC's "Failed to bind", after its own log line
+        tracing.close()
         reason = "not available (another listener, or not an address of this machine)"
         raise ports.PortUnavailable("gRPC", settings.host, settings.port, reason, "port") from exc
     server.start()
@@ -284,7 +296,14 @@ def create_server(
             port,
         )
     return RunningServer(
-        server, port, handlers, health_servicer, refresher, owns_db=owns_db, metrics=metrics
+        server,
+        port,
+        handlers,
+        health_servicer,
+        refresher,
+        owns_db=owns_db,
+        metrics=metrics,
+        tracing=tracing,
     )
 
 

@@ -166,10 +166,18 @@ def interaction_from_proto(
     check = _Checker()
     event_id = check.identifier("event_id", request.event_id, required=False) or str(uuid.uuid4())
     user_id = check.identifier("user_id", request.user_id)
-    item_id = check.identifier("item_id", request.item_id)
     kind = _INTERACTION_TYPES.get(request.type)
     if kind is None:
         check.add("type", "must be a known interaction type other than UNSPECIFIED")
+    item_id = request.item_id
+    if kind is domain.InteractionType.SEARCH:  # a query, not an item
+        if item_id:
+            check.add("item_id", "must be empty for a SEARCH event (the query goes in metadata)")
+        check.problem(
+            "metadata[query]", validation.search_query_problem(request.metadata.get("query", ""))
+        )
+    else:
+        check.identifier("item_id", item_id)
     value = request.value
     if kind is None:
         check.finite("value", value, -validation.MAX_VALUE, validation.MAX_VALUE)

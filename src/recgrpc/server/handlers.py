@@ -9,17 +9,18 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Container
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from recgrpc import domain
+from recgrpc import domain, tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, model_store, queries
+from recgrpc.domain import utcnow
 from recgrpc.errors import NotFound, Unavailable
+from recgrpc.jobs.churn_scoring import NO_CHURN_MODEL
 from recgrpc.model.catalog import CatalogIndex
-from recgrpc.model.churn import NO_CHURN_MODEL
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
@@ -30,16 +31,13 @@ from recgrpc.server.group_commit import (
     InteractionWriter,
     ServedListWriter,
 )
+from recgrpc.server.search_history import SearchIndexKeeper
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
 DATABASE_DOWN_FALLBACK = "database unavailable: served without the user's history"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ChurnPredictor(Protocol):
@@ -103,8 +101,9 @@ def build_snapshot(
     else:
         catalog = CatalogIndex.build(rows)
     view, rejected = refresh_view(
-        old_view, rejected, version, None if stored is None else stored.artifact, rows
-    )
+        old_view, rejected, version, None if stored is None else stored.artifact, rows,
+        ann_min_items=settings.ann_min_items,
+    )  # fmt: skip
     trending = trending_scores(
         counts, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
     )
@@ -153,6 +152,8 @@ class Handlers:
         self.served_lists = ServedListWriter(db, writers=writers)
         self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
         self.predictions = ChurnPredictionWriter(db, writers=writers)
+        # SearchItems' index, rebuilt by the refresher after the catalogue changes.
+        self.search = SearchIndexKeeper(settings)
 
     def _catalogued_items(self) -> Container[str]:
         return self.engine.snapshot.catalog.position
@@ -190,8 +191,9 @@ class Handlers:
         """The ranked list and whether the database was down (the list is then not stored)."""
         outage = False
         try:
-            with self.db.connection() as conn:
+            with tracing.span("recgrpc.user_context"), self.db.connection() as conn:
                 context = queries.load_user_context(conn, query.user_id)
+                context = self.search.with_searches(conn, context)  # searches shape the profile
         except Exception as exc:
             if not is_database_outage(exc):
                 raise

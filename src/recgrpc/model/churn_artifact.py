@@ -1,0 +1,84 @@
+"""The churn model's artifact: an ``.npz`` of numeric and fixed-width string arrays.
+
+Nothing here is pickled: ``np.savez`` writes plain typed arrays, and :func:`decode` loads with
+``allow_pickle=False``, which refuses object arrays, then checks shapes, index ranges and values.
+Loading a stored model can therefore only yield numbers and strings, never run code, whoever
+wrote the bytes; the trees are walked by our own numpy code, not by an unpickled estimator.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import numpy.typing as npt
+
+from recgrpc.model.churn_trees import ChurnModel, FloatArray
+
+
+def encode(model: ChurnModel) -> bytes:
+    """Serialise ``model`` (see the module docstring); :func:`decode` reads it back."""
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        version=np.array(model.version),
+        feature_names=np.array(model.feature_names, dtype=np.str_),
+        reference=model.reference,
+        baseline=np.array([model.baseline]),
+        tree_roots=model.tree_roots,
+        node_feature=model.node_feature,
+        node_threshold=model.node_threshold,
+        node_missing_left=model.node_missing_left,
+        node_left=model.node_left,
+        node_right=model.node_right,
+        node_is_leaf=model.node_is_leaf,
+        node_value=model.node_value,
+        depth=np.array([model.depth], dtype=np.int64),
+        calibration=np.array([model.calib_slope, model.calib_intercept]),
+        horizon_days=np.array([model.horizon_days], dtype=np.int64),
+    )
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> ChurnModel:
+    """Load and validate an artifact written by :func:`encode` (no pickle allowed)."""
+    try:
+        model = _read(data)
+    except (ValueError, KeyError, IndexError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"churn model artifact is unreadable: {exc}") from exc
+    model.validate()
+    return model
+
+
+def _read(data: bytes) -> ChurnModel:
+    # np.load raises ValueError on object arrays: they would need pickle.
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+
+        def ints(key: str) -> npt.NDArray[np.int64]:
+            return np.asarray(npz[key], dtype=np.int64)
+
+        def floats(key: str) -> FloatArray:
+            return np.asarray(npz[key], dtype=np.float64)
+
+        def flags(key: str) -> npt.NDArray[np.bool_]:
+            return np.asarray(npz[key], dtype=np.bool_)
+
+        return ChurnModel(
+            version=str(npz["version"]),
+            feature_names=tuple(str(n) for n in npz["feature_names"]),
+            reference=floats("reference"),
+            baseline=float(npz["baseline"][0]),
+            tree_roots=ints("tree_roots"),
+            node_feature=ints("node_feature"),
+            node_threshold=floats("node_threshold"),
+            node_missing_left=flags("node_missing_left"),
+            node_left=ints("node_left"),
+            node_right=ints("node_right"),
+            node_is_leaf=flags("node_is_leaf"),
+            node_value=floats("node_value"),
+            depth=int(npz["depth"][0]),
+            calib_slope=float(npz["calibration"][0]),
+            calib_intercept=float(npz["calibration"][1]),
+            horizon_days=int(npz["horizon_days"][0]),
+        )
