@@ -131,8 +131,8 @@ class Settings:
     """How far back trending looks."""
     refresh_seconds: float = 15.0
     """How often a server checks for a newly activated model and refreshes trending."""
-    diversity: float = 0.2
-    """0..1: how strongly re-ranking penalises repeated categories."""
+    diversity: float = 0.0
+    """0..1: how strongly re-ranking penalises repeated categories (0: off)."""
     freshness_boost: float = 0.1
     """Score bonus for new items, decaying with the item's age."""
     freshness_half_life_days: float = 14.0
