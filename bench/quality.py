@@ -65,7 +65,7 @@ def served_lists(
     proc = subprocess.Popen(command, env=env)
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(channel).result(timeout=120)
+        grpc.channel_ready_future(channel).result(timeout=900)  # a loaded machine starts slowly
         stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
 
         def ask(user: str) -> tuple[str, list[str], str]:
