@@ -75,14 +75,18 @@ SERVER = textwrap.dedent(
 )
 
 
+# ``with tracing.span(...)`` in the server; ``with self._span(...)`` in the ranking engine,
+# which is handed ``tracing.span`` (model/ never imports the tracing module).
+HOOKS = {("tracing", "span"), ("self", "_span")}
+
+
 def _is_tracing_span(item: ast.withitem) -> bool:
     call = item.context_expr
     return (
         isinstance(call, ast.Call)
         and isinstance(call.func, ast.Attribute)
-        and call.func.attr == "span"
         and isinstance(call.func.value, ast.Name)
-        and call.func.value.id == "tracing"
+        and (call.func.value.id, call.func.attr) in HOOKS
     )
 
 
@@ -141,12 +145,13 @@ def untraced_tree(destination: Path) -> int:
     removed = 0
     for path in target.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        if "tracing.span(" not in text:
+        calls = [f"{name}.{attr}(" for name, attr in HOOKS]
+        if not any(call in text for call in calls):
             continue
         stripper = _StripTracing()
         tree = ast.fix_missing_locations(stripper.visit(ast.parse(text)))
         stripped = ast.unparse(tree)
-        assert "tracing.span(" not in stripped, path
+        assert not any(call in stripped for call in calls), path
         path.write_text(stripped + "\n", encoding="utf-8")
         removed += stripper.removed
     return removed

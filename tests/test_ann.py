@@ -10,7 +10,7 @@ import pytest
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
-from recgrpc.model.training import train
+from recgrpc.jobs.train import train
 from recgrpc.server import create_server
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import load, taste_data
@@ -66,4 +66,5 @@ def test_forced_approximate_index_gives_the_exact_top_10(
     assert not set(excluded) & set(ids(got))
     want = recommend(exact, user, "HYBRID", categories=["c3"])
     got = recommend(approximate, user, "HYBRID", categories=["c3"])
-    assert ids(got) == ids(want) and len(ids(got)) == 10
+    assert ids(got) == ids(want)
+    assert len(ids(got)) == 10

@@ -50,7 +50,7 @@ TABLES = [
     m.Feedback,
     m.ChurnPrediction,
 ]
-# Random bodies per method: 11 methods x 1500 = 16,500 bodies per backend.
+# Random bodies per method: 1500 for each method of both services, per backend.
 BODIES_PER_METHOD = 1500
 IN_FLIGHT = 64
 KNOWN_ITEMS = ["known-0", "known-1", "known-2"]
@@ -65,6 +65,10 @@ WRITES = {
     "UpsertItems": {"items"},
     "UpsertUsers": {"users", "preferences"},
     "DeleteUser": {t.__tablename__ for t in TABLES},
+    # Discovery lists are impressions (recorded for a named user only).
+    "GetSimilarItems": {"impressions"},
+    "GetFrequentlyTogether": {"impressions"},
+    "GetHomeFeed": {"impressions"},
     "SearchItems": {"users", "impressions"},
     "GetUserStats": set(),
     "ListInteractions": set(),
@@ -304,6 +308,43 @@ REQUESTS: dict[str, st.SearchStrategy[Any]] = {
     ),
     "UpsertUsers": st.builds(cat_pb.UpsertUsersRequest, users=st.lists(_users(), max_size=4)),
     "DeleteUser": messages(cat_pb.DeleteUserRequest, {"user_id": (good_ids, hostile_text)}),
+    # -- discovery --
+    "GetSimilarItems": messages(
+        pb.GetSimilarItemsRequest,
+        {
+            "item_id": (good_ids, hostile_text),
+            "limit": (st.integers(0, 100), int32),
+            "user_id": (st.one_of(st.just(""), good_ids), hostile_text),
+            "exclude_item_ids": (st.lists(good_ids, max_size=3), st.lists(hostile_text)),
+            "categories": (st.lists(plain_text, max_size=2), st.lists(hostile_text)),
+            "mode": (st.integers(0, 4), int32),
+            "platform": (plain_text, hostile_text),
+        },
+    ),
+    "GetFrequentlyTogether": messages(
+        pb.GetFrequentlyTogetherRequest,
+        {
+            "item_ids": (
+                st.lists(good_ids, min_size=1, max_size=5),
+                st.one_of(st.lists(hostile_text), st.lists(good_ids, min_size=101, max_size=120)),
+            ),
+            "limit": (st.integers(0, 100), int32),
+            "user_id": (st.one_of(st.just(""), good_ids), hostile_text),
+            "exclude_item_ids": (st.lists(good_ids, max_size=3), st.lists(hostile_text)),
+            "categories": (st.lists(plain_text, max_size=2), st.lists(hostile_text)),
+            "platform": (plain_text, hostile_text),
+        },
+    ),
+    "GetHomeFeed": messages(
+        pb.GetHomeFeedRequest,
+        {
+            "user_id": (good_ids, hostile_text),
+            "shelf_size": (st.integers(0, 100), int32),
+            "shelves": (st.lists(st.integers(1, 6), max_size=6), st.lists(int32, max_size=20)),
+            "exclude_item_ids": (st.lists(good_ids, max_size=3), st.lists(hostile_text)),
+            "platform": (plain_text, hostile_text),
+        },
+    ),
     "SearchItems": messages(
         pb.SearchItemsRequest,
         {
@@ -355,6 +396,8 @@ def test_adversarial_field_values(
     @given(request=REQUESTS[method])
     def check(request: pb_message.Message) -> None:
         body = request.SerializeToString()
+        # Served lists are written behind: store those of earlier calls before counting.
+        server.handlers.served_lists.flush()
         before = row_counts(database)
         future = call.future(body, timeout=30)
         code = future.code()

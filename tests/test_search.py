@@ -15,8 +15,8 @@ import pytest
 from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database
+from recgrpc.jobs.train import train
 from recgrpc.model.search import Synonyms, normalise
-from recgrpc.model.training import train
 from recgrpc.server import RunningServer, create_server
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
@@ -93,8 +93,18 @@ def test_categories_filter_and_limit(catalogue: grpc.Channel) -> None:
     assert len(search(catalogue, "jazz rock", limit=1).items) == 1
 
 
-def test_no_match_falls_back_to_trending_with_ok_status(catalogue: grpc.Channel) -> None:
+def test_no_match_falls_back_to_trending_with_ok_status(
+    catalogue: grpc.Channel, server: RunningServer
+) -> None:
+    registry = server.metrics.registry
+
+    def fallbacks() -> float:
+        labels = {"source": "trending", "fallback": "true"}
+        return registry.get_sample_value("recgrpc_discovery_lists_total", labels) or 0.0
+
+    before = fallbacks()
     reply = search(catalogue, "zzzz qqqq")
+    assert fallbacks() == before + 1
     assert reply.fallback_reason == "no_search_matches"
     assert reply.items
     assert all(hit.reason == "trending" for hit in reply.items)

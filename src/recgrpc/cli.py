@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from recgrpc import __version__
+from recgrpc.cli_discovery import add_similar_command
 from recgrpc.cli_help import (
     HelpFormatter,
     display_url,
@@ -192,7 +193,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from recgrpc.db import Database, upgrade
-    from recgrpc.jobs.importer import ImportRefused, import_file
+    from recgrpc.jobs.importer import ImportRefused, ImportRefusedByDatabase, import_file
     from recgrpc.validation import RatingScale
 
     path = Path(args.file)
@@ -215,7 +216,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {problem}", file=sys.stderr)
         if exc.bad_rows > len(exc.problems):
             print(f"  ... (first {len(exc.problems)} problems shown)", file=sys.stderr)
-        return 1
+        # A row only the database refuses is for the operator to look into, like an outage.
+        return 2 if isinstance(exc, ImportRefusedByDatabase) else 1
     finally:
         db.dispose()
     line = f"imported {report.rows} rows of {report.kind} from {path}: {report.new_rows} new"
@@ -363,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactions", type=int, default=100_000, help="number of interactions")
     p.set_defaults(func=cmd_demo)
 
+    add_similar_command(command)
     add_lookup_commands(command)
 
     from recgrpc.bench import add_arguments as add_bench_arguments

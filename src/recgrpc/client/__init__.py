@@ -19,6 +19,14 @@ from recgrpc.client._channel import (
     channel_options,
     service_config,
 )
+from recgrpc.client._discovery_types import (
+    FrequentlyTogether,
+    HomeFeed,
+    Shelf,
+    ShelfKind,
+    SimilarItems,
+    SimilarityMode,
+)
 from recgrpc.client._errors import (
     CallCancelledError,
     ClientArgumentError,
@@ -73,6 +81,8 @@ __all__ = [
     "DeadlineExceededError",
     "FailedPreconditionError",
     "FieldViolation",
+    "FrequentlyTogether",
+    "HomeFeed",
     "InteractionLogged",
     "InteractionPage",
     "InteractionRecord",
@@ -91,6 +101,10 @@ __all__ = [
     "RiskLevel",
     "SearchHit",
     "SearchResults",
+    "Shelf",
+    "ShelfKind",
+    "SimilarItems",
+    "SimilarityMode",
     "StoredChurnPrediction",
     "UnauthenticatedError",
     "UnavailableError",

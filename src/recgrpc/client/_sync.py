@@ -20,6 +20,7 @@ from recgrpc.client._channel import (
     encode_health_request,
     plan_client,
 )
+from recgrpc.client._discovery_calls import DiscoveryCalls
 from recgrpc.client._errors import (
     DeadlineExceededError,
     UnavailableError,
@@ -45,7 +46,7 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-class RecommendationClient(SyncHistoryCalls):
+class RecommendationClient(DiscoveryCalls, SyncHistoryCalls):
     """A blocking client for both recgrpc services (recommendations and catalogue).
 
     Either give a ``target`` (``"localhost:50051"``) and the client opens and owns a channel with
@@ -242,13 +243,17 @@ class RecommendationClient(SyncHistoryCalls):
         clicked: bool = False,
         dismissed: bool = False,
         rating: float | None = None,
+        feedback_id: str | None = None,
         timeout: float | None = None,
         call_metadata: Metadata | None = None,
     ) -> bool:
         """Record what a user did with a recommended item; a dismissed item is never shown again.
 
         Give at least one of ``clicked``, ``dismissed`` or ``rating`` (not clicked and dismissed
-        together). Returns whether the server recorded it.
+        together). ``feedback_id`` is the idempotency key: feedback whose id is stored is not
+        stored again. When omitted the client makes a UUID, so the automatic retries of this
+        call never store it twice; pass your own to make your retries of it safe too. Returns
+        whether the server has it recorded.
         """
         request = _convert.feedback_request(
             user_id,
@@ -257,6 +262,7 @@ class RecommendationClient(SyncHistoryCalls):
             clicked=clicked,
             dismissed=dismissed,
             rating=rating,
+            feedback_id=feedback_id,
         )
         response = self._call(self._recommendations.SubmitFeedback, request, timeout, call_metadata)
         return response.recorded

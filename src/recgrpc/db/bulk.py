@@ -9,18 +9,37 @@ query functions these take the caller's session and never commit.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 import psycopg
 from psycopg import sql as psql
-from sqlalchemy import JSON, Column, Connection, MetaData, Table, bindparam, insert, select
+from sqlalchemy import JSON, Column, Connection, MetaData, Table, bindparam, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
 from recgrpc.db import models as m
+
+
+def refused_by_database(exc: BaseException) -> str | None:
+    """The database's reason when ``exc`` is the database refusing data (a constraint, a type,
+    a length: SQLSTATE classes 22 and 23), or None for anything else (an outage, a bug).
+
+    COPY runs on the driver's own cursor, so its errors arrive unwrapped by SQLAlchemy.
+    """
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    refused = isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError) or isinstance(
+        cause, psycopg.DataError | psycopg.IntegrityError
+    )
+    if not refused:
+        return None
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
 
 CHUNK_ROWS = 5000
 """Rows per executemany call; bounds memory and the size of each IN (...) lookup."""
@@ -65,14 +84,16 @@ def interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
 
 
 FEEDBACK_COLUMNS = (
-    "recset_id", "user_id", "item_id", "clicked", "dismissed", "rating", "created_at",
+    "feedback_id", "recset_id", "user_id", "item_id", "clicked", "dismissed", "rating",
+    "created_at",
 )  # fmt: skip
 """The columns ``feedback_row`` fills."""
 
 
 def feedback_row(feedback: domain.Feedback, at: datetime) -> dict[str, Any]:
-    """The ``feedback`` row for feedback given at ``at``."""
+    """The ``feedback`` row for feedback given at ``at`` (a new ``feedback_id`` if it has none)."""
     return {
+        "feedback_id": feedback.feedback_id or str(uuid.uuid4()),
         "recset_id": feedback.recset_id,
         "user_id": feedback.user_id,
         "item_id": feedback.item_id,
@@ -310,12 +331,9 @@ def insert_impressions(session: Session, rows: Sequence[Mapping[str, Any]]) -> i
 
 
 def insert_feedback(session: Session, feedback: Sequence[tuple[domain.Feedback, datetime]]) -> int:
-    """Append feedback rows with the time each was given; returns how many."""
+    """Store feedback (with the time each was given) whose feedback_id is new; returns how many."""
     rows = [feedback_row(f, at) for f, at in feedback]
-    conn = session.connection()
-    for chunk in _chunks(rows, CHUNK_ROWS):
-        conn.execute(insert(m.Feedback), list(chunk))
-    return len(rows)
+    return insert_new(session, m.Feedback, rows, "feedback_id")
 
 
 def stored_keys(session: Session, table: type[m.Base], key: str, values: Iterable[str]) -> set[str]:

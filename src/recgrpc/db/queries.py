@@ -307,12 +307,6 @@ def load_user_context(
 
 _RECOMMENDATIONS = m.Base.metadata.tables["recommendations"]
 _IMPRESSIONS = m.Base.metadata.tables["impressions"]
-_DELETE_STORED_LIST = Prepared(_RECOMMENDATIONS.delete().where(_RECOMMENDATIONS.c.user_id == _USER))
-_STORED_LIST_COLUMNS = (
-    "user_id", "item_id", "rank", "score", "algorithm", "model_version", "recset_id",
-    "generated_at", "is_clicked", "is_dismissed",
-)  # fmt: skip
-_INSERT_STORED_LIST = PreparedInsert(lambda _: insert(_RECOMMENDATIONS), _STORED_LIST_COLUMNS)
 _IMPRESSION_COLUMNS = (
     "recset_id", "user_id", "algorithm", "model_version", "fallback_reason", "item_ids",
     "platform", "served_at",
@@ -320,18 +314,17 @@ _IMPRESSION_COLUMNS = (
 _INSERT_IMPRESSION = PreparedInsert(lambda _: insert(_IMPRESSIONS), _IMPRESSION_COLUMNS)
 
 
-def record_served_lists(
+def record_impressions(
     session: Session | Connection, served: Sequence[tuple[str, domain.ServedList, str]]
 ) -> None:
-    """Store impressions and make each one its user's current stored top-N.
+    """Store served lists as impressions: ``(user_id, list, platform)`` rows.
 
-    ``served`` holds ``(user_id, list, platform)`` in the order the lists were served; when a
-    user appears more than once, the last list is the one kept as the stored top-N. A batch of
-    concurrent requests costs a few statements (one, after the locks, on PostgreSQL).
+    The stored top-N (``recommendations``) is the training job's and is not touched: serving
+    only reads. A batch is one statement (on PostgreSQL the rows travel as one JSON parameter:
+    the driver's encoding of a parameter per value was most of the write).
     """
     if not served:
         return
-    lock_users(session, (user_id for user_id, _, _ in served))
     conn = core_connection(session)
     impressions: list[dict[str, Any]] = [
         {
@@ -346,86 +339,24 @@ def record_served_lists(
         }
         for user_id, listed, platform in served
     ]
-    latest = {user_id: listed for user_id, listed, _ in served}
-    entries: list[dict[str, Any]] = [
-        {
-            "user_id": user_id,
-            "item_id": item.item_id,
-            "rank": rank,
-            "score": item.score,
-            "algorithm": listed.ranking.algorithm.value,
-            "model_version": listed.ranking.model_version,
-            "recset_id": listed.recset_id,
-            "generated_at": listed.generated_at,
-            "is_clicked": False,
-            "is_dismissed": False,
-        }
-        for user_id, listed in latest.items()
-        for rank, item in enumerate(listed.ranking.items, start=1)
-    ]
     if conn.dialect.name == "postgresql":
-        _PG_RECORD_SERVED_LISTS.execute(
-            conn,
-            {
-                "impressions": _json_rows(impressions, "served_at"),
-                "entries": _json_rows(entries, "generated_at"),
-                "users": json.dumps(sorted(latest)),
-            },
-        )
+        _PG_RECORD_IMPRESSIONS.execute(conn, {"impressions": _json_rows(impressions, "served_at")})
         return
     _INSERT_IMPRESSION.insert(conn, impressions)
-    _DELETE_STORED_LIST.execute_many(conn, [{"user_id": user_id} for user_id in latest])
-    _INSERT_STORED_LIST.insert(conn, entries)
 
 
-# record_served_lists on PostgreSQL in one round trip: the batch travels as JSON (see
-# _PG_INSERT_EVENTS_AND_USERS; here the driver's encoding of ~100 parameters per list was most
-# of GetRecommendations' write). The stored top-N is updated in place: rows of the new lists are
-# upserted and the users' other rows deleted, two disjoint sets of rows, so the two parts of
-# the statement cannot collide. Callers hold the users' locks (lock_users).
-_PG_RECORD_SERVED_LISTS = Prepared(
+_PG_RECORD_IMPRESSIONS = Prepared(
     text(
         """
-WITH new_impressions AS (
-    INSERT INTO impressions (recset_id, user_id, algorithm, model_version, fallback_reason,
-                             item_ids, platform, served_at)
-    SELECT recset_id, user_id, algorithm, model_version, fallback_reason, item_ids, platform,
-           served_at
-    FROM json_to_recordset(CAST(:impressions AS JSON))
-         AS (recset_id TEXT, user_id TEXT, algorithm TEXT, model_version TEXT,
-             fallback_reason TEXT, item_ids JSON, platform TEXT, served_at TIMESTAMPTZ)
-),
-entries AS (
-    SELECT *
-    FROM json_to_recordset(CAST(:entries AS JSON))
-         AS (user_id TEXT, item_id TEXT, rank INTEGER, score DOUBLE PRECISION, algorithm TEXT,
-             model_version TEXT, recset_id TEXT, generated_at TIMESTAMPTZ, is_clicked BOOLEAN,
-             is_dismissed BOOLEAN)
-),
-replaced AS (
-    DELETE FROM recommendations AS r
-    WHERE r.user_id = ANY (ARRAY(SELECT json_array_elements_text(CAST(:users AS JSON))))
-      AND NOT EXISTS (
-          SELECT 1 FROM entries AS e WHERE e.user_id = r.user_id AND e.item_id = r.item_id
-      )
-)
-INSERT INTO recommendations (user_id, item_id, rank, score, algorithm, model_version,
-                             recset_id, generated_at, is_clicked, is_dismissed)
-SELECT user_id, item_id, rank, score, algorithm, model_version, recset_id, generated_at,
-       is_clicked, is_dismissed
-FROM entries
-ORDER BY user_id, rank
-ON CONFLICT (user_id, item_id) DO UPDATE
-SET rank = excluded.rank, score = excluded.score, algorithm = excluded.algorithm,
-    model_version = excluded.model_version, recset_id = excluded.recset_id,
-    generated_at = excluded.generated_at, is_clicked = excluded.is_clicked,
-    is_dismissed = excluded.is_dismissed
+INSERT INTO impressions (recset_id, user_id, algorithm, model_version, fallback_reason,
+                         item_ids, platform, served_at)
+SELECT recset_id, user_id, algorithm, model_version, fallback_reason, item_ids, platform,
+       served_at
+FROM json_to_recordset(CAST(:impressions AS JSON))
+     AS (recset_id TEXT, user_id TEXT, algorithm TEXT, model_version TEXT,
+         fallback_reason TEXT, item_ids JSON, platform TEXT, served_at TIMESTAMPTZ)
 """
-    ).bindparams(
-        bindparam("impressions", type_=Text()),
-        bindparam("entries", type_=Text()),
-        bindparam("users", type_=Text()),
-    )
+    ).bindparams(bindparam("impressions", type_=Text()))
 )
 
 
@@ -438,7 +369,7 @@ def impression_sources(
     session: Session | Connection, recset_ids: Iterable[str]
 ) -> dict[str, tuple[str, str]]:
     """recset_id -> (algorithm, model_version) of the stored impressions among ``recset_ids``."""
-    wanted = sorted(set(recset_ids))
+    wanted = sorted({r for r in recset_ids if r})
     if not wanted:
         return {}
     rows = core_connection(session).execute(_IMPRESSION_SOURCES, {"recset_ids": wanted})
@@ -476,18 +407,27 @@ def record_feedback(
 
 def record_feedback_batch(
     session: Session | Connection, feedback: Sequence[domain.Feedback], now: datetime
-) -> None:
-    """Append feedback rows and flag the clicked or dismissed items in the stored top-N."""
+) -> set[str]:
+    """Store feedback whose ``feedback_id`` is new and flag the clicked or dismissed items in
+    the stored top-N; returns the feedback_ids stored now (a repeated one is stored once)."""
     conn = core_connection(session)
-    _INSERT_FEEDBACK.insert(conn, [feedback_row(f, now) for f in feedback])
-    keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in feedback]
-    _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, feedback, strict=True) if f.clicked])
-    _FLAG_DISMISSED.execute_many(
-        conn, [k for k, f in zip(keys, feedback, strict=True) if f.dismissed]
-    )
+    rows = [feedback_row(f, now) for f in feedback]
+    stored = {feedback_id for (feedback_id,) in _INSERT_FEEDBACK.insert(conn, rows)}
+    new = [f for f, row in zip(feedback, rows, strict=True) if row["feedback_id"] in stored]
+    keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in new]
+    _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, new, strict=True) if f.clicked])
+    _FLAG_DISMISSED.execute_many(conn, [k for k, f in zip(keys, new, strict=True) if f.dismissed])
+    return stored
 
 
-_INSERT_FEEDBACK = PreparedInsert(lambda _: insert(_table(m.Feedback)), FEEDBACK_COLUMNS)
+_INSERT_FEEDBACK = PreparedInsert(
+    lambda dialect: (
+        insert_for(dialect, _table(m.Feedback))
+        .on_conflict_do_nothing(index_elements=["feedback_id"])
+        .returning(_table(m.Feedback).c.feedback_id)
+    ),
+    FEEDBACK_COLUMNS,
+)
 _STORED_ITEM = (_RECOMMENDATIONS.c.user_id == _USER) & (
     _RECOMMENDATIONS.c.item_id == bindparam("item_id")
 )

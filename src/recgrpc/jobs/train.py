@@ -18,12 +18,12 @@ from datetime import datetime
 from tqdm import tqdm
 
 from recgrpc.config import Settings
-from recgrpc.db import Database
+from recgrpc.db import Database, discovery, neighbour_store
 from recgrpc.db import model_store as ms
 from recgrpc.db import training_data as td
 from recgrpc.domain import utcnow
 from recgrpc.jobs.top_n import write_top_n
-from recgrpc.model import artifact
+from recgrpc.model import artifact, neighbour_artifact
 from recgrpc.model.evaluation import (
     Metrics,
     constant_scores,
@@ -77,7 +77,8 @@ class TrainingReport:
     seconds: float
     lists_written: int
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per phase: read, features, fit, stopping, selection, evaluation, store, top_n."""
+    """Seconds per phase: read, features, fit, stopping, selection, neighbours, evaluation,
+    store, top_n."""
     selection: BlendChoice | None = None
     """The blend chosen on the holdout, with every candidate's score."""
 
@@ -106,6 +107,7 @@ def train(
     clock = _PhaseClock(timings)
     with db.reader() as session:
         rows = td.load_training_rows(session)
+        titles = discovery.active_titles(session)
         active = ms.active_model(session, ms.RECOMMENDER)
     clock.lap("read")
     data = build_interaction_data(rows, settings)
@@ -138,6 +140,19 @@ def train(
     arrays = with_ease(arrays, data, choice, holdout)
     version = arrays.version
     blob = artifact.encode(arrays)
+    positives, events, texts = neighbour_artifact.training_inputs(
+        data, rows, titles, settings.interaction_weights
+    )
+    neighbours = neighbour_artifact.build_neighbours(
+        version,
+        item_ids=data.item_ids,
+        positives=positives,
+        events=events,
+        texts=texts,
+        params=neighbour_artifact.NeighbourParams.from_settings(settings),
+    )
+    neighbour_blob = neighbour_artifact.encode(neighbours)
+    clock.lap("neighbours")
 
     # Both models are scored through the serving path on the same users and exclusions.
     final_users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
@@ -179,6 +194,14 @@ def train(
             params=arrays.params,
             metrics=metrics,
             artifact=blob,
+            now=now,
+        )
+        neighbour_store.store_neighbours(
+            session,
+            recommender_version=version,
+            params=neighbours.params,
+            metrics=neighbour_artifact.summary(neighbours),
+            artifact=neighbour_blob,
             now=now,
         )
         if promoted:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 FORMAT_VERSION = 1
+REVISION = "revision"
+"""The ``params`` key counting rewrites of a stored artifact (erasures); servers reload on it."""
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -174,8 +176,8 @@ def _require_kind(name: str, array: npt.NDArray[Any], kinds: str) -> None:
 def validate(a: RecommenderArrays) -> None:
     """Shapes agree, identity features line up with the ids, values are finite, ids unique."""
     n_users, n_items = a.user_ids.shape[0], a.item_ids.shape[0]
-    if n_users == 0 or n_items == 0:
-        raise ValueError("artifact has no users or no items")
+    if n_items == 0:  # no users is possible: every user it was trained on was erased
+        raise ValueError("artifact has no items")
     for label, ids in (("user_ids", a.user_ids), ("item_ids", a.item_ids)):
         if np.unique(ids).size != ids.size:
             raise ValueError(f"{label} are not unique")
@@ -230,3 +232,36 @@ def validate(a: RecommenderArrays) -> None:
             raise ValueError("ease_items are not unique trained item ids")
         if not np.isfinite(a.ease_weights).all():
             raise ValueError("ease_weights contain NaN or infinite values")
+
+
+def revision(a: RecommenderArrays) -> int:
+    """How many times the artifact was rewritten since training (0 for a trained one)."""
+    return int(a.params.get(REVISION, 0))
+
+
+def without_user(a: RecommenderArrays, user_id: str) -> RecommenderArrays | None:
+    """The artifact with no trace of ``user_id`` (their id, identity feature and its learned
+    row, per-user arrays), one revision on; None when it never held them.
+
+    Features shared with other users (categories, attributes) stay: they are not the user's.
+    """
+    rows = np.flatnonzero(a.user_ids == user_id)
+    if rows.size == 0:
+        return None
+    # Identity features come first, in user_ids order: the user's is the feature at their row.
+    keep_users = np.ones(a.user_ids.shape[0], dtype=np.bool_)
+    keep_users[rows] = False
+    keep_features = np.ones(a.user_feature_names.shape[0], dtype=np.bool_)
+    keep_features[rows] = False
+    purged = replace(
+        a,
+        params={**a.params, REVISION: revision(a) + 1},
+        user_ids=a.user_ids[keep_users],
+        user_feature_names=a.user_feature_names[keep_features],
+        user_feature_embeddings=a.user_feature_embeddings[keep_features],
+        user_feature_biases=a.user_feature_biases[keep_features],
+        user_trained_until=a.user_trained_until[keep_users],
+        user_train_weight=a.user_train_weight[keep_users],
+    )
+    validate(purged)
+    return purged

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
-from recgrpc import domain, tracing
+from recgrpc import domain
 from recgrpc.config import DEFAULT_INTERACTION_WEIGHTS, Settings
 from recgrpc.domain import Algorithm
 from recgrpc.model.approximate import approximate_hybrid
@@ -177,11 +178,22 @@ def _candidate_sources(
     return (requested,)
 
 
+StepSpan = Callable[[str, Mapping[str, str]], AbstractContextManager[object]]
+"""Opens a span around one step of a ranking: its name (``recgrpc.score``, ``recgrpc.rerank``)
+and attributes. The server passes ``recgrpc.tracing.span``; this package never traces itself."""
+_UNTRACED = nullcontext()
+
+
+def untraced(name: str, attributes: Mapping[str, str]) -> AbstractContextManager[object]:
+    return _UNTRACED
+
+
 class RankingEngine:
     """Serves lists from the current snapshot. Thread-safe: readers take one reference."""
 
-    def __init__(self, snapshot: ServingSnapshot) -> None:
+    def __init__(self, snapshot: ServingSnapshot, span: StepSpan = untraced) -> None:
         self._snapshot = snapshot
+        self._span = span
         self._local = threading.local()
 
     @property
@@ -250,7 +262,7 @@ class RankingEngine:
                 if picked is not None:
                     return _listed(snap, source, picked, fallback)
             scores = self._scores_buffer(len(snap.catalog))
-            with tracing.span("recgrpc.score", {"recgrpc.algorithm": source.value}):
+            with self._span("recgrpc.score", {"recgrpc.algorithm": source.value}):
                 # BLAS sgemv into the reused buffer; the server pins BLAS to one thread
                 # (``server.app``), since its worker threads would only spin against the RPC
                 # threads for a single matrix-vector product.
@@ -276,8 +288,8 @@ class RankingEngine:
         np.copyto(scores, snap.trending)
         return self._ranked(snap, Algorithm.POPULAR, context, query, scores, fallback=fallback)
 
-    @staticmethod
     def _ranked(
+        self,
         snap: ServingSnapshot,
         source: Algorithm,
         context: domain.UserContext,
@@ -287,7 +299,7 @@ class RankingEngine:
         fallback: str,
     ) -> domain.RecommendationList:
         mask_blocked(scores, snap.catalog, context, query)
-        with tracing.span("recgrpc.rerank", {"recgrpc.algorithm": source.value}):
+        with self._span("recgrpc.rerank", {"recgrpc.algorithm": source.value}):
             result = rerank(
                 scores,
                 query.limit,

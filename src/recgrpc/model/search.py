@@ -30,19 +30,19 @@ SYNONYM_WEIGHT = 0.5
 """A synonym's match counts half of a match of what the user typed."""
 
 _WORD = re.compile(r"\w+")
-_stem_words = Stemmer.Stemmer("english").stemWords
+_stem = Stemmer.Stemmer("english").stemWord
 
 
-@lru_cache(maxsize=65536)
-def _fold(word: str) -> str:
+@lru_cache(maxsize=1 << 18)
+def _token(word: str) -> str:
+    """One word's search token; cached, since a catalogue repeats a small vocabulary."""
     decomposed = unicodedata.normalize("NFKD", word)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return str(_stem("".join(c for c in decomposed if not unicodedata.combining(c)).casefold()))
 
 
 def normalise(text: str) -> list[str]:
     """Search tokens of ``text``: accent-free, case-folded word stems, in order."""
-    words = [_fold(w) for w in _WORD.findall(text)]
-    return _stem_words([w for w in words if w]) if words else []
+    return [t for t in map(_token, _WORD.findall(text)) if t]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ class SearchIndex:
     synonyms: Synonyms
     retriever: bm25s.BM25 | None = field(repr=False)
     by_category: dict[str, npt.NDArray[np.int64]] = field(repr=False)
+    position: dict[str, int] = field(repr=False)
 
     @classmethod
     def build(
@@ -129,6 +130,7 @@ class SearchIndex:
             synonyms=synonyms,
             retriever=retriever,
             by_category={c: np.array(ix, dtype=np.int64) for c, ix in members.items()},
+            position={item_id: i for i, item_id in enumerate(ids)},
         )
 
     def __len__(self) -> int:
@@ -154,6 +156,11 @@ class SearchIndex:
     def _bm25(self, tokens: list[str]) -> npt.NDArray[np.float32]:
         assert self.retriever is not None
         return np.asarray(self.retriever.get_scores(tokens), dtype=np.float32)
+
+    def indices(self, item_ids: Iterable[str]) -> npt.NDArray[np.int64]:
+        """Positions of those of ``item_ids`` in the index."""
+        pos = self.position
+        return np.array([pos[i] for i in item_ids if i in pos], dtype=np.int64)
 
     def category_mask(self, categories: Iterable[str]) -> npt.NDArray[np.bool_]:
         mask = np.zeros(len(self.item_ids), dtype=np.bool_)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,7 @@ from recgrpc.model.ranking import ServingSnapshot, mask_blocked
 from recgrpc.model.rerank import top_allowed
 from recgrpc.model.search import SearchIndex, Synonyms, best_matches, blend
 from recgrpc.server import page_tokens
+from recgrpc.server.db_guard import DatabaseGuard
 from recgrpc.server.errors import is_database_outage
 
 log = logging.getLogger(__name__)
@@ -113,24 +115,48 @@ class SearchIndexKeeper:
         self._index = SearchIndex.build([], self.synonyms)
         self._stamp: object = None
         self._built = False
+        self._building = False
         self._lock = threading.Lock()
 
     @property
     def index(self) -> SearchIndex:
         return self._index
 
-    def refresh(self, db: Database, snapshot: ServingSnapshot) -> bool:
-        """Rebuild when the snapshot's catalogue stamp differs from the index's; True if so."""
+    def refresh(self, db: Database, snapshot: ServingSnapshot) -> None:
+        """Rebuild when the snapshot's catalogue stamp differs from the index's.
+
+        The first build runs here (before the server reports SERVING); later ones on a thread
+        of their own, so a large catalogue does not hold up the snapshot refresher, while the
+        previous index keeps serving.
+        """
+        stamp = snapshot.catalog_stamp
+        if self._built and stamp == self._stamp:
+            return
+        if not self._built:
+            self._rebuild(db, stamp)
+            return
         with self._lock:
-            if self._built and snapshot.catalog_stamp == self._stamp:
-                return False
+            if self._building:
+                return
+            self._building = True
+        threading.Thread(
+            target=self._rebuild, args=(db, stamp), name="recgrpc-search-index", daemon=True
+        ).start()
+
+    def _rebuild(self, db: Database, stamp: object) -> None:
+        try:
             with db.reader() as session:
                 rows = user_history.search_documents(session)
-            self._index = SearchIndex.build(rows, self.synonyms)
-            self._stamp = snapshot.catalog_stamp
-            self._built = True
-        log.debug("search index rebuilt: %d items", len(rows))
-        return True
+            index = SearchIndex.build(rows, self.synonyms)
+            self._index, self._stamp, self._built = index, stamp, True
+            log.debug("search index rebuilt: %d items", len(rows))
+        except Exception as exc:
+            if not self._built:
+                raise  # the refresher reports it and tries again
+            if not is_database_outage(exc):
+                log.exception("search index rebuild failed; keeping the previous one")
+        finally:
+            self._building = False
 
     def with_searches(
         self, executor: Session | Connection, context: domain.UserContext
@@ -167,13 +193,24 @@ class SearchAndHistory:
         snapshot: SnapshotSource,
         keeper: SearchIndexKeeper,
         clock: Clock,
+        *,
+        observe: Callable[[str, str, int], None] | None = None,
+        guard: DatabaseGuard | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
+        self._guard = guard
         self._snapshot = snapshot
         self.keeper = keeper
         self.clock = clock
+        # (source, fallback_reason, items) of each served list, for the discovery metrics.
+        self._observe = observe
         self._key = page_tokens.signing_key(settings.page_token_secret, settings.database_url)
+        self._alignment: tuple[SearchIndex, object, npt.NDArray[np.bool_]] | None = None
+
+    def _bounded(self, work: Callable[[], T]) -> T:
+        """``work()`` within the request's database budget (server.db_guard), when one is set."""
+        return work() if self._guard is None else self._guard.run(work)
 
     # -- SearchItems ---------------------------------------------------------------------------
 
@@ -186,16 +223,9 @@ class SearchAndHistory:
             if query.categories
             else np.ones(len(index), dtype=np.bool_)
         )
-        catalog = snap.catalog
-        live = np.fromiter(
-            (item_id in catalog.position for item_id in index.item_ids), np.bool_, len(index)
-        )
-        allowed &= live
+        allowed &= self._live(index, snap)
         if context is not None and query.exclude_seen:
-            blocked = context.seen_item_ids | context.dismissed_item_ids
-            allowed &= np.fromiter(
-                (item_id not in blocked for item_id in index.item_ids), np.bool_, len(index)
-            )
+            allowed[index.indices(context.seen_item_ids | context.dismissed_item_ids)] = False
         scores = index.scores(query.text)
         pool_size = PERSONAL_POOL if context is not None else query.limit
         pool = best_matches(scores, allowed, max(pool_size, query.limit))
@@ -217,10 +247,22 @@ class SearchAndHistory:
         ]
         return self._served(query, hits, "", version)
 
+    def _live(self, index: SearchIndex, snap: ServingSnapshot) -> npt.NDArray[np.bool_]:
+        """Which indexed items are still in the serving catalogue (computed once per pair)."""
+        cached = self._alignment
+        if cached is None or cached[0] is not index or cached[1] is not snap.catalog:
+            position = snap.catalog.position
+            live = np.fromiter((i in position for i in index.item_ids), np.bool_, len(index))
+            cached = self._alignment = (index, snap.catalog, live)
+        return cached[2]
+
     def _context(self, user_id: str) -> domain.UserContext | None:
-        try:
+        def read() -> domain.UserContext:
             with self.db.connection() as conn:
                 return self.keeper.with_searches(conn, queries.load_user_context(conn, user_id))
+
+        try:
+            return self._bounded(read)
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -276,8 +318,12 @@ class SearchAndHistory:
         self, query: SearchQuery, hits: list[SearchHit], fallback: str, version: str
     ) -> SearchResult:
         result = SearchResult(str(uuid.uuid4()), hits, fallback, version, self.clock())
+        if self._observe is not None:
+            source = hits[0].reason if hits else SEARCH_REASON
+            self._observe(source, fallback, len(hits))
         if query.user_id:
-            try:
+
+            def write() -> None:
                 with self.db.writer() as session:
                     queries.ensure_users(session, [query.user_id], result.generated_at)
                     user_history.record_impression(
@@ -291,6 +337,9 @@ class SearchAndHistory:
                         platform=query.platform,
                         served_at=result.generated_at,
                     )
+
+            try:
+                self._bounded(write)
             except Exception as exc:
                 if not is_database_outage(exc):
                     raise
@@ -300,8 +349,11 @@ class SearchAndHistory:
     # -- GetUserStats ----------------------------------------------------------------------------
 
     def user_stats(self, user_id: str) -> user_history.UserNumbers:
-        with self.db.reader() as session:
-            numbers = user_history.user_numbers(session, user_id)
+        def read() -> user_history.UserNumbers | None:
+            with self.db.reader() as session:
+                return user_history.user_numbers(session, user_id)
+
+        numbers = self._bounded(read)
         if numbers is None:
             raise NotFound(f"user {user_id!r} is not known to the service")
         return numbers
@@ -319,11 +371,15 @@ class SearchAndHistory:
         if query.last_days:
             window = self.clock() - timedelta(days=query.last_days)
             since = window if since is None else max(since, window)
-        with self.db.reader() as session:
-            rows = user_history.user_events(
-                session, query.user_id, limit=query.page_size + 1, since=since,
-                types=query.types, cursor=cursor,
-            )  # fmt: skip
+
+        def read() -> list[user_history.EventRow]:
+            with self.db.reader() as session:
+                return user_history.user_events(
+                    session, query.user_id, limit=query.page_size + 1, since=since,
+                    types=query.types, cursor=cursor,
+                )  # fmt: skip
+
+        rows = self._bounded(read)
         return self._page(rows, query.page_size, scope, lambda r: (r.occurred_at, r.row_id))
 
     def churn_predictions(
@@ -331,8 +387,14 @@ class SearchAndHistory:
     ) -> Page[user_history.PredictionRow]:
         scope = page_tokens.request_scope("ListChurnPredictions", user_id, page_size)
         cursor = page_tokens.decode(self._key, scope, page_token) if page_token else None
-        with self.db.reader() as session:
-            rows = user_history.churn_history(session, user_id, limit=page_size + 1, cursor=cursor)
+
+        def read() -> list[user_history.PredictionRow]:
+            with self.db.reader() as session:
+                return user_history.churn_history(
+                    session, user_id, limit=page_size + 1, cursor=cursor
+                )
+
+        rows = self._bounded(read)
         return self._page(rows, page_size, scope, lambda r: (r.predicted_at, r.row_id))
 
     def _page(

@@ -101,6 +101,63 @@ RISK_LEVEL_MEDIUM: RiskLevel.ValueType  # 2
 RISK_LEVEL_HIGH: RiskLevel.ValueType  # 3
 Global___RiskLevel: _TypeAlias = RiskLevel  # noqa: Y015
 
+class _SimilarityMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SimilarityModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SimilarityMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SIMILARITY_MODE_UNSPECIFIED: _SimilarityMode.ValueType  # 0
+    """treated as AUTO"""
+    SIMILARITY_MODE_AUTO: _SimilarityMode.ValueType  # 1
+    """A blend: behaviour neighbours when the item has any, content and embedding otherwise."""
+    SIMILARITY_MODE_BEHAVIOUR: _SimilarityMode.ValueType  # 2
+    """"Users who liked this also liked": co-occurrence in users' positive histories."""
+    SIMILARITY_MODE_CONTENT: _SimilarityMode.ValueType  # 3
+    """Shared categories, tags and title words (TF-IDF cosine); works for items nobody touched."""
+    SIMILARITY_MODE_EMBEDDING: _SimilarityMode.ValueType  # 4
+    """Cosine of the recommender's learned item vectors."""
+
+class SimilarityMode(_SimilarityMode, metaclass=_SimilarityModeEnumTypeWrapper):
+    """-- Discovery: similar items, frequently together, home feed ------------------------------"""
+
+SIMILARITY_MODE_UNSPECIFIED: SimilarityMode.ValueType  # 0
+"""treated as AUTO"""
+SIMILARITY_MODE_AUTO: SimilarityMode.ValueType  # 1
+"""A blend: behaviour neighbours when the item has any, content and embedding otherwise."""
+SIMILARITY_MODE_BEHAVIOUR: SimilarityMode.ValueType  # 2
+""""Users who liked this also liked": co-occurrence in users' positive histories."""
+SIMILARITY_MODE_CONTENT: SimilarityMode.ValueType  # 3
+"""Shared categories, tags and title words (TF-IDF cosine); works for items nobody touched."""
+SIMILARITY_MODE_EMBEDDING: SimilarityMode.ValueType  # 4
+"""Cosine of the recommender's learned item vectors."""
+Global___SimilarityMode: _TypeAlias = SimilarityMode  # noqa: Y015
+
+class _ShelfKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ShelfKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShelfKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SHELF_KIND_UNSPECIFIED: _ShelfKind.ValueType  # 0
+    SHELF_KIND_FOR_YOU: _ShelfKind.ValueType  # 1
+    SHELF_KIND_BECAUSE_YOU_LIKED: _ShelfKind.ValueType  # 2
+    SHELF_KIND_TRENDING: _ShelfKind.ValueType  # 3
+    SHELF_KIND_NEW_ARRIVALS: _ShelfKind.ValueType  # 4
+    SHELF_KIND_TOP_CATEGORIES: _ShelfKind.ValueType  # 5
+    SHELF_KIND_DIVERSE_PICKS: _ShelfKind.ValueType  # 6
+
+class ShelfKind(_ShelfKind, metaclass=_ShelfKindEnumTypeWrapper): ...
+
+SHELF_KIND_UNSPECIFIED: ShelfKind.ValueType  # 0
+SHELF_KIND_FOR_YOU: ShelfKind.ValueType  # 1
+SHELF_KIND_BECAUSE_YOU_LIKED: ShelfKind.ValueType  # 2
+SHELF_KIND_TRENDING: ShelfKind.ValueType  # 3
+SHELF_KIND_NEW_ARRIVALS: ShelfKind.ValueType  # 4
+SHELF_KIND_TOP_CATEGORIES: ShelfKind.ValueType  # 5
+SHELF_KIND_DIVERSE_PICKS: ShelfKind.ValueType  # 6
+Global___ShelfKind: _TypeAlias = ShelfKind  # noqa: Y015
+
 @_typing.final
 class GetRecommendationsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -318,6 +375,7 @@ class SubmitFeedbackRequest(_message.Message):
     CLICKED_FIELD_NUMBER: _builtins.int
     DISMISSED_FIELD_NUMBER: _builtins.int
     RATING_FIELD_NUMBER: _builtins.int
+    FEEDBACK_ID_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     item_id: _builtins.str
     recset_id: _builtins.str
@@ -326,6 +384,10 @@ class SubmitFeedbackRequest(_message.Message):
     rating: _builtins.float
     """Set when the user rated the item: on the server's rating scale, 0.5..5 stars unless
     RECGRPC_RATING_MIN/MAX say otherwise (other values are refused).
+    """
+    feedback_id: _builtins.str
+    """Client idempotency key, like LogInteraction's event_id: feedback with a stored feedback_id
+    is not stored again (a retried call counts once). The server makes one when empty.
     """
     def __init__(
         self,
@@ -336,10 +398,11 @@ class SubmitFeedbackRequest(_message.Message):
         clicked: _builtins.bool = ...,
         dismissed: _builtins.bool = ...,
         rating: _builtins.float | None = ...,
+        feedback_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_rating", b"_rating", "rating", b"rating"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rating", b"_rating", "clicked", b"clicked", "dismissed", b"dismissed", "item_id", b"item_id", "rating", b"rating", "recset_id", b"recset_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rating", b"_rating", "clicked", b"clicked", "dismissed", b"dismissed", "feedback_id", b"feedback_id", "item_id", b"item_id", "rating", b"rating", "recset_id", b"recset_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__rating: _TypeAlias = _typing.Literal["rating"]  # noqa: Y015
     _WhichOneofArgType__rating: _TypeAlias = _typing.Literal["_rating", b"_rating"]  # noqa: Y015
@@ -453,6 +516,274 @@ class PredictChurnResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PredictChurnResponse: _TypeAlias = PredictChurnResponse  # noqa: Y015
+
+@_typing.final
+class GetSimilarItemsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    limit: _builtins.int
+    """Number of items wanted: 0 means 10; values above 100 are coerced down to 100."""
+    user_id: _builtins.str
+    """Optional: when set, the user's seen and dismissed items are left out, the list is lightly
+    re-ordered by the user's own scores, and the list is recorded as the user's impression.
+    """
+    mode: Global___SimilarityMode.ValueType
+    platform: _builtins.str
+    @_builtins.property
+    def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When set, only items in at least one of these categories are returned."""
+
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        mode: Global___SimilarityMode.ValueType = ...,
+        platform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "exclude_item_ids", b"exclude_item_ids", "item_id", b"item_id", "limit", b"limit", "mode", b"mode", "platform", b"platform", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSimilarItemsRequest: _TypeAlias = GetSimilarItemsRequest  # noqa: Y015
+
+@_typing.final
+class GetSimilarItemsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECSET_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    GENERATED_AT_FIELD_NUMBER: _builtins.int
+    recset_id: _builtins.str
+    """Identifies this served list; recorded as an impression when user_id was given."""
+    mode: Global___SimilarityMode.ValueType
+    """The mode actually used (AUTO when the one asked for had nothing for this item)."""
+    model_version: _builtins.str
+    fallback_reason: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]:
+        """reason per item: "also_liked", "similar_content" or "similar_embedding"."""
+
+    @_builtins.property
+    def generated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        recset_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___Recommendation] | None = ...,
+        mode: Global___SimilarityMode.ValueType = ...,
+        model_version: _builtins.str = ...,
+        fallback_reason: _builtins.str = ...,
+        generated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "generated_at", b"generated_at", "items", b"items", "mode", b"mode", "model_version", b"model_version", "recset_id", b"recset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSimilarItemsResponse: _TypeAlias = GetSimilarItemsResponse  # noqa: Y015
+
+@_typing.final
+class GetFrequentlyTogetherRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_IDS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """Number of items wanted: 0 means 10; values above 100 are coerced down to 100."""
+    user_id: _builtins.str
+    platform: _builtins.str
+    @_builtins.property
+    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One item, or a basket (cart) of up to 100; the answer ranks items for the whole basket."""
+
+    @_builtins.property
+    def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        limit: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        platform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "exclude_item_ids", b"exclude_item_ids", "item_ids", b"item_ids", "limit", b"limit", "platform", b"platform", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFrequentlyTogetherRequest: _TypeAlias = GetFrequentlyTogetherRequest  # noqa: Y015
+
+@_typing.final
+class GetFrequentlyTogetherResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECSET_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    GENERATED_AT_FIELD_NUMBER: _builtins.int
+    recset_id: _builtins.str
+    model_version: _builtins.str
+    fallback_reason: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]:
+        """reason per item: "frequently_together", or the fallback's reason."""
+
+    @_builtins.property
+    def generated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        recset_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___Recommendation] | None = ...,
+        model_version: _builtins.str = ...,
+        fallback_reason: _builtins.str = ...,
+        generated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "generated_at", b"generated_at", "items", b"items", "model_version", b"model_version", "recset_id", b"recset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFrequentlyTogetherResponse: _TypeAlias = GetFrequentlyTogetherResponse  # noqa: Y015
+
+@_typing.final
+class GetHomeFeedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SHELF_SIZE_FIELD_NUMBER: _builtins.int
+    SHELVES_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    shelf_size: _builtins.int
+    """Items per shelf: 0 means 10; values above 100 are coerced down to 100."""
+    platform: _builtins.str
+    @_builtins.property
+    def shelves(self) -> _containers.RepeatedScalarFieldContainer[Global___ShelfKind.ValueType]:
+        """Which shelves, in any order; empty means all of them."""
+
+    @_builtins.property
+    def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Items never to put on any shelf."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        shelf_size: _builtins.int = ...,
+        shelves: _abc.Iterable[Global___ShelfKind.ValueType] | None = ...,
+        exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        platform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_item_ids", b"exclude_item_ids", "platform", b"platform", "shelf_size", b"shelf_size", "shelves", b"shelves", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHomeFeedRequest: _TypeAlias = GetHomeFeedRequest  # noqa: Y015
+
+@_typing.final
+class Shelf(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    RECSET_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    kind: Global___ShelfKind.ValueType
+    name: _builtins.str
+    """"for_you", "because_you_liked:<item_id>", "trending", "new_arrivals",
+    "top_categories:<category>" or "diverse_picks".
+    """
+    title: _builtins.str
+    """For display, e.g. "Because you liked Blue Train"."""
+    recset_id: _builtins.str
+    fallback_reason: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___ShelfKind.ValueType = ...,
+        name: _builtins.str = ...,
+        title: _builtins.str = ...,
+        recset_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___Recommendation] | None = ...,
+        fallback_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "items", b"items", "kind", b"kind", "name", b"name", "recset_id", b"recset_id", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Shelf: _TypeAlias = Shelf  # noqa: Y015
+
+@_typing.final
+class GetHomeFeedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHELVES_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    GENERATED_AT_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    fallback_reason: _builtins.str
+    """Why shelves that were asked for are missing (a new or stale user gets no for_you)."""
+    @_builtins.property
+    def shelves(self) -> _containers.RepeatedCompositeFieldContainer[Global___Shelf]: ...
+    @_builtins.property
+    def generated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        shelves: _abc.Iterable[Global___Shelf] | None = ...,
+        model_version: _builtins.str = ...,
+        fallback_reason: _builtins.str = ...,
+        generated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "generated_at", b"generated_at", "model_version", b"model_version", "shelves", b"shelves"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHomeFeedResponse: _TypeAlias = GetHomeFeedResponse  # noqa: Y015
 
 @_typing.final
 class SearchItemsRequest(_message.Message):

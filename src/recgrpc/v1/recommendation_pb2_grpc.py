@@ -55,6 +55,21 @@ class RecommendationServiceStub:
                 request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnRequest.SerializeToString,
                 response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnResponse.FromString,
                 _registered_method=True)
+        self.GetSimilarItems = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/GetSimilarItems',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsResponse.FromString,
+                _registered_method=True)
+        self.GetFrequentlyTogether = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/GetFrequentlyTogether',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherResponse.FromString,
+                _registered_method=True)
+        self.GetHomeFeed = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/GetHomeFeed',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedResponse.FromString,
+                _registered_method=True)
         self.SearchItems = channel.unary_unary(
                 '/recgrpc.v1.RecommendationService/SearchItems',
                 request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.SearchItemsRequest.SerializeToString,
@@ -96,7 +111,8 @@ class RecommendationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitFeedback(self, request, context):
-        """Records what a user did with a served recommendation (clicked, dismissed, rated).
+        """Records what a user did with a served recommendation (clicked, dismissed, rated);
+        idempotent on feedback_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,6 +120,28 @@ class RecommendationServiceServicer:
 
     def PredictChurn(self, request, context):
         """Estimates how likely a user is to go inactive for horizon_days, with contributing factors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSimilarItems(self, request, context):
+        """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+        unknown item.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFrequentlyTogether(self, request, context):
+        """Items that go with an item or a basket: association rules within users' sessions, by lift.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHomeFeed(self, request, context):
+        """Named shelves for a user's home page; no item appears on two shelves of one response.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +199,21 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
                     servicer.PredictChurn,
                     request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnRequest.FromString,
                     response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnResponse.SerializeToString,
+            ),
+            'GetSimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSimilarItems,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsResponse.SerializeToString,
+            ),
+            'GetFrequentlyTogether': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFrequentlyTogether,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherResponse.SerializeToString,
+            ),
+            'GetHomeFeed': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHomeFeed,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedResponse.SerializeToString,
             ),
             'SearchItems': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchItems,
@@ -292,6 +345,87 @@ class RecommendationService:
             '/recgrpc.v1.RecommendationService/PredictChurn',
             recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnRequest.SerializeToString,
             recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/GetSimilarItems',
+            recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFrequentlyTogether(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/GetFrequentlyTogether',
+            recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHomeFeed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/GetHomeFeed',
+            recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,9 +38,19 @@ class RecommendationServiceStub:
     LogInteraction: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.LogInteractionRequest, _recommendation_pb2.LogInteractionResponse]
     """Stores one interaction event; idempotent on event_id."""
     SubmitFeedback: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.SubmitFeedbackRequest, _recommendation_pb2.SubmitFeedbackResponse]
-    """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
+    """Records what a user did with a served recommendation (clicked, dismissed, rated);
+    idempotent on feedback_id.
+    """
     PredictChurn: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
+    GetSimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]
+    """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+    unknown item.
+    """
+    GetFrequentlyTogether: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetFrequentlyTogetherRequest, _recommendation_pb2.GetFrequentlyTogetherResponse]
+    """Items that go with an item or a basket: association rules within users' sessions, by lift."""
+    GetHomeFeed: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetHomeFeedRequest, _recommendation_pb2.GetHomeFeedResponse]
+    """Named shelves for a user's home page; no item appears on two shelves of one response."""
     SearchItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.SearchItemsRequest, _recommendation_pb2.SearchItemsResponse]
     """-- Search and user history ------------------------------------------------------------
     Catalogue items ranked by text relevance to a query (BM25 over title, categories and tags,
@@ -63,9 +73,19 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     LogInteraction: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.LogInteractionRequest, _recommendation_pb2.LogInteractionResponse]  # type: ignore[assignment]
     """Stores one interaction event; idempotent on event_id."""
     SubmitFeedback: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.SubmitFeedbackRequest, _recommendation_pb2.SubmitFeedbackResponse]  # type: ignore[assignment]
-    """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
+    """Records what a user did with a served recommendation (clicked, dismissed, rated);
+    idempotent on feedback_id.
+    """
     PredictChurn: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]  # type: ignore[assignment]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
+    GetSimilarItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]  # type: ignore[assignment]
+    """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+    unknown item.
+    """
+    GetFrequentlyTogether: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetFrequentlyTogetherRequest, _recommendation_pb2.GetFrequentlyTogetherResponse]  # type: ignore[assignment]
+    """Items that go with an item or a basket: association rules within users' sessions, by lift."""
+    GetHomeFeed: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetHomeFeedRequest, _recommendation_pb2.GetHomeFeedResponse]  # type: ignore[assignment]
+    """Named shelves for a user's home page; no item appears on two shelves of one response."""
     SearchItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.SearchItemsRequest, _recommendation_pb2.SearchItemsResponse]  # type: ignore[assignment]
     """-- Search and user history ------------------------------------------------------------
     Catalogue items ranked by text relevance to a query (BM25 over title, categories and tags,
@@ -103,7 +123,9 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recommendation_pb2.SubmitFeedbackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommendation_pb2.SubmitFeedbackResponse, _abc.Awaitable[_recommendation_pb2.SubmitFeedbackResponse]]:
-        """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
+        """Records what a user did with a served recommendation (clicked, dismissed, rated);
+        idempotent on feedback_id.
+        """
 
     @_abc_1.abstractmethod
     def PredictChurn(
@@ -112,6 +134,32 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommendation_pb2.PredictChurnResponse, _abc.Awaitable[_recommendation_pb2.PredictChurnResponse]]:
         """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
+
+    @_abc_1.abstractmethod
+    def GetSimilarItems(
+        self,
+        request: _recommendation_pb2.GetSimilarItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetSimilarItemsResponse, _abc.Awaitable[_recommendation_pb2.GetSimilarItemsResponse]]:
+        """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+        unknown item.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFrequentlyTogether(
+        self,
+        request: _recommendation_pb2.GetFrequentlyTogetherRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetFrequentlyTogetherResponse, _abc.Awaitable[_recommendation_pb2.GetFrequentlyTogetherResponse]]:
+        """Items that go with an item or a basket: association rules within users' sessions, by lift."""
+
+    @_abc_1.abstractmethod
+    def GetHomeFeed(
+        self,
+        request: _recommendation_pb2.GetHomeFeedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetHomeFeedResponse, _abc.Awaitable[_recommendation_pb2.GetHomeFeedResponse]]:
+        """Named shelves for a user's home page; no item appears on two shelves of one response."""
 
     @_abc_1.abstractmethod
     def SearchItems(
