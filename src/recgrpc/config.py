@@ -176,8 +176,8 @@ class Settings:
     """How far back trending looks."""
     refresh_seconds: float = 15.0
     """How often a server checks for a newly activated model and refreshes trending."""
-    diversity: float = 0.2
-    """0..1: how strongly re-ranking penalises repeated categories."""
+    diversity: float = 0.0
+    """0..1: how strongly re-ranking penalises repeated categories (0: off)."""
     freshness_boost: float = 0.1
     """Score bonus for new items, decaying with the item's age."""
     freshness_half_life_days: float = 14.0
@@ -198,7 +198,7 @@ class Settings:
     )
     """Training weight per interaction type, ``RECGRPC_INTERACTION_WEIGHTS=PURCHASE=6,CLICK=2``."""
     decay_half_life_days: float = 60.0
-    """Training time decay, counted back from the newest event in the data."""
+    """Training time decay, counted back from each user's newest event."""
     loss: str = "warp"
     """LightFM loss: warp, bpr, warp-kos or logistic."""
     components: int = 64
@@ -207,6 +207,8 @@ class Settings:
     """Maximum training epochs (early stopping may end sooner)."""
     learning_rate: float = 0.05
     """LightFM learning rate."""
+    seed: int = 42
+    """Random seed of training (LightFM's initial state and sampling)."""
     top_n: int = 50
     """Stored recommendations per user after training."""
     rating_min: float = 0.5

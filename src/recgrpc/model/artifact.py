@@ -55,6 +55,10 @@ class RecommenderArrays:
     """Each user's summed training weight: how much evidence their vector rests on."""
     typical_user_norm: float
     newest_event: float
+    ease_items: Strings | None = None
+    """Item ids the EASE part of the blend covers (absent: LightFM only)."""
+    ease_weights: F32 | None = None
+    """``len(ease_items)`` square item-to-item weights of the EASE part."""
 
 
 _FLOAT32 = (
@@ -86,6 +90,9 @@ def encode(arrays: RecommenderArrays) -> bytes:
         payload[name] = np.ascontiguousarray(getattr(arrays, name), dtype=np.int32)
     for name in _STRINGS:
         payload[name] = np.asarray(getattr(arrays, name), dtype=np.str_)
+    if arrays.ease_items is not None and arrays.ease_weights is not None:
+        payload["ease_items"] = np.asarray(arrays.ease_items, dtype=np.str_)
+        payload["ease_weights"] = np.ascontiguousarray(arrays.ease_weights, dtype=np.float32)
     np.savez_compressed(buffer, **payload)
     return buffer.getvalue()
 
@@ -140,9 +147,25 @@ def decode(data: bytes) -> RecommenderArrays:
         user_train_weight=arrays["user_train_weight"].astype(np.float32, copy=False),
         typical_user_norm=float(arrays["typical_user_norm"]),
         newest_event=float(arrays["newest_event"]),
+        **_ease_arrays(arrays),
     )
     validate(result)
     return result
+
+
+def _ease_arrays(arrays: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
+    """The optional EASE part: both arrays or neither (older artifacts have none)."""
+    present = {"ease_items", "ease_weights"} & arrays.keys()
+    if not present:
+        return {}
+    if len(present) == 1:
+        raise ValueError(f"recommender artifact has {present.pop()} without its pair")
+    _require_kind("ease_items", arrays["ease_items"], "U")
+    _require_kind("ease_weights", arrays["ease_weights"], "f")
+    return {
+        "ease_items": arrays["ease_items"],
+        "ease_weights": arrays["ease_weights"].astype(np.float32, copy=False),
+    }
 
 
 def _require_kind(name: str, array: npt.NDArray[Any], kinds: str) -> None:
@@ -201,6 +224,14 @@ def validate(a: RecommenderArrays) -> None:
         raise ValueError("per-user arrays contain NaN")
     if not (np.isfinite(a.typical_user_norm) and np.isfinite(a.newest_event)):
         raise ValueError("artifact scalars are not finite")
+    if a.ease_items is not None and a.ease_weights is not None:
+        m = a.ease_items.shape[0]
+        if a.ease_items.ndim != 1 or a.ease_weights.shape != (m, m):
+            raise ValueError(f"ease_weights has shape {a.ease_weights.shape}, expected ({m}, {m})")
+        if np.unique(a.ease_items).size != m or not np.isin(a.ease_items, a.item_ids).all():
+            raise ValueError("ease_items are not unique trained item ids")
+        if not np.isfinite(a.ease_weights).all():
+            raise ValueError("ease_weights contain NaN or infinite values")
 
 
 def revision(a: RecommenderArrays) -> int:

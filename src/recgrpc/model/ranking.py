@@ -267,6 +267,8 @@ class RankingEngine:
                 # (``server.app``), since its worker threads would only spin against the RPC
                 # threads for a single matrix-vector product.
                 np.matmul(model.items_for(source), vector, out=scores)
+                if model.ease is not None and source != Algorithm.CONTENT:
+                    model.ease.blend_into(scores, context, snap.catalog.position, weights)
                 # Items this source cannot score (never trained on, no known feature).
                 scores[model.unscored_by(source)] = NEG_INF
             return self._ranked(snap, source, context, query, scores, fallback=fallback)

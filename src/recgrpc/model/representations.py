@@ -30,6 +30,7 @@ from recgrpc.domain import Algorithm
 from recgrpc.model import artifact
 from recgrpc.model.ann import ItemIndex
 from recgrpc.model.artifact import RecommenderArrays
+from recgrpc.model.ease_view import EaseView
 from recgrpc.model.features import (
     RATING_MIDPOINT,
     feature_matrix,
@@ -74,6 +75,8 @@ class ModelView:
     weight_scale: float = 1.0
     ann: ItemIndex | None = field(default=None, repr=False)
     """Approximate search over ``hybrid``, built for catalogues of ``ann_min_items`` or more."""
+    ease: EaseView | None = field(default=None, repr=False)
+    """The EASE part of the blend, when training chose one."""
     revision: int = 0
     """The artifact's revision (``artifact.revision``): a rewritten artifact is loaded again."""
 
@@ -132,6 +135,7 @@ class ModelView:
             user_feature_index={n: i for i, n in enumerate(arrays.user_feature_names.tolist())},
             weight_scale=float(arrays.params.get("weight_scale", 1.0)) or 1.0,
             ann=_ann_index(hybrid, ann_min_items),
+            ease=EaseView.build(arrays, {r[0]: n for n, r in enumerate(rows)}),
             revision=artifact.revision(arrays),
         )
 
