@@ -115,7 +115,8 @@ def test_the_asyncio_example_prints_a_personalised_list(demo_server: str) -> Non
     algorithm, recset_id, item_ids = line.split(" ", 2)
     assert algorithm == "HYBRID"
     # GetRecommendations' recset_id is its signed attribution token (recgrpc.recset).
-    assert recset_id.startswith("r1.") and len(recset_id) <= 64
+    assert recset_id.startswith("r1.")
+    assert len(recset_id) <= 64
     assert item_ids.startswith("['item-")
     assert item_ids.count("item-") == 5
 
