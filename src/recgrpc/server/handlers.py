@@ -191,6 +191,7 @@ class Handlers:
 
     def close(self) -> None:
         """Store the writes still queued; call after the server stopped taking calls."""
+        self.search.close()
         self.interactions.close()
         self.feedback.close()
         self.served_lists.close()

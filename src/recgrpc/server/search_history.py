@@ -116,7 +116,18 @@ class SearchIndexKeeper:
         self._stamp: object = None
         self._built = False
         self._building = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Start no more rebuilds and wait for one in progress (it must not outlive the
+        server: its database and its log handlers go away)."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     @property
     def index(self) -> SearchIndex:
@@ -136,12 +147,13 @@ class SearchIndexKeeper:
             self._rebuild(db, stamp)
             return
         with self._lock:
-            if self._building:
+            if self._building or self._closed:
                 return
             self._building = True
-        threading.Thread(
-            target=self._rebuild, args=(db, stamp), name="recgrpc-search-index", daemon=True
-        ).start()
+            self._thread = threading.Thread(
+                target=self._rebuild, args=(db, stamp), name="recgrpc-search-index", daemon=True
+            )
+            self._thread.start()
 
     def _rebuild(self, db: Database, stamp: object) -> None:
         try:
