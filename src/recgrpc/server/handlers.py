@@ -127,6 +127,10 @@ def build_snapshot(
     )
 
 
+ERASURE_SECONDS = 30.0
+"""DeleteUser's database budget: it decodes and rewrites every stored recommender artifact."""
+
+
 class Handlers:
     """Domain logic behind every RPC. Thread-safe; one instance per server process."""
 
@@ -331,7 +335,8 @@ class Handlers:
                 removed = queries.delete_user(session, user_id)
                 return removed, erase_from_stored_models(session, user_id)
 
-        removed, rewritten = self.guard.run(write)
+        # Rewriting the stored artifacts takes longer than a row write: a budget of its own.
+        removed, rewritten = self.guard.run(write, timeout=max(self.guard.timeout, ERASURE_SECONDS))
         with self.snapshot_lock:
             snapshot = self.engine.snapshot
             if snapshot.model is not None:
