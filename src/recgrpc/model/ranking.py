@@ -254,7 +254,9 @@ class RankingEngine:
                     if query.algorithm == Algorithm.COLLABORATIVE
                     else _requested_but(query.algorithm, "it cannot rank for this user")
                 )
-            if source == Algorithm.HYBRID and model.ann is not None:
+            # The approximate index ranks LightFM's scores alone: with an EASE part the list
+            # must come from the exact, blended scores.
+            if source == Algorithm.HYBRID and model.ann is not None and model.ease is None:
                 picked = approximate_hybrid(
                     snap.catalog, model, context, query, vector,
                     freshness=snap.freshness, config=snap.config.rerank,
