@@ -97,8 +97,8 @@ class ModelView:
         collaborative[trained, 0] = bias[trained_rows[trained]]
         collaborative[trained, 1:] = emb[trained_rows[trained]]
         # Column-major: scoring is one matrix-vector product per request, and BLAS walks a
-        # column-major matrix with long contiguous runs (single-threaded, 100k items x 65:
-        # 2.1 ms against 4.3 ms for row-major). Indexing and results are the same either way.
+        # column-major matrix with long contiguous runs (bench/recommend_latency.py). Indexing
+        # and results are the same either way.
         return cls(
             version=arrays.version,
             arrays=arrays,

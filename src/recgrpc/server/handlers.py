@@ -140,7 +140,7 @@ class Handlers:
         # Concurrent writes share transactions (group commit). SQLite has one writer at a time
         # anyway; on PostgreSQL two writers per kind overlap their commits' disk flushes while
         # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
-        writers = 1 if db.is_sqlite else 2
+        writers = db.writer_threads
         catalogued = self._catalogued_items
         # Except LogInteraction's: on PostgreSQL a batch is a single autocommit statement, so
         # a second writer only splits batches (bench/group_commit.py: less CPU per event with
