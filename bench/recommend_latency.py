@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from recgrpc import domain
 from recgrpc.config import Settings
@@ -111,32 +112,40 @@ def build_artifact_and_rows(
     return view.arrays, rows
 
 
-def grpc_latency(n_items: int, n_users: int, components: int, requests: int, limit: int) -> None:
+def seed_served_world(url: str, n_items: int, n_users: int, components: int, users: int) -> None:
+    """The catalogue and random model of ``build_engine`` stored in the (empty) database at
+    ``url``, the model active, and ``users`` users with 50 clicks each (user0, user1, ...)."""
     arrays, rows = build_artifact_and_rows(n_items, n_users, components)
-    users = 200
     rng = np.random.default_rng(2)
+    upgrade(url)
+    db = Database(url)
+    items = [domain.Item(r[0], categories=r[1], created_at=r[3]) for r in rows]
+    events = [
+        domain.Interaction(
+            f"e{u}-{k}", f"user{u}", f"item{int(i)}", domain.InteractionType.CLICK,
+            NOW - timedelta(days=40),
+        )
+        for u in range(users)
+        for k, i in enumerate(rng.integers(0, n_items, 50))
+    ]  # fmt: skip
+    with db.writer() as session:
+        bulk.upsert_items(session, items, NOW)
+        bulk.upsert_users(session, [domain.User(f"user{u}") for u in range(users)], NOW)
+        bulk.insert_interactions(session, events, NOW)
+        ms.store_model(
+            session, kind=ms.RECOMMENDER, version="bench", params={}, metrics={},
+            artifact=artifact.encode(arrays), now=NOW,
+        )  # fmt: skip
+        ms.activate_model(session, ms.RECOMMENDER, "bench", NOW)
+    db.dispose()
+
+
+def grpc_latency(n_items: int, n_users: int, components: int, requests: int, limit: int) -> None:
+    users = 200
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/latency.db"
-        upgrade(url)
+        seed_served_world(url, n_items, n_users, components, users)
         db = Database(url)
-        items = [domain.Item(r[0], categories=r[1], created_at=r[3]) for r in rows]
-        events = [
-            domain.Interaction(
-                f"e{u}-{k}", f"user{u}", f"item{int(i)}", domain.InteractionType.CLICK,
-                NOW - timedelta(days=40),
-            )
-            for u in range(users)
-            for k, i in enumerate(rng.integers(0, n_items, 50))
-        ]  # fmt: skip
-        with db.writer() as session:
-            bulk.upsert_items(session, items, NOW)
-            bulk.upsert_users(session, [domain.User(f"user{u}") for u in range(users)], NOW)
-            bulk.insert_interactions(session, events, NOW)
-            ms.store_model(
-                session, kind=ms.RECOMMENDER, version="bench", params={}, metrics={},
-                artifact=artifact.encode(arrays), now=NOW,
-            )  # fmt: skip
-            ms.activate_model(session, ms.RECOMMENDER, "bench", NOW)
         settings = Settings(database_url=url, host="127.0.0.1", port=0, metrics_port=0)
         server = create_server(settings, db=db)
         try:
@@ -198,6 +207,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--grpc", action="store_true", help="end to end through a real server")
     args = parser.parse_args()
+    # As the server does (server.app): one BLAS thread per matrix-vector product.
+    threadpool_limits(limits=1, user_api="blas")
     if args.grpc:
         print(f"{'items':>8} {'source':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for n_items in args.items:

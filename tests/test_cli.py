@@ -29,6 +29,8 @@ SUBCOMMANDS = [
     "import",
     "demo",
     "bench",
+    "search",
+    "stats",
 ]
 
 

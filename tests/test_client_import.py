@@ -34,6 +34,9 @@ BLOCKED = (
     "recgrpc.server",
     "recgrpc.model",
     "recgrpc.db",
+    # Optional: the client sends the caller's trace context when OpenTelemetry is importable
+    # (recgrpc.client._tracing); blocked here, the client must work without it.
+    "opentelemetry",
 )
 CLIENT_DISTRIBUTIONS = {"grpcio", "protobuf", "googleapis-common-protos"}
 
@@ -97,12 +100,14 @@ def test_client_imports_without_the_server_stack() -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    # grpcio itself probes for its optional health and reflection packages and does without.
-    grpc_probes = {"grpc_health", "grpc_reflection", "grpc_tools"}
+    # grpcio itself probes for its optional health and reflection packages and does without;
+    # the client probes for OpenTelemetry the same way.
+    optional = {("grpc", n) for n in ("grpc_health", "grpc_reflection", "grpc_tools")}
+    optional.add(("recgrpc.client._tracing", "opentelemetry"))
     assert [
         [name, importer]
         for name, importer in report["attempted"]
-        if not (importer == "grpc" and name in grpc_probes)
+        if (importer, name) not in optional
     ] == []
     assert "recgrpc.client" in report["loaded"]
     assert not [m for m in report["loaded"] if m.partition(".")[0] in {"numpy", "sqlalchemy"}]

@@ -50,7 +50,7 @@ TABLES = [
     m.Feedback,
     m.ChurnPrediction,
 ]
-# Random bodies per method: 7 methods x 1500 = 10,500 bodies per backend.
+# Random bodies per method: 1500 for each method of both services, per backend.
 BODIES_PER_METHOD = 1500
 IN_FLIGHT = 64
 KNOWN_ITEMS = ["known-0", "known-1", "known-2"]
@@ -65,6 +65,14 @@ WRITES = {
     "UpsertItems": {"items"},
     "UpsertUsers": {"users", "preferences"},
     "DeleteUser": {t.__tablename__ for t in TABLES},
+    # Discovery lists are impressions (recorded for a named user only).
+    "GetSimilarItems": {"impressions"},
+    "GetFrequentlyTogether": {"impressions"},
+    "GetHomeFeed": {"impressions"},
+    "SearchItems": {"users", "impressions"},
+    "GetUserStats": set(),
+    "ListInteractions": set(),
+    "ListChurnPredictions": set(),
 }
 
 
@@ -260,7 +268,7 @@ REQUESTS: dict[str, st.SearchStrategy[Any]] = {
             "event_id": (st.one_of(st.just(""), plain_text), hostile_text),
             "user_id": (good_ids, hostile_text),
             "item_id": (good_ids, hostile_text),
-            "type": (st.integers(1, 10), int32),
+            "type": (st.integers(1, 11), int32),
             "value": (st.floats(0, 10), hostile_float),
             "content_type": (plain_text, hostile_text),
             "platform": (plain_text, hostile_text),
@@ -300,6 +308,74 @@ REQUESTS: dict[str, st.SearchStrategy[Any]] = {
     ),
     "UpsertUsers": st.builds(cat_pb.UpsertUsersRequest, users=st.lists(_users(), max_size=4)),
     "DeleteUser": messages(cat_pb.DeleteUserRequest, {"user_id": (good_ids, hostile_text)}),
+    # -- discovery --
+    "GetSimilarItems": messages(
+        pb.GetSimilarItemsRequest,
+        {
+            "item_id": (good_ids, hostile_text),
+            "limit": (st.integers(0, 100), int32),
+            "user_id": (st.one_of(st.just(""), good_ids), hostile_text),
+            "exclude_item_ids": (st.lists(good_ids, max_size=3), st.lists(hostile_text)),
+            "categories": (st.lists(plain_text, max_size=2), st.lists(hostile_text)),
+            "mode": (st.integers(0, 4), int32),
+            "platform": (plain_text, hostile_text),
+        },
+    ),
+    "GetFrequentlyTogether": messages(
+        pb.GetFrequentlyTogetherRequest,
+        {
+            "item_ids": (
+                st.lists(good_ids, min_size=1, max_size=5),
+                st.one_of(st.lists(hostile_text), st.lists(good_ids, min_size=101, max_size=120)),
+            ),
+            "limit": (st.integers(0, 100), int32),
+            "user_id": (st.one_of(st.just(""), good_ids), hostile_text),
+            "exclude_item_ids": (st.lists(good_ids, max_size=3), st.lists(hostile_text)),
+            "categories": (st.lists(plain_text, max_size=2), st.lists(hostile_text)),
+            "platform": (plain_text, hostile_text),
+        },
+    ),
+    "GetHomeFeed": messages(
+        pb.GetHomeFeedRequest,
+        {
+            "user_id": (good_ids, hostile_text),
+            "shelf_size": (st.integers(0, 100), int32),
+            "shelves": (st.lists(st.integers(1, 6), max_size=6), st.lists(int32, max_size=20)),
+            "exclude_item_ids": (st.lists(good_ids, max_size=3), st.lists(hostile_text)),
+            "platform": (plain_text, hostile_text),
+        },
+    ),
+    "SearchItems": messages(
+        pb.SearchItemsRequest,
+        {
+            "query": (plain_text, hostile_text),
+            "limit": (st.integers(0, 100), int32),
+            "user_id": (st.one_of(st.just(""), good_ids), hostile_text),
+            "categories": (st.lists(plain_text, max_size=2), st.lists(hostile_text)),
+            "exclude_seen": (st.booleans(), st.booleans()),
+            "platform": (plain_text, hostile_text),
+        },
+    ),
+    "GetUserStats": messages(pb.GetUserStatsRequest, {"user_id": (good_ids, hostile_text)}),
+    "ListInteractions": messages(
+        pb.ListInteractionsRequest,
+        {
+            "user_id": (good_ids, hostile_text),
+            "page_size": (st.integers(0, 1000), int32),
+            "page_token": (st.just(""), hostile_text),
+            "since": (good_timestamps, hostile_timestamps()),
+            "last_days": (st.integers(0, 30), int32),
+            "types": (st.lists(st.integers(1, 11), max_size=3), st.lists(int32, max_size=20)),
+        },
+    ),
+    "ListChurnPredictions": messages(
+        pb.ListChurnPredictionsRequest,
+        {
+            "user_id": (good_ids, hostile_text),
+            "page_size": (st.integers(0, 1000), int32),
+            "page_token": (st.just(""), hostile_text),
+        },
+    ),
 }
 SERVICE_OF = {method.name: method.containing_service.full_name for method in METHODS}
 
@@ -331,6 +407,38 @@ def test_adversarial_field_values(
             assert code in ALLOWED, (method, request, code, future.details())
         if code != grpc.StatusCode.OK:
             assert row_counts(database) == before, f"refused {method} wrote rows"
+
+    check()
+    assert_serving(server)
+
+
+def test_every_edit_of_a_page_token_is_refused(
+    server: RunningServer, channel: grpc.Channel
+) -> None:
+    seed(channel)
+    rec, _ = stubs(channel)
+    for n in range(3):
+        rec.LogInteraction(
+            pb.LogInteractionRequest(
+                user_id=KNOWN_USER, item_id=KNOWN_ITEMS[n], type=pb.INTERACTION_TYPE_CLICK
+            ),
+            timeout=10,
+        )
+    request = pb.ListInteractionsRequest(user_id=KNOWN_USER, page_size=1)
+    token = rec.ListInteractions(request, timeout=10).next_page_token
+    assert token
+
+    @settings(max_examples=80, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    @given(at=st.integers(0, len(token) - 1), char=st.characters(codec="utf-8"))
+    def check(at: int, char: str) -> None:
+        edited = token[:at] + char + token[at + 1 :]
+        request.page_token = edited
+        future = rec.ListInteractions.future(request, timeout=10)
+        if edited == token:
+            assert future.code() == grpc.StatusCode.OK
+        else:
+            assert future.code() == grpc.StatusCode.INVALID_ARGUMENT, (edited, future.details())
 
     check()
     assert_serving(server)

@@ -368,7 +368,6 @@ def _rerank(diversity: float, boost: float, fresh: list[float]) -> list[tuple[in
     freshness = np.array(fresh, dtype=np.float32)
     result = rerank(
         scores,
-        np.ones(scores.size, dtype=np.bool_),
         3,
         categories=categories,
         fresh=freshness,

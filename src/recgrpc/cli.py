@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from recgrpc import __version__
+from recgrpc.cli_discovery import add_similar_command
 from recgrpc.cli_help import (
     HelpFormatter,
     display_url,
@@ -16,6 +17,7 @@ from recgrpc.cli_help import (
     operator_problem,
     setting_help,
 )
+from recgrpc.cli_lookup import add_lookup_commands
 from recgrpc.config import ENV_PREFIX, Settings
 from recgrpc.logs import configure_logging
 
@@ -361,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=2000, help="number of items")
     p.add_argument("--interactions", type=int, default=100_000, help="number of interactions")
     p.set_defaults(func=cmd_demo)
+
+    add_similar_command(command)
+    add_lookup_commands(command)
 
     from recgrpc.bench import add_arguments as add_bench_arguments
 

@@ -25,6 +25,7 @@ SERVER_MODULES = frozenset(
         "sqlalchemy",
         "threadpoolctl",
         "tqdm",
+        "usearch",
     }
 )
 PORT_FLAGS = {

@@ -14,6 +14,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 ENV_PREFIX = "RECGRPC_"
 DEFAULT_DATABASE_URL = "sqlite:///recgrpc.db"
@@ -39,6 +40,8 @@ DEFAULT_INTERACTION_WEIGHTS: Mapping[str, float] = types.MappingProxyType(
         "PURCHASE": 6.0,
         "RATING": 1.0,
         "DISLIKE": -4.0,
+        # A search counts for each of its best matches (model.search) like a view, at serving.
+        "SEARCH": 1.0,
     }
 )
 
@@ -98,6 +101,15 @@ class Settings:
     log_json: bool = False
     """Emit one JSON object per log line."""
 
+    otlp_endpoint: str = ""
+    """OpenTelemetry collector receiving traces over OTLP/gRPC: ``http://collector:4317``
+    (``https://`` for TLS); empty: no traces."""
+    trace_service_name: str = "recgrpc"
+    """``service.name`` of the exported spans."""
+    trace_sample_ratio: float = 1.0
+    """Share (0..1) of the traces starting here that are kept; a caller's sampled trace is
+    always continued."""
+
     tls_cert_file: str = ""
     """PEM certificate chain; with tls_key_file enables TLS."""
     tls_key_file: str = ""
@@ -125,6 +137,9 @@ class Settings:
     """Score bonus for new items, decaying with the item's age."""
     freshness_half_life_days: float = 14.0
     """Age at which the freshness bonus halves."""
+    ann_min_items: int = 200_000
+    """Catalogues this large are ranked from an approximate nearest-neighbour index (built at
+    model load; filters stay exact); 0 never uses one."""
 
     interaction_weights: Mapping[str, float] = field(
         default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS
@@ -153,6 +168,25 @@ class Settings:
     """Risk at or above this is MEDIUM."""
     churn_high_threshold: float = 0.65
     """Risk at or above this is HIGH."""
+    neighbours_k: int = 100
+    """Neighbours kept per item by training's item-to-item tables (behaviour, together)."""
+    neighbour_measure: str = "asymmetric"
+    """How co-occurrence is normalised: asymmetric (cosine leaning to confidence), cosine,
+    jaccard or lift (bench/similar_quality.py compares them)."""
+    together_window_minutes: float = 60.0
+    """Events of a user this close together form one session for frequently-together."""
+    together_min_support: int = 2
+    """Sessions a pair must share to become a frequently-together rule."""
+    stale_after_days: float = 30.0
+    """A user with no activity for this long gets no for_you shelf in the home feed."""
+
+    search_synonyms_file: str = ""
+    """SearchItems' synonyms: one group per line, ``earbuds, earphones, in-ear headphones``."""
+    search_personal_weight: float = 0.3
+    """0..1: how much a user's model scores re-rank SearchItems' matches (0: text only)."""
+    page_token_secret: str = ""
+    """Key signing ListInteractions' page tokens; empty: derived from database_url (set one
+    shared secret when replicas should honour each other's tokens without knowing the URL)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -190,12 +224,29 @@ class Settings:
             raise ValueError("need 1 <= default_limit <= max_limit")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.ann_min_items < 0:
+            raise ValueError("ann_min_items (RECGRPC_ANN_MIN_ITEMS) must not be negative")
         if self.workers < 1 or self.max_workers < 1:
             raise ValueError("workers and max_workers must be at least 1")
+        if self.neighbours_k < 1 or self.together_min_support < 1:
+            raise ValueError("neighbours_k and together_min_support must be at least 1")
+        if self.neighbour_measure not in {"asymmetric", "cosine", "jaccard", "lift"}:
+            raise ValueError("neighbour_measure must be asymmetric, cosine, jaccard or lift")
+        if not (self.together_window_minutes > 0 and self.stale_after_days > 0):
+            raise ValueError("together_window_minutes and stale_after_days must be positive")
+        endpoint = urlparse(self.otlp_endpoint)
+        if self.otlp_endpoint and (endpoint.scheme not in ("http", "https") or not endpoint.netloc):
+            raise ValueError(
+                "otlp_endpoint (RECGRPC_OTLP_ENDPOINT) must be http://HOST:PORT or https://HOST:PORT"
+            )
+        if not 0.0 <= self.trace_sample_ratio <= 1.0:
+            raise ValueError("trace_sample_ratio (RECGRPC_TRACE_SAMPLE_RATIO) must be within 0..1")
         if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)) or not (
             0 <= self.rating_min < self.rating_max
         ):
             raise ValueError("need 0 <= rating_min < rating_max (RECGRPC_RATING_MIN/MAX)")
+        if not 0 <= self.search_personal_weight <= 1:
+            raise ValueError("search_personal_weight must be within 0..1")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -29,6 +29,8 @@ class InteractionType(enum.StrEnum):
     RATING = "RATING"
     BOOKMARK = "BOOKMARK"
     DISLIKE = "DISLIKE"
+    SEARCH = "SEARCH"
+    """A query the user searched for (``metadata["query"]``); no item."""
 
     @classmethod
     def parse(cls, name: str) -> InteractionType:

@@ -33,6 +33,8 @@ MIN_UNIX_SECONDS = -62_135_596_800
 """``MIN_TIME`` in Unix seconds (also protobuf's smallest valid Timestamp)."""
 MAX_VALUE = 1e9
 MAX_PREFERENCE_SCORE = 1e6
+MAX_QUERY_LENGTH = 255
+"""Characters in a search query once trimmed (SearchItems, SEARCH events)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,18 @@ def interaction_value_problem(
     if kind is domain.InteractionType.RATING:
         return ratings.problem(value)
     return number_problem(value, -MAX_VALUE, MAX_VALUE)
+
+
+def search_query_problem(query: str) -> str | None:
+    """A search query: 1-255 printable characters once trimmed."""
+    text = query.strip()
+    if not text:
+        return "is required (a search query of 1-255 characters)"
+    if len(text) > MAX_QUERY_LENGTH:
+        return f"must be at most {MAX_QUERY_LENGTH} characters"
+    if not text.isprintable():
+        return "must contain only printable characters"
+    return None
 
 
 def time_problem(when: datetime, now: datetime) -> str | None:

@@ -59,7 +59,14 @@ RPC_PATHS = {
     "LogInteraction": "/recgrpc.v1.RecommendationService/LogInteraction",
     "SubmitFeedback": "/recgrpc.v1.RecommendationService/SubmitFeedback",
     "PredictChurn": "/recgrpc.v1.RecommendationService/PredictChurn",
+    "SearchItems": "/recgrpc.v1.RecommendationService/SearchItems",
+    "GetUserStats": "/recgrpc.v1.RecommendationService/GetUserStats",
+    "ListInteractions": "/recgrpc.v1.RecommendationService/ListInteractions",
+    "ListChurnPredictions": "/recgrpc.v1.RecommendationService/ListChurnPredictions",
 }
+# SearchItems' queries: words of the demo's titles and categories, one to three at a time,
+# half of them for a user (re-ranked and recorded), and a few that match nothing.
+SEARCH_WORDS = ["jazz", "guide", "live", "rock", "classical", "documentary", "hiking", "quiet"]
 CATEGORIES = [f"category-{i:02d}" for i in range(24)]
 TAGS = [f"tag-{i:03d}" for i in range(80)]
 EVENT_TYPES = ["VIEW"] * 12 + ["CLICK"] * 5 + ["LIKE", "ADD_TO_CART", "PURCHASE", "SHARE"]
@@ -190,6 +197,19 @@ def request_maker(
             )
         elif rpc == "PredictChurn":
             pool.append(pb.PredictChurnRequest(user_id=uid).SerializeToString())
+        elif rpc == "SearchItems":
+            words = rng.sample(SEARCH_WORDS, rng.randint(1, 3)) if rng.random() > 0.05 else ["zq"]
+            pool.append(
+                pb.SearchItemsRequest(
+                    query=" ".join(words), limit=10, user_id=uid if rng.random() < 0.5 else ""
+                ).SerializeToString()
+            )
+        elif rpc == "GetUserStats":
+            pool.append(pb.GetUserStatsRequest(user_id=uid).SerializeToString())
+        elif rpc == "ListInteractions":
+            pool.append(pb.ListInteractionsRequest(user_id=uid, page_size=50).SerializeToString())
+        elif rpc == "ListChurnPredictions":
+            pool.append(pb.ListChurnPredictionsRequest(user_id=uid).SerializeToString())
         else:
             raise ValueError(f"unknown RPC {rpc!r}")
     return lambda: rng.choice(pool)

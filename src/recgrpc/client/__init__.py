@@ -19,6 +19,14 @@ from recgrpc.client._channel import (
     channel_options,
     service_config,
 )
+from recgrpc.client._discovery_types import (
+    FrequentlyTogether,
+    HomeFeed,
+    Shelf,
+    ShelfKind,
+    SimilarItems,
+    SimilarityMode,
+)
 from recgrpc.client._errors import (
     CallCancelledError,
     ClientArgumentError,
@@ -36,6 +44,15 @@ from recgrpc.client._errors import (
     UnimplementedError,
     UnknownError,
     from_rpc_error,
+)
+from recgrpc.client._history import (
+    ChurnPredictionPage,
+    InteractionPage,
+    InteractionRecord,
+    SearchHit,
+    SearchResults,
+    StoredChurnPrediction,
+    UserStats,
 )
 from recgrpc.client._sync import RecommendationClient
 from recgrpc.client._types import (
@@ -59,11 +76,16 @@ __all__ = [
     "CallCancelledError",
     "ChurnFactor",
     "ChurnPrediction",
+    "ChurnPredictionPage",
     "ClientArgumentError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "FieldViolation",
+    "FrequentlyTogether",
+    "HomeFeed",
     "InteractionLogged",
+    "InteractionPage",
+    "InteractionRecord",
     "InteractionType",
     "InternalError",
     "InvalidArgumentError",
@@ -77,11 +99,19 @@ __all__ = [
     "RecommendedItem",
     "ResourceExhaustedError",
     "RiskLevel",
+    "SearchHit",
+    "SearchResults",
+    "Shelf",
+    "ShelfKind",
+    "SimilarItems",
+    "SimilarityMode",
+    "StoredChurnPrediction",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
     "User",
+    "UserStats",
     "channel_options",
     "from_rpc_error",
     "service_config",

@@ -21,11 +21,13 @@ from recgrpc.client._channel import (
     encode_health_request,
     plan_client,
 )
+from recgrpc.client._discovery_calls import AsyncDiscoveryCalls
 from recgrpc.client._errors import (
     DeadlineExceededError,
     UnavailableError,
     translated_errors,
 )
+from recgrpc.client._history import AsyncHistoryCalls
 from recgrpc.client._types import (
     Algorithm,
     ChurnPrediction,
@@ -45,7 +47,7 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-class AsyncRecommendationClient:
+class AsyncRecommendationClient(AsyncDiscoveryCalls, AsyncHistoryCalls):
     """An asyncio client for both recgrpc services (recommendations and catalogue).
 
     Either give a ``target`` (``"localhost:50051"``) and the client opens and owns a

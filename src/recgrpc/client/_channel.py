@@ -17,6 +17,7 @@ import grpc
 
 from recgrpc import __version__
 from recgrpc.client._errors import ClientArgumentError, InternalError
+from recgrpc.client._tracing import trace_headers
 from recgrpc.v1 import catalog_pb2, recommendation_pb2
 
 DEFAULT_TIMEOUT = 5.0
@@ -101,7 +102,8 @@ class CallDefaults:
         return chosen
 
     def metadata_for(self, metadata: Metadata | None) -> tuple[tuple[str, str], ...]:
-        return self.metadata + _pairs(metadata)
+        """The client's headers, the call's, then the caller's trace context (if any)."""
+        return self.metadata + _pairs(metadata) + trace_headers()
 
 
 def _positive_seconds(value: object) -> bool:

@@ -20,11 +20,13 @@ from recgrpc.client._channel import (
     encode_health_request,
     plan_client,
 )
+from recgrpc.client._discovery_calls import DiscoveryCalls
 from recgrpc.client._errors import (
     DeadlineExceededError,
     UnavailableError,
     translated_errors,
 )
+from recgrpc.client._history import SyncHistoryCalls
 from recgrpc.client._types import (
     Algorithm,
     ChurnPrediction,
@@ -44,7 +46,7 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-class RecommendationClient:
+class RecommendationClient(DiscoveryCalls, SyncHistoryCalls):
     """A blocking client for both recgrpc services (recommendations and catalogue).
 
     Either give a ``target`` (``"localhost:50051"``) and the client opens and owns a channel with

@@ -48,6 +48,7 @@ class InteractionType(enum.StrEnum):
     RATING = "RATING"
     BOOKMARK = "BOOKMARK"
     DISLIKE = "DISLIKE"
+    SEARCH = "SEARCH"
 
     @classmethod
     def _missing_(cls, value: object) -> InteractionType | None:

@@ -194,6 +194,19 @@ class ModelArtifact(Base):
     activated_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class ItemNeighbours(Base):
+    """The item-neighbour artifact (npz) built by a training run, keyed by its recommender's
+    version: the active recommender names the neighbour table served with it."""
+
+    __tablename__ = "item_neighbours"
+
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    artifact: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 USER_TABLES = (
     Preference,
     Interaction,

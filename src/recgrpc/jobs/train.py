@@ -18,12 +18,12 @@ from datetime import datetime
 from tqdm import tqdm
 
 from recgrpc.config import Settings
-from recgrpc.db import Database
+from recgrpc.db import Database, discovery, neighbour_store
 from recgrpc.db import model_store as ms
 from recgrpc.db import training_data as td
 from recgrpc.domain import utcnow
 from recgrpc.jobs.top_n import write_top_n
-from recgrpc.model import artifact
+from recgrpc.model import artifact, neighbour_artifact
 from recgrpc.model.evaluation import (
     Metrics,
     constant_scores,
@@ -69,7 +69,7 @@ class TrainingReport:
     seconds: float
     lists_written: int
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per phase: read, features, fit, stopping, evaluation, store, top_n."""
+    """Seconds per phase: read, features, fit, stopping, neighbours, evaluation, store, top_n."""
 
 
 def train(
@@ -96,6 +96,7 @@ def train(
     clock = _PhaseClock(timings)
     with db.reader() as session:
         rows = td.load_training_rows(session)
+        titles = discovery.active_titles(session)
         active = ms.active_model(session, ms.RECOMMENDER)
     clock.lap("read")
     data = build_interaction_data(rows, settings)
@@ -120,6 +121,19 @@ def train(
     )
     version = arrays.version
     blob = artifact.encode(arrays)
+    positives, events, texts = neighbour_artifact.training_inputs(
+        data, rows, titles, settings.interaction_weights
+    )
+    neighbours = neighbour_artifact.build_neighbours(
+        version,
+        item_ids=data.item_ids,
+        positives=positives,
+        events=events,
+        texts=texts,
+        params=neighbour_artifact.NeighbourParams.from_settings(settings),
+    )
+    neighbour_blob = neighbour_artifact.encode(neighbours)
+    clock.lap("neighbours")
 
     # Both models are scored through the serving path on the same users and exclusions.
     final_users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
@@ -158,6 +172,14 @@ def train(
             params=arrays.params,
             metrics=metrics,
             artifact=blob,
+            now=now,
+        )
+        neighbour_store.store_neighbours(
+            session,
+            recommender_version=version,
+            params=neighbours.params,
+            metrics=neighbour_artifact.summary(neighbours),
+            artifact=neighbour_blob,
             now=now,
         )
         if promoted:

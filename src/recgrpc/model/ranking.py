@@ -5,12 +5,17 @@ ranks items nobody touched), POPULAR (trending). AUTO picks trending for a user 
 CONTENT for a user with preferences only and HYBRID otherwise. When a requested personalised
 source is impossible for this user, the next meaningful one is used and ``fallback_reason``
 says why. Scoring is one matrix-vector product over precomputed float32 item representations,
-then argpartition, then re-ranking of a small pool (model.rerank).
+written into a reused per-thread buffer (or, for large catalogues, re-scoring of an
+approximate index's candidates: model.approximate), masked in place with -inf, then a thresholded
+argpartition and re-ranking of a small pool (model.rerank).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+import threading
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -20,15 +25,20 @@ import numpy.typing as npt
 from recgrpc import domain
 from recgrpc.config import DEFAULT_INTERACTION_WEIGHTS, Settings
 from recgrpc.domain import Algorithm
+from recgrpc.model.approximate import approximate_hybrid
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.representations import ModelView
 from recgrpc.model.rerank import (
     FRESH_REASON,
     FRESH_SIGNIFICANT,
     RerankConfig,
+    Reranked,
     freshness,
     rerank,
 )
+
+NEG_INF = np.float32(-np.inf)
+
 
 TRENDING_REASON = "trending"
 NO_MODEL = "no trained model is active"
@@ -122,20 +132,6 @@ class ServingSnapshot:
         return "" if self.model is None else self.model.version
 
 
-def top_k(
-    scores: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_], k: int
-) -> npt.NDArray[np.int64]:
-    """Indices of the ``k`` best allowed scores, best first (argpartition, then a small sort)."""
-    candidates = np.flatnonzero(allowed)
-    if candidates.size == 0 or k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if candidates.size > k:
-        part = np.argpartition(-scores[candidates], k - 1)[:k]
-        candidates = candidates[part]
-    order = np.argsort(-scores[candidates], kind="stable")
-    return candidates[order].astype(np.int64)
-
-
 def allowed_mask(
     catalog: CatalogIndex, context: domain.UserContext, query: domain.RecommendationQuery
 ) -> npt.NDArray[np.bool_]:
@@ -148,6 +144,21 @@ def allowed_mask(
         if blocked:
             allowed[catalog.indices(blocked)] = False
     return allowed
+
+
+def mask_blocked(
+    scores: npt.NDArray[np.float32],
+    catalog: CatalogIndex,
+    context: domain.UserContext,
+    query: domain.RecommendationQuery,
+) -> None:
+    """Set ``-inf`` in place wherever ``allowed_mask`` is False (what ranking reads)."""
+    if query.categories:
+        np.copyto(scores, NEG_INF, where=~catalog.category_mask(query.categories))
+    blocked = itertools.chain(
+        context.seen_item_ids, context.dismissed_item_ids, query.exclude_item_ids
+    )
+    scores[catalog.indices(blocked)] = NEG_INF
 
 
 def _candidate_sources(
@@ -167,11 +178,23 @@ def _candidate_sources(
     return (requested,)
 
 
+StepSpan = Callable[[str, Mapping[str, str]], AbstractContextManager[object]]
+"""Opens a span around one step of a ranking: its name (``recgrpc.score``, ``recgrpc.rerank``)
+and attributes. The server passes ``recgrpc.tracing.span``; this package never traces itself."""
+_UNTRACED = nullcontext()
+
+
+def untraced(name: str, attributes: Mapping[str, str]) -> AbstractContextManager[object]:
+    return _UNTRACED
+
+
 class RankingEngine:
     """Serves lists from the current snapshot. Thread-safe: readers take one reference."""
 
-    def __init__(self, snapshot: ServingSnapshot) -> None:
+    def __init__(self, snapshot: ServingSnapshot, span: StepSpan = untraced) -> None:
         self._snapshot = snapshot
+        self._span = span
+        self._local = threading.local()
 
     @property
     def snapshot(self) -> ServingSnapshot:
@@ -198,28 +221,24 @@ class RankingEngine:
         reason = f"{ranking.fallback_reason}; {why_empty}" if ranking.fallback_reason else why_empty
         return replace(ranking, fallback_reason=reason)
 
+    def _scores_buffer(self, n: int) -> npt.NDArray[np.float32]:
+        """This thread's reusable score vector: scoring writes into it, masking sets -inf."""
+        buffer: npt.NDArray[np.float32] | None = getattr(self._local, "scores", None)
+        if buffer is None or buffer.size != n:
+            buffer = np.empty(n, dtype=np.float32)
+            self._local.scores = buffer
+        return buffer
+
     def _recommend(
         self,
         snap: ServingSnapshot,
         context: domain.UserContext,
         query: domain.RecommendationQuery,
     ) -> domain.RecommendationList:
-        allowed = allowed_mask(snap.catalog, context, query)
         model = snap.model
-        if query.algorithm == Algorithm.POPULAR:
-            return self._ranked(
-                snap,
-                Algorithm.POPULAR,
-                scores=snap.trending,
-                allowed=allowed,
-                limit=query.limit,
-                fallback="",
-            )
-        if model is None:
-            return self._ranked(
-                snap, Algorithm.POPULAR, scores=snap.trending, allowed=allowed,
-                limit=query.limit, fallback=NO_MODEL,
-            )  # fmt: skip
+        if query.algorithm == Algorithm.POPULAR or model is None:
+            fallback = "" if model is not None else NO_MODEL
+            return self._trending(snap, context, query, fallback)
         has_behaviour = model.model_row(context) is not None or bool(context.recent)
         has_profile = bool(context.preferences or context.attributes)
         sources = _candidate_sources(query.algorithm, has_behaviour, has_profile)
@@ -228,17 +247,6 @@ class RankingEngine:
             vector = model.user_vector(source, context, snap.catalog.position, weights)
             if vector is None:
                 continue
-            items = model.items_for(source)
-            # BLAS sgemv; the server pins BLAS to one thread (``server.app``), since its worker
-            # threads would only spin against the RPC threads for a single matrix-vector product.
-            scores: npt.NDArray[np.float32] = items @ vector
-            usable = allowed
-            if source == Algorithm.COLLABORATIVE:
-                usable = allowed & model.trained
-            elif source == Algorithm.CONTENT:
-                usable = allowed & model.has_content
-            else:  # an item neither trained on nor described by known features has no score
-                usable = allowed & (model.trained | model.has_content)
             fallback = ""
             if n > 0 and query.algorithm != Algorithm.AUTO:  # AUTO's second pick is no fallback
                 fallback = (
@@ -246,50 +254,78 @@ class RankingEngine:
                     if query.algorithm == Algorithm.COLLABORATIVE
                     else _requested_but(query.algorithm, "it cannot rank for this user")
                 )
-            return self._ranked(
-                snap, source, scores=scores, allowed=usable, limit=query.limit, fallback=fallback
-            )
+            if source == Algorithm.HYBRID and model.ann is not None:
+                picked = approximate_hybrid(
+                    snap.catalog, model, context, query, vector,
+                    freshness=snap.freshness, config=snap.config.rerank,
+                )  # fmt: skip
+                if picked is not None:
+                    return _listed(snap, source, picked, fallback)
+            scores = self._scores_buffer(len(snap.catalog))
+            with self._span("recgrpc.score", {"recgrpc.algorithm": source.value}):
+                # BLAS sgemv into the reused buffer; the server pins BLAS to one thread
+                # (``server.app``), since its worker threads would only spin against the RPC
+                # threads for a single matrix-vector product.
+                np.matmul(model.items_for(source), vector, out=scores)
+                # Items this source cannot score (never trained on, no known feature).
+                scores[model.unscored_by(source)] = NEG_INF
+            return self._ranked(snap, source, context, query, scores, fallback=fallback)
         why = _why_not_personalised(context, snap.catalog.position)
         if query.algorithm != Algorithm.AUTO:
             why = _requested_but(query.algorithm, why)
-        return self._ranked(
-            snap, Algorithm.POPULAR, scores=snap.trending, allowed=allowed, limit=query.limit,
-            fallback=why,
-        )  # fmt: skip
+        return self._trending(snap, context, query, why)
 
-    @staticmethod
-    def _ranked(
+    def _trending(
+        self,
         snap: ServingSnapshot,
-        source: Algorithm,
-        *,
-        scores: npt.NDArray[np.float32],
-        allowed: npt.NDArray[np.bool_],
-        limit: int,
+        context: domain.UserContext,
+        query: domain.RecommendationQuery,
         fallback: str,
     ) -> domain.RecommendationList:
-        result = rerank(
-            scores,
-            allowed,
-            limit,
-            categories=snap.catalog.categories,
-            fresh=snap.freshness,
-            fresh_items=snap.fresh_items,
-            config=snap.config.rerank,
-        )
-        reason = SOURCE_REASON[source]
-        ids = snap.catalog.item_ids
-        items = [
-            domain.ScoredItem(ids[i], s, FRESH_REASON if fresh else reason)
-            for i, s, fresh in zip(
-                result.indices.tolist(), result.scores.tolist(), result.fresh.tolist(), strict=True
+        scores = self._scores_buffer(len(snap.catalog))
+        np.copyto(scores, snap.trending)
+        return self._ranked(snap, Algorithm.POPULAR, context, query, scores, fallback=fallback)
+
+    def _ranked(
+        self,
+        snap: ServingSnapshot,
+        source: Algorithm,
+        context: domain.UserContext,
+        query: domain.RecommendationQuery,
+        scores: npt.NDArray[np.float32],
+        *,
+        fallback: str,
+    ) -> domain.RecommendationList:
+        mask_blocked(scores, snap.catalog, context, query)
+        with self._span("recgrpc.rerank", {"recgrpc.algorithm": source.value}):
+            result = rerank(
+                scores,
+                query.limit,
+                categories=snap.catalog.categories,
+                fresh=snap.freshness,
+                fresh_items=snap.fresh_items,
+                config=snap.config.rerank,
             )
-        ]
-        return domain.RecommendationList(
-            items=items,
-            algorithm=source,
-            model_version="" if source == Algorithm.POPULAR else snap.model_version,
-            fallback_reason=fallback,
+        return _listed(snap, source, result, fallback)
+
+
+def _listed(
+    snap: ServingSnapshot, source: Algorithm, result: Reranked, fallback: str
+) -> domain.RecommendationList:
+    reason = SOURCE_REASON[source]
+    ids = snap.catalog.item_ids
+    items = [
+        domain.ScoredItem(ids[i], s, FRESH_REASON if fresh else reason)
+        for i, s, fresh in zip(
+            result.indices.tolist(), result.scores.tolist(), result.fresh.tolist(), strict=True
         )
+    ]
+    return domain.RecommendationList(
+        items=items,
+        algorithm=source,
+        model_version="" if source == Algorithm.POPULAR else snap.model_version,
+        fallback_reason=fallback,
+    )
 
 
 def _requested_but(algorithm: Algorithm, why: str) -> str:

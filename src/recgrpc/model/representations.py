@@ -16,6 +16,7 @@ is relative to what the model saw.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from scipy import sparse
 from recgrpc import domain
 from recgrpc.domain import Algorithm
 from recgrpc.model import artifact
+from recgrpc.model.ann import ItemIndex
 from recgrpc.model.artifact import RecommenderArrays
 from recgrpc.model.features import (
     RATING_MIDPOINT,
@@ -63,13 +65,22 @@ class ModelView:
     """True for catalogue items the model was trained on (collaborative needs that)."""
     has_content: npt.NDArray[np.bool_] = field(repr=False)
     """True for items with at least one feature the model knows."""
+    scorable: npt.NDArray[np.bool_] = field(repr=False)
+    """True for items HYBRID can score (trained on, or with a known feature)."""
+    unscored: Mapping[Algorithm, npt.NDArray[np.int64]] = field(repr=False)
+    """Per source, the catalogue positions it cannot score (masked out before ranking)."""
     user_index: dict[str, int] = field(repr=False)
     user_feature_index: dict[str, int] = field(repr=False)
     weight_scale: float = 1.0
+    ann: ItemIndex | None = field(default=None, repr=False)
+    """Approximate search over ``hybrid``, built for catalogues of ``ann_min_items`` or more."""
 
     @classmethod
-    def build(cls, arrays: RecommenderArrays, rows: CatalogRows) -> ModelView:
-        """Precompute item representations for ``rows`` (the serving catalogue order)."""
+    def build(
+        cls, arrays: RecommenderArrays, rows: CatalogRows, *, ann_min_items: int = 0
+    ) -> ModelView:
+        """Precompute item representations for ``rows`` (the serving catalogue order), and the
+        approximate index when there are at least ``ann_min_items`` (0: never)."""
         n_model_items = arrays.item_ids.shape[0]
         emb, bias = arrays.item_feature_embeddings, arrays.item_feature_biases
         model_pos = {iid: i for i, iid in enumerate(arrays.item_ids.tolist())}
@@ -108,9 +119,17 @@ class ModelView:
             content=np.asfortranarray(content),
             trained=trained,
             has_content=has_content,
+            scorable=trained | has_content,
+            unscored={
+                Algorithm.COLLABORATIVE: np.flatnonzero(~trained),
+                Algorithm.CONTENT: np.flatnonzero(~has_content),
+                # An item neither trained on nor described by known features has no score.
+                Algorithm.HYBRID: np.flatnonzero(~(trained | has_content)),
+            },
             user_index={u: i for i, u in enumerate(arrays.user_ids.tolist())},
             user_feature_index={n: i for i, n in enumerate(arrays.user_feature_names.tolist())},
             weight_scale=float(arrays.params.get("weight_scale", 1.0)) or 1.0,
+            ann=_ann_index(hybrid, ann_min_items),
         )
 
     def items_for(self, algorithm: Algorithm) -> F32:
@@ -119,6 +138,9 @@ class ModelView:
         if algorithm == Algorithm.CONTENT:
             return self.content
         return self.hybrid
+
+    def unscored_by(self, algorithm: Algorithm) -> npt.NDArray[np.int64]:
+        return self.unscored[Algorithm.HYBRID if algorithm == Algorithm.AUTO else algorithm]
 
     # -- users ----------------------------------------------------------------------------
 
@@ -257,6 +279,18 @@ class ModelView:
         return np.concatenate([np.ones(1, dtype=np.float32), user.astype(np.float32)])
 
 
+def _ann_index(items: F32, min_items: int) -> ItemIndex | None:
+    if min_items <= 0 or items.shape[0] < min_items:
+        return None
+    started = time.perf_counter()
+    index = ItemIndex(items)
+    log.info(
+        "approximate index over %d items built in %.1f s (%.0f MB)",
+        items.shape[0], time.perf_counter() - started, index.memory_bytes / 2**20,
+    )  # fmt: skip
+    return index
+
+
 def _with_bias(bias: npt.ArrayLike, emb: npt.ArrayLike) -> F32:
     b = np.asarray(bias, dtype=np.float32).reshape(-1, 1)
     e = np.asarray(emb, dtype=np.float32)
@@ -269,6 +303,8 @@ def refresh_view(
     version: str | None,
     artifact_bytes: bytes | None,
     rows: CatalogRows | None,
+    *,
+    ann_min_items: int = 0,
 ) -> tuple[ModelView | None, str]:
     """The model view for a new snapshot, and the version to not retry.
 
@@ -282,11 +318,14 @@ def refresh_view(
     if artifact_bytes is not None:
         assert rows is not None, "a newly loaded model must be aligned with the catalogue"
         try:
-            return ModelView.build(artifact.decode(artifact_bytes), rows), ""
+            view = ModelView.build(
+                artifact.decode(artifact_bytes), rows, ann_min_items=ann_min_items
+            )
+            return view, ""
         except ValueError:
             log.exception("model %s cannot be loaded; keeping the previous one", version)
-            return _realigned(previous, rows), version
-    return _realigned(previous, rows), rejected
+            return _realigned(previous, rows, ann_min_items), version
+    return _realigned(previous, rows, ann_min_items), rejected
 
 
 def needs_load(previous: ModelView | None, rejected: str, version: str | None) -> bool:
@@ -296,7 +335,9 @@ def needs_load(previous: ModelView | None, rejected: str, version: str | None) -
     return previous is None or previous.version != version
 
 
-def _realigned(view: ModelView | None, rows: CatalogRows | None) -> ModelView | None:
+def _realigned(
+    view: ModelView | None, rows: CatalogRows | None, ann_min_items: int
+) -> ModelView | None:
     if view is None or rows is None or view.key == catalog_key(rows):
         return view
-    return ModelView.build(view.arrays, rows)
+    return ModelView.build(view.arrays, rows, ann_min_items=ann_min_items)

@@ -9,8 +9,8 @@ category (averaged over the item's categories).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import heapq
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,64 +48,106 @@ def freshness(
     return np.exp2(-age / (half_life_days * 86400.0)).astype(np.float32)
 
 
-def _top(
-    scores: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_], k: int
-) -> npt.NDArray[np.int64]:
-    """The ``k`` best allowed positions, best first (``k`` must not exceed the allowed count)."""
-    masked = np.where(allowed, scores, -np.inf)
-    if k < masked.size:
-        top = np.argpartition(masked, masked.size - k)[masked.size - k :]
+SAMPLE_STEP = 8
+"""Every this many scores feed the threshold estimate in ``top_allowed``."""
+
+
+def top_allowed(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+    """The ``k`` best finite positions of ``scores``, best first; ``-inf`` marks what may not
+    be shown (fewer than ``k`` when fewer are finite).
+
+    A full argpartition over the catalogue costs more than the scoring itself, so a threshold
+    is first taken from a strided sample (its 3k/step-th best, which about 3k scores clear) and
+    only the scores above it are partitioned. Exact: when at least ``k`` scores clear the
+    threshold, every one of the ``k`` best does; otherwise all finite scores are candidates.
+    """
+    n = scores.size
+    if k <= 0 or n == 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates: npt.NDArray[np.intp] | None = None
+    if n > 16 * SAMPLE_STEP * k:
+        sample = scores[::SAMPLE_STEP]
+        m = min(sample.size, 3 * k // SAMPLE_STEP + 1)
+        threshold = np.partition(sample, sample.size - m)[sample.size - m]
+        if threshold > -np.inf:
+            candidates = np.flatnonzero(scores >= threshold)
+            if candidates.size < k:
+                candidates = None
+    if candidates is None:
+        candidates = np.flatnonzero(scores > -np.inf)
+    if candidates.size > k:
+        part = np.argpartition(scores[candidates], candidates.size - k)[candidates.size - k :]
+        candidates = candidates[part]
+    return candidates[np.argsort(-scores[candidates], kind="stable")].astype(np.int64)
+
+
+def _best_first(values: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
+    """Positions of the ``k`` largest ``values``, best first, equal values in position order
+    (as a stable sort of all of them would give, without sorting all of them)."""
+    if values.size > k:
+        part = np.argpartition(values, values.size - k)[values.size - k :]
+        part.sort()
     else:
-        top = np.arange(masked.size)
-    top = top[allowed[top]]
-    return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
+        part = np.arange(values.size)
+    return part[np.argsort(-values[part], kind="stable")]
 
 
 def rerank(
     scores: npt.NDArray[np.float32],
-    allowed: npt.NDArray[np.bool_],
     limit: int,
     *,
-    categories: Sequence[Sequence[str]],
+    categories: Sequence[Sequence[Hashable]],
     fresh: npt.NDArray[np.float32] | None,
     fresh_items: npt.NDArray[np.int64] | None,
     config: RerankConfig,
 ) -> Reranked:
-    """The ``limit`` best allowed items after freshness boost and diversity penalty.
+    """The ``limit`` best items after freshness boost and diversity penalty.
 
-    ``categories`` holds each item's distinct categories (as ``CatalogIndex`` keeps them).
-    ``fresh`` is per-item freshness (0..1) and ``fresh_items`` the positions where it is
-    significant, both precomputed with the snapshot so a request touches only the pool.
+    ``scores`` holds ``-inf`` for every item that may not be shown (the caller masks in place,
+    so no boolean mask is built per request). ``categories`` holds each item's distinct
+    categories (as ``CatalogIndex`` keeps them). ``fresh`` is per-item freshness (0..1) and
+    ``fresh_items`` the positions where it is significant, both precomputed with the snapshot
+    so a request touches only the pool.
     """
-    n_allowed = int(np.count_nonzero(allowed))
     empty = Reranked(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.bool_))
-    if n_allowed == 0 or limit <= 0:
+    if limit <= 0:
         return empty
     pool_size = max(MIN_POOL, POOL_FACTOR * limit)
-    pool = _top(scores, allowed, min(pool_size, n_allowed))
-    raw_top = set(pool[:limit].tolist())
+    pool = top_allowed(scores, pool_size)
+    if pool.size == 0:
+        return empty
     lo, hi = float(scores[pool[-1]]), float(scores[pool[0]])
     span = hi - lo if hi > lo else 1.0
 
-    pool_scores = scores[pool].astype(np.float32)
+    pool_scores = scores[pool]
     bonus_unit = config.freshness_boost * span
+    is_fresh = np.zeros(pool.size, dtype=np.bool_)
     if bonus_unit > 0 and fresh is not None and fresh_items is not None and fresh_items.size:
-        # Only fresh items whose boosted score clears the pool's floor can enter it.
-        lifted = scores[fresh_items] + bonus_unit * fresh[fresh_items]
-        extra = fresh_items[(lifted > lo) & allowed[fresh_items]]
-        in_pool = np.zeros(scores.size, dtype=np.bool_)
-        in_pool[pool] = True
-        extra = extra[~in_pool[extra]]
-        merged = np.concatenate([pool, extra])
-        boosted = scores[merged] + bonus_unit * fresh[merged]
-        order = np.argsort(-boosted, kind="stable")[:pool_size]
+        # Only fresh items whose boosted score clears the pool's floor can enter it (a masked
+        # item's -inf never does).
+        raw = scores[fresh_items]
+        lifted = raw + bonus_unit * fresh[fresh_items]
+        # Every score above the floor is already in the pool; one equal to it may be.
+        outside = (lifted > lo) & (raw <= lo)
+        extra = fresh_items[outside]
+        if extra.size:
+            tied = raw[outside] == lo
+            if tied.any():
+                members = set(pool.tolist())
+                keep = [
+                    not (t and p in members)
+                    for t, p in zip(tied.tolist(), extra.tolist(), strict=True)
+                ]
+                extra = extra[np.array(keep, dtype=np.bool_)]
+            merged = np.concatenate([pool, extra])
+            boosted = scores[merged] + bonus_unit * fresh[merged]
+        else:
+            merged, boosted = pool, pool_scores + bonus_unit * fresh[pool]
+        order = _best_first(boosted, pool_size)
         pool, pool_scores = merged[order], boosted[order].astype(np.float32)
-        is_fresh = np.array(
-            [p not in raw_top and fresh[p] >= FRESH_SIGNIFICANT for p in pool.tolist()],
-            dtype=np.bool_,
-        )
-    else:
-        is_fresh = np.zeros(pool.size, dtype=np.bool_)
+        # In the list because of the boost: not among the unboosted top ``limit`` (the first
+        # ``limit`` of ``merged``), and fresh enough to say so.
+        is_fresh = (order >= limit) & (fresh[pool] >= FRESH_SIGNIFICANT)
 
     if config.diversity <= 0 or pool.size <= 1:
         picked = np.arange(min(limit, pool.size))
@@ -129,28 +171,34 @@ def _diversify(
     lo: float,
     span: float,
     limit: int,
-    categories: Sequence[Sequence[str]],
+    categories: Sequence[Sequence[Hashable]],
     diversity: float,
 ) -> npt.NDArray[np.int64]:
     """Greedy MMR: repeatedly take the best score minus the repeated-category penalty.
 
     An item's penalty is ``diversity`` times the number of already-chosen items in each of its
-    categories, averaged over its categories. The pool is a few dozen items, so plain Python
-    with incremental penalties beats building matrices: each pick lowers only the items that
-    share one of its categories.
+    categories, averaged over its categories. Penalties only grow, so a lazy greedy over a heap
+    is exact: the popped item's stale value bounds every other item's current one, and it is
+    taken when its own value is still current (otherwise pushed back re-valued). Only the few
+    items near the top are ever re-valued, instead of every item sharing a picked category.
+    Equal values go to the earlier pool position, like argmax.
     """
-    adjusted = ((pool_scores.astype(np.float64) - lo) / span).tolist()
+    base = ((pool_scores.astype(np.float64) - lo) / span).tolist()
     item_categories = [categories[p] for p in pool.tolist()]
-    members: dict[str, list[tuple[int, float]]] = {}
-    for j, cats in enumerate(item_categories):
-        for c in cats:
-            members.setdefault(c, []).append((j, diversity / len(cats)))
+    heap = [(-b, j) for j, b in enumerate(base)]
+    heapq.heapify(heap)
+    counts: dict[Hashable, int] = {}
     chosen: list[int] = []
-    for _ in range(min(limit, len(adjusted))):
-        best = adjusted.index(max(adjusted))  # the first of equal bests, like argmax
-        chosen.append(best)
-        adjusted[best] = -math.inf
-        for c in item_categories[best]:
-            for j, penalty in members[c]:
-                adjusted[j] -= penalty
+    while heap and len(chosen) < limit:
+        neg_value, j = heapq.heappop(heap)
+        cats = item_categories[j]
+        value = base[j]
+        if cats:
+            value -= diversity / len(cats) * sum(counts.get(c, 0) for c in cats)
+        if value == -neg_value:
+            chosen.append(j)
+            for c in cats:
+                counts[c] = counts.get(c, 0) + 1
+        else:
+            heapq.heappush(heap, (-value, j))
     return np.array(chosen, dtype=np.int64)

@@ -16,9 +16,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import TracerProvider
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from threadpoolctl import threadpool_limits
 
+from recgrpc import tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
 from recgrpc.domain import utcnow
@@ -32,6 +34,7 @@ from recgrpc.server.interceptors import TokenSet, load_tokens, standard_intercep
 from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
 from recgrpc.server.registry import service_handler
 from recgrpc.server.servicers import CatalogServicer, RecommendationServicer
+from recgrpc.server.tracing import ServerTracing
 from recgrpc.server.workers import serve_workers
 from recgrpc.v1 import catalog_pb2, recommendation_pb2
 
@@ -65,6 +68,7 @@ class Refresher(threading.Thread):
         previous = h.engine.snapshot
         try:
             h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), previous))
+            h.search.refresh(h.db, h.engine.snapshot)
         except Exception as exc:
             if not is_database_outage(exc):
                 log.exception("serving snapshot refresh failed; keeping the previous one")
@@ -73,6 +77,11 @@ class Refresher(threading.Thread):
             log.warning("database unavailable (%s); retrying in %.0fs", reason, self.interval)
             return False
         log_model_change(previous.model, h.engine.snapshot)
+        try:
+            h.discovery.refresh(h.engine.snapshot)
+        except Exception as exc:  # similar items fall back to trending meanwhile
+            if not is_database_outage(exc):
+                log.exception("neighbour table refresh failed; retrying next refresh")
         report_serving_models(h)
         if not self.ready.is_set():
             self.ready.set()
@@ -169,6 +178,7 @@ class RunningServer:
     refresher: Refresher
     owns_db: bool = True
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    tracing: ServerTracing | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
@@ -187,6 +197,8 @@ class RunningServer:
             time.sleep(drain_delay)
         self.server.stop(grace).wait()
         self.handlers.close()
+        if self.tracing is not None:
+            self.tracing.close()
         if self.owns_db:
             self.handlers.db.dispose()
 
@@ -218,11 +230,14 @@ def create_server(
     churn: ChurnPredictor | None = None,
     interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
     metrics: ServerMetrics | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> RunningServer:
     """Build, bind and start a server; returns once it listens (health NOT_SERVING until ready).
 
     The standard interceptors (access log, metrics, auth and rate limit as configured) run
     outside any given ``interceptors``. ``metrics`` defaults to a fresh registry per server.
+    Traces go to ``tracer_provider`` when given, else over OTLP when ``settings.otlp_endpoint``
+    is set (``server.tracing``).
     """
     # Each request scores with one matrix-vector product on its RPC thread; BLAS's own worker
     # threads would only spin against the other RPC threads (process-wide, like BLAS itself).
@@ -232,7 +247,7 @@ def create_server(
     tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
     database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     metrics.watch_pool(database.engine.pool)  # type: ignore[arg-type]
-    engine = RankingEngine(ServingSnapshot.empty(utcnow()))
+    engine = RankingEngine(ServingSnapshot.empty(utcnow()), span=tracing.span)
     if churn is None:
         # Serves the active churn model; the refresher loads it and any newer one.
         churn = ActiveChurnModel(settings.churn_medium_threshold, settings.churn_high_threshold)
@@ -243,10 +258,11 @@ def create_server(
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
     )
+    server_tracing = ServerTracing.configure(settings, tracer_provider)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[*chain, *interceptors],
+        interceptors=[*server_tracing.interceptors(), *chain, *interceptors],
         options=server_options(settings),
     )
     server.add_generic_rpc_handlers(
@@ -271,6 +287,7 @@ def create_server(
     try:
         port = _add_port(server, settings, address)
     except RuntimeError as exc:  # gRPC's "Failed to bind", after its own log line
+        server_tracing.close()
         reason = "not available (another listener, or not an address of this machine)"
         raise ports.PortUnavailable("gRPC", settings.host, settings.port, reason, "port") from exc
     server.start()
@@ -285,7 +302,14 @@ def create_server(
             port,
         )
     return RunningServer(
-        server, port, handlers, health_servicer, refresher, owns_db=owns_db, metrics=metrics
+        server,
+        port,
+        handlers,
+        health_servicer,
+        refresher,
+        owns_db=owns_db,
+        metrics=metrics,
+        tracing=server_tracing,
     )
 
 

@@ -117,14 +117,20 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
+def list_limit(check: _Checker, field: str, value: int, default: int, maximum: int) -> int:
+    """The rule for every list size a caller asks for: 0 means ``default``, more than
+    ``maximum`` is coerced down, negative is refused."""
+    if value < 0:
+        check.add(field, "must not be negative (0 means the default)")
+    return max(1, default if value == 0 else min(value, maximum))
+
+
 def recommendation_query(
     request: pb.GetRecommendationsRequest, default_limit: int, max_limit: int
 ) -> domain.RecommendationQuery:
     check = _Checker()
     user_id = check.identifier("user_id", request.user_id)
-    if request.limit < 0:
-        check.add("limit", "must not be negative (0 means the default)")
-    limit = default_limit if request.limit == 0 else min(request.limit, max_limit)
+    limit = list_limit(check, "limit", request.limit, default_limit, max_limit)
     algorithm = _ALGORITHMS.get(request.algorithm)
     if algorithm is None:
         check.add("algorithm", f"unknown value {request.algorithm}")
@@ -137,7 +143,7 @@ def recommendation_query(
     assert algorithm is not None
     return domain.RecommendationQuery(
         user_id=user_id,
-        limit=max(1, limit),
+        limit=limit,
         algorithm=algorithm,
         exclude_item_ids=frozenset(excluded),
         categories=frozenset(categories),
@@ -166,10 +172,18 @@ def interaction_from_proto(
     check = _Checker()
     event_id = check.identifier("event_id", request.event_id, required=False) or str(uuid.uuid4())
     user_id = check.identifier("user_id", request.user_id)
-    item_id = check.identifier("item_id", request.item_id)
     kind = _INTERACTION_TYPES.get(request.type)
     if kind is None:
         check.add("type", "must be a known interaction type other than UNSPECIFIED")
+    item_id = request.item_id
+    if kind is domain.InteractionType.SEARCH:  # a query, not an item
+        if item_id:
+            check.add("item_id", "must be empty for a SEARCH event (the query goes in metadata)")
+        check.problem(
+            "metadata[query]", validation.search_query_problem(request.metadata.get("query", ""))
+        )
+    else:
+        check.identifier("item_id", item_id)
     value = request.value
     if kind is None:
         check.finite("value", value, -validation.MAX_VALUE, validation.MAX_VALUE)

@@ -27,7 +27,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from recgrpc import domain
+from recgrpc import domain, tracing
 from recgrpc.db import Database, churn_data, queries
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.jobs.churn_scoring import prediction_row
@@ -62,6 +62,7 @@ class _Pending(Generic[T]):
     # The (algorithm, model_version) of the served list a feedback refers to, when known.
     attribution: tuple[str, str] | None = None
     error: Exception | None = None
+    batch_size: int = 0  # how many items shared its transaction (for the trace)
 
 
 _STOP = object()
@@ -108,11 +109,13 @@ class GroupCommitter(Generic[T]):
     def submit(self, item: T) -> _Pending[T]:
         """Queue ``item`` and wait for its commit; raises what storing it raised."""
         pending = _Pending(item)
-        with self._lock:
-            if self._closed.is_set():
-                raise Unavailable("the server is shutting down; retry")
-            self._queue.put(pending)
-        pending.done.acquire()
+        with tracing.span("recgrpc.group_commit", {"recgrpc.writer": self.name}) as span:
+            with self._lock:
+                if self._closed.is_set():
+                    raise Unavailable("the server is shutting down; retry")
+                self._queue.put(pending)
+            pending.done.acquire()
+            span.set_attribute("recgrpc.batch_size", pending.batch_size)
         if pending.error is not None:
             raise pending.error
         return pending
@@ -160,6 +163,7 @@ class GroupCommitter(Generic[T]):
                     pending.error = pending.error or BatchFailed(f"{self.what} not stored")
             finally:
                 for pending in batch:
+                    pending.batch_size = len(batch)
                     pending.done.release()
 
     def _commit(self, batch: Sequence[_Pending[T]]) -> None:
@@ -254,7 +258,8 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
                 pending.attribution = sources.get(pending.item.recset_id)
             accepted: list[_Pending[domain.Interaction]] = []
             for pending in batch:
-                if pending.item.item_id in known:
+                # A SEARCH event names no item: its query is in the metadata.
+                if pending.item.item_id in known or pending.item.type == "SEARCH":
                     accepted.append(pending)
                 else:
                     pending.error = NotFound(

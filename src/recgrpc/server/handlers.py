@@ -14,7 +14,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from recgrpc import domain
+from recgrpc import domain, tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, model_store, queries
 from recgrpc.domain import utcnow
@@ -24,6 +24,7 @@ from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
+from recgrpc.server.discovery import Discovery
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
@@ -31,6 +32,7 @@ from recgrpc.server.group_commit import (
     InteractionWriter,
     ServedListWriter,
 )
+from recgrpc.server.search_history import SearchIndexKeeper
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class ServiceObserver(Protocol):
 
     def churn_predicted(self, prediction: domain.ChurnPrediction) -> None: ...
 
+    def discovery_served(self, source: str, fallback_reason: str, items: int) -> None: ...
+
 
 def build_snapshot(
     db: Database, settings: Settings, now: datetime, previous: ServingSnapshot | None = None
@@ -100,8 +104,9 @@ def build_snapshot(
     else:
         catalog = CatalogIndex.build(rows)
     view, rejected = refresh_view(
-        old_view, rejected, version, None if stored is None else stored.artifact, rows
-    )
+        old_view, rejected, version, None if stored is None else stored.artifact, rows,
+        ann_min_items=settings.ann_min_items,
+    )  # fmt: skip
     trending = trending_scores(
         counts, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
     )
@@ -150,6 +155,12 @@ class Handlers:
         self.served_lists = ServedListWriter(db, writers=writers)
         self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
         self.predictions = ChurnPredictionWriter(db, writers=writers)
+        # SearchItems' index, rebuilt by the refresher after the catalogue changes.
+        self.search = SearchIndexKeeper(settings)
+        observe = None if metrics is None else metrics.discovery_served
+        self.discovery = Discovery(
+            settings, db, engine, clock, observe, profile=self.search.with_searches
+        )
 
     def _catalogued_items(self) -> Container[str]:
         return self.engine.snapshot.catalog.position
@@ -160,6 +171,7 @@ class Handlers:
         self.feedback.close()
         self.served_lists.close()
         self.predictions.close()
+        self.discovery.close()
 
     # -- RecommendationService ------------------------------------------------------------
 
@@ -187,8 +199,9 @@ class Handlers:
         """The ranked list and whether the database was down (the list is then not stored)."""
         outage = False
         try:
-            with self.db.connection() as conn:
+            with tracing.span("recgrpc.user_context"), self.db.connection() as conn:
                 context = queries.load_user_context(conn, query.user_id)
+                context = self.search.with_searches(conn, context)  # searches shape the profile
         except Exception as exc:
             if not is_database_outage(exc):
                 raise

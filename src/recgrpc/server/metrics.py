@@ -233,6 +233,20 @@ class ServerMetrics:
             ["risk_level"],
             registry=r,
         )
+        self.discovery_lists = Counter(
+            "recgrpc_discovery_lists_total",
+            "Discovery lists served (similar items, frequently together, home-feed shelves), "
+            "by source, and whether a fallback was used.",
+            ["source", "fallback"],
+            registry=r,
+        )
+        self.discovery_items = Counter(
+            "recgrpc_discovery_items_total",
+            "Items served in discovery lists, by source.",
+            ["source"],
+            registry=r,
+        )
+        self._discovery_source = BoundedLabel(limit=32)
         self._item_reason = BoundedLabel()
         self._models: dict[str, _ModelState] = {}
         self._models_lock = threading.Lock()
@@ -261,6 +275,11 @@ class ServerMetrics:
             counts[label] = counts.get(label, 0) + 1
         for label, count in counts.items():
             self.items_served.labels(label).inc(count)
+
+    def discovery_served(self, source: str, fallback_reason: str, items: int) -> None:
+        label = self._discovery_source(source)
+        self.discovery_lists.labels(label, "true" if fallback_reason else "false").inc()
+        self.discovery_items.labels(label).inc(items)
 
     def interaction_logged(self, interaction_type: domain.InteractionType, duplicate: bool) -> None:
         self.interactions.labels(str(interaction_type), "true" if duplicate else "false").inc()

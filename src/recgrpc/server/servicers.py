@@ -5,7 +5,9 @@ from __future__ import annotations
 import grpc
 
 from recgrpc.server import converters as conv
+from recgrpc.server.discovery_api import DiscoveryServicer
 from recgrpc.server.handlers import Handlers
+from recgrpc.server.servicers_history import SearchAndHistoryMethods, search_and_history
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import catalog_pb2_grpc as cat_grpc
 from recgrpc.v1 import recommendation_pb2 as pb
@@ -13,9 +15,12 @@ from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
 from recgrpc.validation import RatingScale
 
 
-class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
+class RecommendationServicer(
+    DiscoveryServicer, SearchAndHistoryMethods, pb_grpc.RecommendationServiceServicer
+):
     def __init__(self, handlers: Handlers) -> None:
         self._h = handlers
+        self._history = search_and_history(handlers)
         self._ratings = RatingScale.of(handlers.settings)
 
     def GetRecommendations(

@@ -62,6 +62,8 @@ class _InteractionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inter
     INTERACTION_TYPE_RATING: _InteractionType.ValueType  # 8
     INTERACTION_TYPE_BOOKMARK: _InteractionType.ValueType  # 9
     INTERACTION_TYPE_DISLIKE: _InteractionType.ValueType  # 10
+    INTERACTION_TYPE_SEARCH: _InteractionType.ValueType  # 11
+    """A search the user ran: no item_id; the query in metadata["query"] (1-255 characters)."""
 
 class InteractionType(_InteractionType, metaclass=_InteractionTypeEnumTypeWrapper): ...
 
@@ -76,6 +78,8 @@ INTERACTION_TYPE_ADD_TO_CART: InteractionType.ValueType  # 7
 INTERACTION_TYPE_RATING: InteractionType.ValueType  # 8
 INTERACTION_TYPE_BOOKMARK: InteractionType.ValueType  # 9
 INTERACTION_TYPE_DISLIKE: InteractionType.ValueType  # 10
+INTERACTION_TYPE_SEARCH: InteractionType.ValueType  # 11
+"""A search the user ran: no item_id; the query in metadata["query"] (1-255 characters)."""
 Global___InteractionType: _TypeAlias = InteractionType  # noqa: Y015
 
 class _RiskLevel:
@@ -96,6 +100,63 @@ RISK_LEVEL_LOW: RiskLevel.ValueType  # 1
 RISK_LEVEL_MEDIUM: RiskLevel.ValueType  # 2
 RISK_LEVEL_HIGH: RiskLevel.ValueType  # 3
 Global___RiskLevel: _TypeAlias = RiskLevel  # noqa: Y015
+
+class _SimilarityMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SimilarityModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SimilarityMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SIMILARITY_MODE_UNSPECIFIED: _SimilarityMode.ValueType  # 0
+    """treated as AUTO"""
+    SIMILARITY_MODE_AUTO: _SimilarityMode.ValueType  # 1
+    """A blend: behaviour neighbours when the item has any, content and embedding otherwise."""
+    SIMILARITY_MODE_BEHAVIOUR: _SimilarityMode.ValueType  # 2
+    """"Users who liked this also liked": co-occurrence in users' positive histories."""
+    SIMILARITY_MODE_CONTENT: _SimilarityMode.ValueType  # 3
+    """Shared categories, tags and title words (TF-IDF cosine); works for items nobody touched."""
+    SIMILARITY_MODE_EMBEDDING: _SimilarityMode.ValueType  # 4
+    """Cosine of the recommender's learned item vectors."""
+
+class SimilarityMode(_SimilarityMode, metaclass=_SimilarityModeEnumTypeWrapper):
+    """-- Discovery: similar items, frequently together, home feed ------------------------------"""
+
+SIMILARITY_MODE_UNSPECIFIED: SimilarityMode.ValueType  # 0
+"""treated as AUTO"""
+SIMILARITY_MODE_AUTO: SimilarityMode.ValueType  # 1
+"""A blend: behaviour neighbours when the item has any, content and embedding otherwise."""
+SIMILARITY_MODE_BEHAVIOUR: SimilarityMode.ValueType  # 2
+""""Users who liked this also liked": co-occurrence in users' positive histories."""
+SIMILARITY_MODE_CONTENT: SimilarityMode.ValueType  # 3
+"""Shared categories, tags and title words (TF-IDF cosine); works for items nobody touched."""
+SIMILARITY_MODE_EMBEDDING: SimilarityMode.ValueType  # 4
+"""Cosine of the recommender's learned item vectors."""
+Global___SimilarityMode: _TypeAlias = SimilarityMode  # noqa: Y015
+
+class _ShelfKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ShelfKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShelfKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SHELF_KIND_UNSPECIFIED: _ShelfKind.ValueType  # 0
+    SHELF_KIND_FOR_YOU: _ShelfKind.ValueType  # 1
+    SHELF_KIND_BECAUSE_YOU_LIKED: _ShelfKind.ValueType  # 2
+    SHELF_KIND_TRENDING: _ShelfKind.ValueType  # 3
+    SHELF_KIND_NEW_ARRIVALS: _ShelfKind.ValueType  # 4
+    SHELF_KIND_TOP_CATEGORIES: _ShelfKind.ValueType  # 5
+    SHELF_KIND_DIVERSE_PICKS: _ShelfKind.ValueType  # 6
+
+class ShelfKind(_ShelfKind, metaclass=_ShelfKindEnumTypeWrapper): ...
+
+SHELF_KIND_UNSPECIFIED: ShelfKind.ValueType  # 0
+SHELF_KIND_FOR_YOU: ShelfKind.ValueType  # 1
+SHELF_KIND_BECAUSE_YOU_LIKED: ShelfKind.ValueType  # 2
+SHELF_KIND_TRENDING: ShelfKind.ValueType  # 3
+SHELF_KIND_NEW_ARRIVALS: ShelfKind.ValueType  # 4
+SHELF_KIND_TOP_CATEGORIES: ShelfKind.ValueType  # 5
+SHELF_KIND_DIVERSE_PICKS: ShelfKind.ValueType  # 6
+Global___ShelfKind: _TypeAlias = ShelfKind  # noqa: Y015
 
 @_typing.final
 class GetRecommendationsRequest(_message.Message):
@@ -449,3 +510,731 @@ class PredictChurnResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PredictChurnResponse: _TypeAlias = PredictChurnResponse  # noqa: Y015
+
+@_typing.final
+class GetSimilarItemsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    limit: _builtins.int
+    """Number of items wanted: 0 means 10; values above 100 are coerced down to 100."""
+    user_id: _builtins.str
+    """Optional: when set, the user's seen and dismissed items are left out, the list is lightly
+    re-ordered by the user's own scores, and the list is recorded as the user's impression.
+    """
+    mode: Global___SimilarityMode.ValueType
+    platform: _builtins.str
+    @_builtins.property
+    def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When set, only items in at least one of these categories are returned."""
+
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        mode: Global___SimilarityMode.ValueType = ...,
+        platform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "exclude_item_ids", b"exclude_item_ids", "item_id", b"item_id", "limit", b"limit", "mode", b"mode", "platform", b"platform", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSimilarItemsRequest: _TypeAlias = GetSimilarItemsRequest  # noqa: Y015
+
+@_typing.final
+class GetSimilarItemsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECSET_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    GENERATED_AT_FIELD_NUMBER: _builtins.int
+    recset_id: _builtins.str
+    """Identifies this served list; recorded as an impression when user_id was given."""
+    mode: Global___SimilarityMode.ValueType
+    """The mode actually used (AUTO when the one asked for had nothing for this item)."""
+    model_version: _builtins.str
+    fallback_reason: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]:
+        """reason per item: "also_liked", "similar_content" or "similar_embedding"."""
+
+    @_builtins.property
+    def generated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        recset_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___Recommendation] | None = ...,
+        mode: Global___SimilarityMode.ValueType = ...,
+        model_version: _builtins.str = ...,
+        fallback_reason: _builtins.str = ...,
+        generated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "generated_at", b"generated_at", "items", b"items", "mode", b"mode", "model_version", b"model_version", "recset_id", b"recset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSimilarItemsResponse: _TypeAlias = GetSimilarItemsResponse  # noqa: Y015
+
+@_typing.final
+class GetFrequentlyTogetherRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_IDS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """Number of items wanted: 0 means 10; values above 100 are coerced down to 100."""
+    user_id: _builtins.str
+    platform: _builtins.str
+    @_builtins.property
+    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One item, or a basket (cart) of up to 100; the answer ranks items for the whole basket."""
+
+    @_builtins.property
+    def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        limit: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        platform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "exclude_item_ids", b"exclude_item_ids", "item_ids", b"item_ids", "limit", b"limit", "platform", b"platform", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFrequentlyTogetherRequest: _TypeAlias = GetFrequentlyTogetherRequest  # noqa: Y015
+
+@_typing.final
+class GetFrequentlyTogetherResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECSET_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    GENERATED_AT_FIELD_NUMBER: _builtins.int
+    recset_id: _builtins.str
+    model_version: _builtins.str
+    fallback_reason: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]:
+        """reason per item: "frequently_together", or the fallback's reason."""
+
+    @_builtins.property
+    def generated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        recset_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___Recommendation] | None = ...,
+        model_version: _builtins.str = ...,
+        fallback_reason: _builtins.str = ...,
+        generated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "generated_at", b"generated_at", "items", b"items", "model_version", b"model_version", "recset_id", b"recset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFrequentlyTogetherResponse: _TypeAlias = GetFrequentlyTogetherResponse  # noqa: Y015
+
+@_typing.final
+class GetHomeFeedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SHELF_SIZE_FIELD_NUMBER: _builtins.int
+    SHELVES_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    shelf_size: _builtins.int
+    """Items per shelf: 0 means 10; values above 100 are coerced down to 100."""
+    platform: _builtins.str
+    @_builtins.property
+    def shelves(self) -> _containers.RepeatedScalarFieldContainer[Global___ShelfKind.ValueType]:
+        """Which shelves, in any order; empty means all of them."""
+
+    @_builtins.property
+    def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Items never to put on any shelf."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        shelf_size: _builtins.int = ...,
+        shelves: _abc.Iterable[Global___ShelfKind.ValueType] | None = ...,
+        exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        platform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_item_ids", b"exclude_item_ids", "platform", b"platform", "shelf_size", b"shelf_size", "shelves", b"shelves", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHomeFeedRequest: _TypeAlias = GetHomeFeedRequest  # noqa: Y015
+
+@_typing.final
+class Shelf(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    RECSET_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    kind: Global___ShelfKind.ValueType
+    name: _builtins.str
+    """"for_you", "because_you_liked:<item_id>", "trending", "new_arrivals",
+    "top_categories:<category>" or "diverse_picks".
+    """
+    title: _builtins.str
+    """For display, e.g. "Because you liked Blue Train"."""
+    recset_id: _builtins.str
+    fallback_reason: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___ShelfKind.ValueType = ...,
+        name: _builtins.str = ...,
+        title: _builtins.str = ...,
+        recset_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___Recommendation] | None = ...,
+        fallback_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "items", b"items", "kind", b"kind", "name", b"name", "recset_id", b"recset_id", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Shelf: _TypeAlias = Shelf  # noqa: Y015
+
+@_typing.final
+class GetHomeFeedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHELVES_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    GENERATED_AT_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    fallback_reason: _builtins.str
+    """Why shelves that were asked for are missing (a new or stale user gets no for_you)."""
+    @_builtins.property
+    def shelves(self) -> _containers.RepeatedCompositeFieldContainer[Global___Shelf]: ...
+    @_builtins.property
+    def generated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        shelves: _abc.Iterable[Global___Shelf] | None = ...,
+        model_version: _builtins.str = ...,
+        fallback_reason: _builtins.str = ...,
+        generated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "generated_at", b"generated_at", "model_version", b"model_version", "shelves", b"shelves"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHomeFeedResponse: _TypeAlias = GetHomeFeedResponse  # noqa: Y015
+
+@_typing.final
+class SearchItemsRequest(_message.Message):
+    """-- Search and user history -----------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    EXCLUDE_SEEN_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """What the user typed: 1-255 characters once leading and trailing spaces are removed."""
+    limit: _builtins.int
+    """Number of items wanted: 0 means 10; values above 100 are coerced down to 100."""
+    user_id: _builtins.str
+    """When set, the matches are re-ranked for this user (their model vector), and the list is
+    recorded as an impression of theirs.
+    """
+    exclude_seen: _builtins.bool
+    """Leave out items the user already interacted with or dismissed (needs user_id)."""
+    platform: _builtins.str
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When set, only items in at least one of these categories are returned."""
+
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        exclude_seen: _builtins.bool = ...,
+        platform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "exclude_seen", b"exclude_seen", "limit", b"limit", "platform", b"platform", "query", b"query", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchItemsRequest: _TypeAlias = SearchItemsRequest  # noqa: Y015
+
+@_typing.final
+class SearchHit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    score: _builtins.float
+    """Text relevance (BM25), or the blended score when re-ranked for a user."""
+    rank: _builtins.int
+    """1-based position in the list."""
+    reason: _builtins.str
+    """"search", "search_personalised", or "trending" for the no-match fallback."""
+    title: _builtins.str
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        score: _builtins.float = ...,
+        rank: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        title: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "item_id", b"item_id", "rank", b"rank", "reason", b"reason", "score", b"score", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchHit: _TypeAlias = SearchHit  # noqa: Y015
+
+@_typing.final
+class SearchItemsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECSET_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    GENERATED_AT_FIELD_NUMBER: _builtins.int
+    recset_id: _builtins.str
+    """Identifies this served list; pass it back on LogInteraction and SubmitFeedback."""
+    fallback_reason: _builtins.str
+    """Empty when the items matched the query; "no_search_matches" when they are trending
+    items instead (the call still succeeds).
+    """
+    model_version: _builtins.str
+    """The recommender model that re-ranked the matches for user_id; empty when none did."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]: ...
+    @_builtins.property
+    def generated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        recset_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___SearchHit] | None = ...,
+        fallback_reason: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        generated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "generated_at", b"generated_at", "items", b"items", "model_version", b"model_version", "recset_id", b"recset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchItemsResponse: _TypeAlias = SearchItemsResponse  # noqa: Y015
+
+@_typing.final
+class GetUserStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserStatsRequest: _TypeAlias = GetUserStatsRequest  # noqa: Y015
+
+@_typing.final
+class InteractionCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    type: Global___InteractionType.ValueType
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        type: Global___InteractionType.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InteractionCount: _TypeAlias = InteractionCount  # noqa: Y015
+
+@_typing.final
+class GetUserStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    LISTS_SERVED_FIELD_NUMBER: _builtins.int
+    ITEMS_SHOWN_FIELD_NUMBER: _builtins.int
+    ITEMS_CLICKED_FIELD_NUMBER: _builtins.int
+    ITEMS_DISMISSED_FIELD_NUMBER: _builtins.int
+    CLICK_THROUGH_RATE_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_INTERACTIONS_FIELD_NUMBER: _builtins.int
+    FIRST_ACTIVITY_FIELD_NUMBER: _builtins.int
+    LAST_ACTIVITY_FIELD_NUMBER: _builtins.int
+    CHURN_RISK_FIELD_NUMBER: _builtins.int
+    RISK_LEVEL_FIELD_NUMBER: _builtins.int
+    CHURN_PREDICTED_AT_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    lists_served: _builtins.int
+    """Lists served to the user (GetRecommendations, SearchItems with user_id, ...)."""
+    items_shown: _builtins.int
+    """Items on those lists."""
+    items_clicked: _builtins.int
+    """Distinct (list, item) pairs the user clicked or dismissed through SubmitFeedback."""
+    items_dismissed: _builtins.int
+    click_through_rate: _builtins.float
+    """items_clicked / items_shown; 0 when nothing was shown."""
+    total_interactions: _builtins.int
+    churn_risk: _builtins.float
+    """The latest stored churn prediction; unset / UNSPECIFIED when never predicted."""
+    risk_level: Global___RiskLevel.ValueType
+    @_builtins.property
+    def interactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___InteractionCount]:
+        """Stored interactions per type (types never logged are left out)."""
+
+    @_builtins.property
+    def first_activity(self) -> _timestamp_pb2.Timestamp:
+        """Earliest and latest interaction or feedback; unset when there is none."""
+
+    @_builtins.property
+    def last_activity(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def churn_predicted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        lists_served: _builtins.int = ...,
+        items_shown: _builtins.int = ...,
+        items_clicked: _builtins.int = ...,
+        items_dismissed: _builtins.int = ...,
+        click_through_rate: _builtins.float = ...,
+        interactions: _abc.Iterable[Global___InteractionCount] | None = ...,
+        total_interactions: _builtins.int = ...,
+        first_activity: _timestamp_pb2.Timestamp | None = ...,
+        last_activity: _timestamp_pb2.Timestamp | None = ...,
+        churn_risk: _builtins.float | None = ...,
+        risk_level: Global___RiskLevel.ValueType = ...,
+        churn_predicted_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_churn_risk", b"_churn_risk", "churn_predicted_at", b"churn_predicted_at", "churn_risk", b"churn_risk", "first_activity", b"first_activity", "last_activity", b"last_activity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_churn_risk", b"_churn_risk", "churn_predicted_at", b"churn_predicted_at", "churn_risk", b"churn_risk", "click_through_rate", b"click_through_rate", "first_activity", b"first_activity", "interactions", b"interactions", "items_clicked", b"items_clicked", "items_dismissed", b"items_dismissed", "items_shown", b"items_shown", "last_activity", b"last_activity", "lists_served", b"lists_served", "risk_level", b"risk_level", "total_interactions", b"total_interactions", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__churn_risk: _TypeAlias = _typing.Literal["churn_risk"]  # noqa: Y015
+    _WhichOneofArgType__churn_risk: _TypeAlias = _typing.Literal["_churn_risk", b"_churn_risk"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__churn_risk) -> _WhichOneofReturnType__churn_risk | None: ...
+
+Global___GetUserStatsResponse: _TypeAlias = GetUserStatsResponse  # noqa: Y015
+
+@_typing.final
+class ListInteractionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    LAST_DAYS_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    page_size: _builtins.int
+    """0 means 50; at most 1000."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token; the other fields must be the same as then."""
+    last_days: _builtins.int
+    """Only events of the last N days (0: no limit); not together with since."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only events that occurred at or after this time."""
+
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[Global___InteractionType.ValueType]:
+        """Only these types (empty: all)."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        last_days: _builtins.int = ...,
+        types: _abc.Iterable[Global___InteractionType.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_days", b"last_days", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "types", b"types", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInteractionsRequest: _TypeAlias = ListInteractionsRequest  # noqa: Y015
+
+@_typing.final
+class InteractionRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    RECSET_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    item_id: _builtins.str
+    """Empty for SEARCH events."""
+    type: Global___InteractionType.ValueType
+    value: _builtins.float
+    content_type: _builtins.str
+    platform: _builtins.str
+    recset_id: _builtins.str
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        type: Global___InteractionType.ValueType = ...,
+        value: _builtins.float = ...,
+        content_type: _builtins.str = ...,
+        platform: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        recset_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "event_id", b"event_id", "item_id", b"item_id", "metadata", b"metadata", "occurred_at", b"occurred_at", "platform", b"platform", "recset_id", b"recset_id", "type", b"type", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InteractionRecord: _TypeAlias = InteractionRecord  # noqa: Y015
+
+@_typing.final
+class ListInteractionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass it as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def interactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___InteractionRecord]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        interactions: _abc.Iterable[Global___InteractionRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInteractionsResponse: _TypeAlias = ListInteractionsResponse  # noqa: Y015
+
+@_typing.final
+class ListChurnPredictionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    page_size: _builtins.int
+    """0 means 50; at most 1000."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChurnPredictionsRequest: _TypeAlias = ListChurnPredictionsRequest  # noqa: Y015
+
+@_typing.final
+class StoredChurnPrediction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHURN_RISK_FIELD_NUMBER: _builtins.int
+    RISK_LEVEL_FIELD_NUMBER: _builtins.int
+    FACTORS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PREDICTED_AT_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    HORIZON_DAYS_FIELD_NUMBER: _builtins.int
+    churn_risk: _builtins.float
+    risk_level: Global___RiskLevel.ValueType
+    model_version: _builtins.str
+    horizon_days: _builtins.int
+    @_builtins.property
+    def factors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChurnFactor]: ...
+    @_builtins.property
+    def predicted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """The reference time the prediction was made for."""
+
+    def __init__(
+        self,
+        *,
+        churn_risk: _builtins.float = ...,
+        risk_level: Global___RiskLevel.ValueType = ...,
+        factors: _abc.Iterable[Global___ChurnFactor] | None = ...,
+        model_version: _builtins.str = ...,
+        predicted_at: _timestamp_pb2.Timestamp | None = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        horizon_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "predicted_at", b"predicted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "churn_risk", b"churn_risk", "factors", b"factors", "horizon_days", b"horizon_days", "model_version", b"model_version", "predicted_at", b"predicted_at", "risk_level", b"risk_level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredChurnPrediction: _TypeAlias = StoredChurnPrediction  # noqa: Y015
+
+@_typing.final
+class ListChurnPredictionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredChurnPrediction]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        predictions: _abc.Iterable[Global___StoredChurnPrediction] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "predictions", b"predictions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChurnPredictionsResponse: _TypeAlias = ListChurnPredictionsResponse  # noqa: Y015

@@ -55,6 +55,41 @@ class RecommendationServiceStub:
                 request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnRequest.SerializeToString,
                 response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnResponse.FromString,
                 _registered_method=True)
+        self.GetSimilarItems = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/GetSimilarItems',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsResponse.FromString,
+                _registered_method=True)
+        self.GetFrequentlyTogether = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/GetFrequentlyTogether',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherResponse.FromString,
+                _registered_method=True)
+        self.GetHomeFeed = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/GetHomeFeed',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedResponse.FromString,
+                _registered_method=True)
+        self.SearchItems = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/SearchItems',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.SearchItemsRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.SearchItemsResponse.FromString,
+                _registered_method=True)
+        self.GetUserStats = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/GetUserStats',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetUserStatsRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetUserStatsResponse.FromString,
+                _registered_method=True)
+        self.ListInteractions = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/ListInteractions',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.ListInteractionsRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.ListInteractionsResponse.FromString,
+                _registered_method=True)
+        self.ListChurnPredictions = channel.unary_unary(
+                '/recgrpc.v1.RecommendationService/ListChurnPredictions',
+                request_serializer=recgrpc_dot_v1_dot_recommendation__pb2.ListChurnPredictionsRequest.SerializeToString,
+                response_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.ListChurnPredictionsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommendationServiceServicer:
@@ -89,6 +124,58 @@ class RecommendationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSimilarItems(self, request, context):
+        """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+        unknown item.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFrequentlyTogether(self, request, context):
+        """Items that go with an item or a basket: association rules within users' sessions, by lift.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHomeFeed(self, request, context):
+        """Named shelves for a user's home page; no item appears on two shelves of one response.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchItems(self, request, context):
+        """-- Search and user history ------------------------------------------------------------
+        Catalogue items ranked by text relevance to a query (BM25 over title, categories and tags,
+        with synonyms); trending items with fallback_reason "no_search_matches" when none match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserStats(self, request, context):
+        """One user's numbers: lists served, clicks, dismissals, interactions by type, churn risk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInteractions(self, request, context):
+        """One user's interactions, newest first, paginated (page_token as in Google AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChurnPredictions(self, request, context):
+        """One user's stored churn predictions, newest first, paginated like ListInteractions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommendationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +198,41 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
                     servicer.PredictChurn,
                     request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnRequest.FromString,
                     response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnResponse.SerializeToString,
+            ),
+            'GetSimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSimilarItems,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsResponse.SerializeToString,
+            ),
+            'GetFrequentlyTogether': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFrequentlyTogether,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherResponse.SerializeToString,
+            ),
+            'GetHomeFeed': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHomeFeed,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedResponse.SerializeToString,
+            ),
+            'SearchItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchItems,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.SearchItemsRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.SearchItemsResponse.SerializeToString,
+            ),
+            'GetUserStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserStats,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.GetUserStatsRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.GetUserStatsResponse.SerializeToString,
+            ),
+            'ListInteractions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInteractions,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.ListInteractionsRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.ListInteractionsResponse.SerializeToString,
+            ),
+            'ListChurnPredictions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChurnPredictions,
+                    request_deserializer=recgrpc_dot_v1_dot_recommendation__pb2.ListChurnPredictionsRequest.FromString,
+                    response_serializer=recgrpc_dot_v1_dot_recommendation__pb2.ListChurnPredictionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +344,195 @@ class RecommendationService:
             '/recgrpc.v1.RecommendationService/PredictChurn',
             recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnRequest.SerializeToString,
             recgrpc_dot_v1_dot_recommendation__pb2.PredictChurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/GetSimilarItems',
+            recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.GetSimilarItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFrequentlyTogether(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/GetFrequentlyTogether',
+            recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.GetFrequentlyTogetherResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHomeFeed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/GetHomeFeed',
+            recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.GetHomeFeedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/SearchItems',
+            recgrpc_dot_v1_dot_recommendation__pb2.SearchItemsRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.SearchItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/GetUserStats',
+            recgrpc_dot_v1_dot_recommendation__pb2.GetUserStatsRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.GetUserStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInteractions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/ListInteractions',
+            recgrpc_dot_v1_dot_recommendation__pb2.ListInteractionsRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.ListInteractionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChurnPredictions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recgrpc.v1.RecommendationService/ListChurnPredictions',
+            recgrpc_dot_v1_dot_recommendation__pb2.ListChurnPredictionsRequest.SerializeToString,
+            recgrpc_dot_v1_dot_recommendation__pb2.ListChurnPredictionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

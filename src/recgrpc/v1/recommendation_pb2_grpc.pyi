@@ -41,6 +41,25 @@ class RecommendationServiceStub:
     """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
     PredictChurn: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
+    GetSimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]
+    """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+    unknown item.
+    """
+    GetFrequentlyTogether: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetFrequentlyTogetherRequest, _recommendation_pb2.GetFrequentlyTogetherResponse]
+    """Items that go with an item or a basket: association rules within users' sessions, by lift."""
+    GetHomeFeed: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetHomeFeedRequest, _recommendation_pb2.GetHomeFeedResponse]
+    """Named shelves for a user's home page; no item appears on two shelves of one response."""
+    SearchItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.SearchItemsRequest, _recommendation_pb2.SearchItemsResponse]
+    """-- Search and user history ------------------------------------------------------------
+    Catalogue items ranked by text relevance to a query (BM25 over title, categories and tags,
+    with synonyms); trending items with fallback_reason "no_search_matches" when none match.
+    """
+    GetUserStats: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetUserStatsRequest, _recommendation_pb2.GetUserStatsResponse]
+    """One user's numbers: lists served, clicks, dismissals, interactions by type, churn risk."""
+    ListInteractions: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.ListInteractionsRequest, _recommendation_pb2.ListInteractionsResponse]
+    """One user's interactions, newest first, paginated (page_token as in Google AIP-158)."""
+    ListChurnPredictions: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.ListChurnPredictionsRequest, _recommendation_pb2.ListChurnPredictionsResponse]
+    """One user's stored churn predictions, newest first, paginated like ListInteractions."""
 
 @_typing.type_check_only
 class RecommendationServiceAsyncStub(RecommendationServiceStub):
@@ -55,6 +74,25 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
     PredictChurn: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]  # type: ignore[assignment]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
+    GetSimilarItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]  # type: ignore[assignment]
+    """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+    unknown item.
+    """
+    GetFrequentlyTogether: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetFrequentlyTogetherRequest, _recommendation_pb2.GetFrequentlyTogetherResponse]  # type: ignore[assignment]
+    """Items that go with an item or a basket: association rules within users' sessions, by lift."""
+    GetHomeFeed: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetHomeFeedRequest, _recommendation_pb2.GetHomeFeedResponse]  # type: ignore[assignment]
+    """Named shelves for a user's home page; no item appears on two shelves of one response."""
+    SearchItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.SearchItemsRequest, _recommendation_pb2.SearchItemsResponse]  # type: ignore[assignment]
+    """-- Search and user history ------------------------------------------------------------
+    Catalogue items ranked by text relevance to a query (BM25 over title, categories and tags,
+    with synonyms); trending items with fallback_reason "no_search_matches" when none match.
+    """
+    GetUserStats: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetUserStatsRequest, _recommendation_pb2.GetUserStatsResponse]  # type: ignore[assignment]
+    """One user's numbers: lists served, clicks, dismissals, interactions by type, churn risk."""
+    ListInteractions: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.ListInteractionsRequest, _recommendation_pb2.ListInteractionsResponse]  # type: ignore[assignment]
+    """One user's interactions, newest first, paginated (page_token as in Google AIP-158)."""
+    ListChurnPredictions: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.ListChurnPredictionsRequest, _recommendation_pb2.ListChurnPredictionsResponse]  # type: ignore[assignment]
+    """One user's stored churn predictions, newest first, paginated like ListInteractions."""
 
 class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
     """RecommendationService serves personalised lists and takes back what users do with them."""
@@ -90,5 +128,66 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommendation_pb2.PredictChurnResponse, _abc.Awaitable[_recommendation_pb2.PredictChurnResponse]]:
         """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
+
+    @_abc_1.abstractmethod
+    def GetSimilarItems(
+        self,
+        request: _recommendation_pb2.GetSimilarItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetSimilarItemsResponse, _abc.Awaitable[_recommendation_pb2.GetSimilarItemsResponse]]:
+        """Items like one item (behaviour, content or embedding neighbours); NOT_FOUND for an
+        unknown item.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFrequentlyTogether(
+        self,
+        request: _recommendation_pb2.GetFrequentlyTogetherRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetFrequentlyTogetherResponse, _abc.Awaitable[_recommendation_pb2.GetFrequentlyTogetherResponse]]:
+        """Items that go with an item or a basket: association rules within users' sessions, by lift."""
+
+    @_abc_1.abstractmethod
+    def GetHomeFeed(
+        self,
+        request: _recommendation_pb2.GetHomeFeedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetHomeFeedResponse, _abc.Awaitable[_recommendation_pb2.GetHomeFeedResponse]]:
+        """Named shelves for a user's home page; no item appears on two shelves of one response."""
+
+    @_abc_1.abstractmethod
+    def SearchItems(
+        self,
+        request: _recommendation_pb2.SearchItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.SearchItemsResponse, _abc.Awaitable[_recommendation_pb2.SearchItemsResponse]]:
+        """-- Search and user history ------------------------------------------------------------
+        Catalogue items ranked by text relevance to a query (BM25 over title, categories and tags,
+        with synonyms); trending items with fallback_reason "no_search_matches" when none match.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUserStats(
+        self,
+        request: _recommendation_pb2.GetUserStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetUserStatsResponse, _abc.Awaitable[_recommendation_pb2.GetUserStatsResponse]]:
+        """One user's numbers: lists served, clicks, dismissals, interactions by type, churn risk."""
+
+    @_abc_1.abstractmethod
+    def ListInteractions(
+        self,
+        request: _recommendation_pb2.ListInteractionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.ListInteractionsResponse, _abc.Awaitable[_recommendation_pb2.ListInteractionsResponse]]:
+        """One user's interactions, newest first, paginated (page_token as in Google AIP-158)."""
+
+    @_abc_1.abstractmethod
+    def ListChurnPredictions(
+        self,
+        request: _recommendation_pb2.ListChurnPredictionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.ListChurnPredictionsResponse, _abc.Awaitable[_recommendation_pb2.ListChurnPredictionsResponse]]:
+        """One user's stored churn predictions, newest first, paginated like ListInteractions."""
 
 def add_RecommendationServiceServicer_to_server(servicer: RecommendationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

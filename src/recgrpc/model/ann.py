@@ -1,0 +1,54 @@
+"""Approximate maximum-inner-product search over item vectors, for large catalogues.
+
+An HNSW graph (usearch, inner-product metric) over the hybrid item matrix ``[bias | embedding]``
+finds the candidates; ranking then re-scores them exactly and applies every filter exactly
+(seen, dismissed, excluded, unscored), widening the search when too few survive. The choice of
+library and its settings are measured in bench/ann_compare.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from usearch.index import Index
+
+CONNECTIVITY = 16
+"""Graph degree (HNSW's M)."""
+EXPANSION_ADD = 128
+"""Candidate list while building (efConstruction)."""
+EXPANSION_SEARCH = 256
+"""Candidate list while searching (efSearch); a search for more results widens it."""
+
+
+class ItemIndex:
+    """An HNSW index over the rows of ``items``; keys are catalogue positions. Thread-safe for
+    searches (built once, never modified)."""
+
+    def __init__(self, items: npt.NDArray[np.float32], *, threads: int = 0) -> None:
+        self.size = int(items.shape[0])
+        self._index = Index(
+            ndim=int(items.shape[1]),
+            metric="ip",
+            dtype="f32",
+            connectivity=CONNECTIVITY,
+            expansion_add=EXPANSION_ADD,
+            expansion_search=EXPANSION_SEARCH,
+        )
+        if self.size:
+            self._index.add(
+                np.arange(self.size, dtype=np.uint64),
+                np.ascontiguousarray(items, dtype=np.float32),
+                threads=threads,
+            )
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self._index.memory_usage)
+
+    def search(self, vector: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.int64]:
+        """Up to ``count`` positions with about the largest inner products with ``vector``."""
+        count = min(count, self.size)
+        if count <= 0:
+            return np.zeros(0, dtype=np.int64)
+        found = self._index.search(np.ascontiguousarray(vector, dtype=np.float32), count, threads=1)
+        return np.asarray(found.keys, dtype=np.int64)

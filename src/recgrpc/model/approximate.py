@@ -1,0 +1,98 @@
+"""HYBRID ranking of a large catalogue from the approximate index (model.ann).
+
+The index's candidates are re-scored exactly and filtered exactly (seen, dismissed, excluded,
+unscored items), widening the search when too few survive; a category filter ranks exactly
+over the categories' members instead. The freshness boost and diversity then apply among the
+candidates: a fresh item the index did not return is not lifted in.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
+
+from recgrpc import domain
+from recgrpc.model.catalog import CatalogIndex
+from recgrpc.model.representations import ModelView
+from recgrpc.model.rerank import (
+    FRESH_SIGNIFICANT,
+    MIN_POOL,
+    POOL_FACTOR,
+    RerankConfig,
+    Reranked,
+    rerank,
+)
+
+OVERFETCH = 4
+"""Index candidates asked for per pool slot (re-scoring them exactly is cheap)."""
+MAX_FETCH = 20_000
+"""Widest index search before ranking scores the whole catalogue instead."""
+
+
+def approximate_hybrid(
+    catalog: CatalogIndex,
+    model: ModelView,
+    context: domain.UserContext,
+    query: domain.RecommendationQuery,
+    vector: npt.NDArray[np.float32],
+    *,
+    freshness: npt.NDArray[np.float32] | None,
+    config: RerankConfig,
+) -> Reranked | None:
+    """The re-ranked HYBRID list (catalogue positions); None when too few candidates survive
+    the filters even after widening (the caller then scores the whole catalogue)."""
+    assert model.ann is not None
+    pool_size = max(MIN_POOL, POOL_FACTOR * query.limit)
+    blocked = catalog.indices(
+        itertools.chain(context.seen_item_ids, context.dismissed_item_ids, query.exclude_item_ids)
+    )
+    if query.categories:
+        found = [catalog.by_category[c] for c in query.categories if c in catalog.by_category]
+        if not found:
+            return None
+        candidates = np.unique(np.concatenate(found))
+    else:
+        fetch = OVERFETCH * pool_size + blocked.size
+        while True:
+            candidates = model.ann.search(vector, fetch)
+            usable = model.scorable[candidates] & ~np.isin(candidates, blocked)
+            if np.count_nonzero(usable) >= pool_size or fetch >= model.ann.size:
+                break
+            if fetch >= MAX_FETCH:
+                return None
+            fetch *= 4
+    scores: npt.NDArray[np.float32] = model.hybrid[candidates] @ vector
+    scores[~model.scorable[candidates] | np.isin(candidates, blocked)] = -np.inf
+    fresh = None if freshness is None else freshness[candidates]
+    result = rerank(
+        scores,
+        query.limit,
+        categories=_Positions(catalog.categories, candidates),
+        fresh=fresh,
+        fresh_items=None if fresh is None else np.flatnonzero(fresh >= FRESH_SIGNIFICANT),
+        config=config,
+    )
+    return Reranked(candidates[result.indices], result.scores, result.fresh)
+
+
+class _Positions(Sequence[tuple[str, ...]]):
+    """``values`` seen through ``positions`` (candidate i is catalogue item positions[i])."""
+
+    def __init__(self, values: Sequence[tuple[str, ...]], positions: npt.NDArray[np.int64]) -> None:
+        self._values, self._positions = values, positions
+
+    def __len__(self) -> int:
+        return int(self._positions.size)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, ...]: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[tuple[str, ...]]: ...
+    def __getitem__(self, i: int | slice) -> tuple[str, ...] | Sequence[tuple[str, ...]]:
+        if isinstance(i, slice):
+            return [self._values[p] for p in self._positions[i].tolist()]
+        return self._values[int(self._positions[i])]

@@ -1,0 +1,258 @@
+"""Similar items and frequently-together lists, ranked over the serving catalogue.
+
+``SimilarityIndex`` aligns the neighbour artifact (artifact item order) and the active model's
+item vectors with the catalogue, so every source yields a score vector over catalogue positions
+and the usual masks (seen, dismissed, excluded, categories) apply. Modes:
+
+- BEHAVIOUR: the stored co-occurrence neighbours ("users who liked this also liked"),
+- CONTENT: TF-IDF cosine over categories, tags and title words (any item, even a new one),
+- EMBEDDING: cosine of the LightFM item vectors,
+- AUTO: a blend, each source rescaled to its best score; behaviour leads when the item has any,
+  otherwise content and embedding carry it (cold start).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from recgrpc.model.catalog import CatalogIndex
+from recgrpc.model.neighbour_artifact import NeighbourArrays
+from recgrpc.model.neighbours import basket_scores
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+AUTO_WEIGHTS = {"behaviour": 0.6, "embedding": 0.25, "content": 0.15}
+COLD_WEIGHTS = {"content": 0.6, "embedding": 0.4}
+PERSONAL_SHARE = 0.15
+"""How much a user's own model score re-orders the neighbour pool (light personalisation)."""
+POOL_FACTOR = 4
+MIN_POOL = 50
+
+
+class SimilarityMode(enum.StrEnum):
+    AUTO = "AUTO"
+    BEHAVIOUR = "BEHAVIOUR"
+    CONTENT = "CONTENT"
+    EMBEDDING = "EMBEDDING"
+
+
+REASONS = {
+    "behaviour": "also_liked",
+    "content": "similar_content",
+    "embedding": "similar_embedding",
+    "together": "frequently_together",
+}
+
+
+@dataclass(frozen=True)
+class ItemText:
+    """What content similarity reads about the item asked for (it may be inactive)."""
+
+    item_id: str
+    title: str
+    categories: Sequence[str]
+    tags: Sequence[str]
+
+
+@dataclass(frozen=True)
+class SourceScores:
+    """Per-source score vectors over the catalogue (None when the source has nothing)."""
+
+    scores: dict[str, F32]
+
+    def blended(self, weights: dict[str, float]) -> tuple[F32, list[str]]:
+        """Weighted sum of each source rescaled to its maximum, and the sources used."""
+        used = [s for s in weights if s in self.scores]
+        total: F32 | None = None
+        for source in used:
+            vector = self.scores[source]
+            top = float(vector.max()) if vector.size else 0.0
+            part = vector * np.float32(weights[source] / top) if top > 0 else vector * 0
+            total = part if total is None else total + part
+        if total is None:
+            return np.zeros(0, dtype=np.float32), []
+        return total.astype(np.float32), used
+
+
+@dataclass(frozen=True)
+class SimilarityIndex:
+    """The neighbour artifact and the model's item vectors, aligned with one catalogue."""
+
+    arrays: NeighbourArrays = field(repr=False)
+    catalog_size: int
+    to_catalog: I64 = field(repr=False)
+    """Catalogue position of each artifact item (-1 when no longer in the catalogue)."""
+    artifact_position: dict[str, int] = field(repr=False)
+    embeddings: F32 | None = field(repr=False, default=None)
+    """Unit-length item vectors aligned with the catalogue (rows of zeros for unknown items)."""
+
+    @classmethod
+    def build(
+        cls, arrays: NeighbourArrays, catalog: CatalogIndex, item_vectors: F32 | None
+    ) -> SimilarityIndex:
+        """``item_vectors``: the active model's item embeddings in catalogue order, if any."""
+        to_catalog = np.array(
+            [catalog.position.get(i, -1) for i in arrays.item_ids], dtype=np.int64
+        )
+        unit = None
+        if item_vectors is not None and item_vectors.shape[0] == len(catalog):
+            norms = np.linalg.norm(item_vectors, axis=1, keepdims=True)
+            norms[norms == 0] = 1.0
+            unit = np.ascontiguousarray(item_vectors / norms, dtype=np.float32)
+        return cls(
+            arrays=arrays,
+            catalog_size=len(catalog),
+            to_catalog=to_catalog,
+            artifact_position={item: i for i, item in enumerate(arrays.item_ids)},
+            embeddings=unit,
+        )
+
+    @property
+    def version(self) -> str:
+        return self.arrays.version
+
+    def _scatter(self, artifact_items: npt.ArrayLike, values: npt.ArrayLike) -> F32:
+        out = np.zeros(self.catalog_size, dtype=np.float32)
+        pos = self.to_catalog[np.asarray(artifact_items, dtype=np.int64)]
+        keep = pos >= 0
+        out[pos[keep]] = np.asarray(values, dtype=np.float32)[keep]
+        return out
+
+    def behaviour(self, item_id: str) -> F32 | None:
+        row = self.artifact_position.get(item_id)
+        if row is None:
+            return None
+        idx, score = self.arrays.behaviour.row(row)
+        if idx.size == 0:
+            return None
+        return self._scatter(idx, score)
+
+    def content(self, item: ItemText) -> F32 | None:
+        index = self.arrays.content
+        row = self.artifact_position.get(item.item_id)
+        if row is not None:
+            matrix = index.matrix
+            vector = np.zeros(matrix.shape[1], dtype=np.float32)
+            start, end = matrix.indptr[row], matrix.indptr[row + 1]
+            vector[matrix.indices[start:end]] = matrix.data[start:end]
+        else:
+            vector = index.vector(item.title, item.categories, item.tags)
+        if not vector.any():
+            return None
+        scores = index.scores(vector)
+        return self._scatter(np.arange(scores.size), scores)
+
+    def embedding(self, catalog_position: int | None) -> F32 | None:
+        if self.embeddings is None or catalog_position is None:
+            return None
+        vector = self.embeddings[catalog_position]
+        if not vector.any():
+            return None
+        scores: F32 = self.embeddings @ vector
+        return np.maximum(scores, 0.0)
+
+    def sources(self, item: ItemText, catalog_position: int | None) -> SourceScores:
+        found: dict[str, F32] = {}
+        for name, vector in (
+            ("behaviour", self.behaviour(item.item_id)),
+            ("content", self.content(item)),
+            ("embedding", self.embedding(catalog_position)),
+        ):
+            if vector is not None:
+                found[name] = vector
+        return SourceScores(found)
+
+    def together(self, basket: Sequence[str]) -> F32 | None:
+        rows = [self.artifact_position[i] for i in basket if i in self.artifact_position]
+        n = len(self.arrays.item_ids)
+        scores = basket_scores(self.arrays.together, rows, n)
+        if not scores.any():
+            return None
+        nonzero = np.flatnonzero(scores)
+        return self._scatter(nonzero, scores[nonzero])
+
+
+@dataclass(frozen=True)
+class SimilarList:
+    positions: I64
+    scores: F32
+    reasons: list[str]
+    mode: SimilarityMode
+    fallback_reason: str = ""
+
+
+def rank_similar(
+    sources: SourceScores,
+    mode: SimilarityMode,
+    allowed: npt.NDArray[np.bool_],
+    limit: int,
+    personal: F32 | None = None,
+) -> SimilarList:
+    """The ``limit`` best allowed items for ``mode``; an impossible mode falls back to AUTO's
+    blend of what exists, and ``fallback_reason`` says so."""
+    fallback = ""
+    wanted = mode.value.lower()
+    if mode != SimilarityMode.AUTO and wanted not in sources.scores:
+        fallback = f"{wanted} requested, but {NO_SOURCE[wanted]}: blend of the other sources"
+        mode = SimilarityMode.AUTO
+    if mode == SimilarityMode.AUTO:
+        weights = AUTO_WEIGHTS if "behaviour" in sources.scores else COLD_WEIGHTS
+        if "behaviour" not in sources.scores and not fallback:
+            fallback = NO_SOURCE["behaviour"] + ": content and embedding neighbours"
+    else:
+        weights = {wanted: 1.0}
+    scores, used = sources.blended(weights)
+    if not used:
+        return SimilarList(
+            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), [], mode,
+            "no neighbours: the item has no behaviour, known content or model vector",
+        )  # fmt: skip
+    usable = allowed & (scores > 0)
+    pool = top_positions(scores, usable, max(MIN_POOL, POOL_FACTOR * limit))
+    final = scores[pool]
+    if personal is not None and pool.size:
+        mine = personal[pool]
+        span = float(mine.max() - mine.min())
+        if span > 0:
+            top = float(final.max()) or 1.0
+            final = (1 - PERSONAL_SHARE) * final + PERSONAL_SHARE * top * (mine - mine.min()) / span
+    order = np.argsort(-final, kind="stable")[:limit]
+    chosen = pool[order]
+    reasons = [_main_source(sources, weights, used, int(p)) for p in chosen.tolist()]
+    return SimilarList(chosen, final[order].astype(np.float32), reasons, mode, fallback)
+
+
+NO_SOURCE = {
+    "behaviour": "no behaviour neighbours for this item yet",
+    "content": "the item has no categories, tags or title words in the index",
+    "embedding": "the model has no vector for this item",
+}
+
+
+def _main_source(
+    sources: SourceScores, weights: dict[str, float], used: list[str], position: int
+) -> str:
+    best, best_value = used[0], -1.0
+    for source in used:
+        vector = sources.scores[source]
+        top = float(vector.max()) or 1.0
+        value = weights[source] * float(vector[position]) / top
+        if value > best_value:
+            best, best_value = source, value
+    return REASONS[best]
+
+
+def top_positions(scores: F32, allowed: npt.NDArray[np.bool_], k: int) -> I64:
+    """Positions of the ``k`` best allowed scores, best first."""
+    candidates = np.flatnonzero(allowed)
+    if candidates.size == 0 or k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if candidates.size > k:
+        candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
+    return candidates[np.argsort(-scores[candidates], kind="stable")].astype(np.int64)

@@ -1,0 +1,69 @@
+"""The approximate-index path (large catalogues) serves what exact scoring serves: forced on for
+a small catalogue, two real servers on one database give the same lists, filters included."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from recgrpc.config import Settings
+from recgrpc.db import Database
+from recgrpc.jobs.train import train
+from recgrpc.server import create_server
+from recgrpc.v1 import recommendation_pb2 as pb
+from tests.recommender_data import load, taste_data
+from tests.test_recommender_serving import ids, recommend, wait_for_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_channels(database: Database, database_url: str) -> Iterator[tuple[grpc.Channel, ...]]:
+    """An exact server and one with the index forced on (default re-ranking on both)."""
+    data = taste_data(n_users=60, n_items=600, n_categories=8, events_per_user=25)
+    load(database, data)
+    base = Settings(database_url=database_url, host="127.0.0.1", port=0, metrics_port=0)
+    version = train(database, base, progress=False, epochs=10).version
+    servers = [create_server(base.replace(ann_min_items=n)) for n in (0, 1)]
+    channels = []
+    try:
+        for server in servers:
+            assert server.wait_ready(60)
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+            channels.append(channel)
+            wait_for_model(channel, version)
+        yield tuple(channels)
+    finally:
+        for channel in channels:
+            channel.close()
+        for server in servers:
+            server.stop(grace=1)
+
+
+def test_forced_approximate_index_gives_the_exact_top_10(
+    two_channels: tuple[grpc.Channel, grpc.Channel],
+) -> None:
+    exact, approximate = two_channels
+    for user in [f"u{u:03d}" for u in range(0, 60, 6)]:
+        want = recommend(exact, user, "HYBRID")
+        got = recommend(approximate, user, "HYBRID")
+        assert len(ids(want)) == 10
+        assert ids(got) == ids(want)
+        assert [r.score for r in got.recommendations] == pytest.approx(
+            [r.score for r in want.recommendations], rel=1e-4
+        )
+        assert got.algorithm == pb.ALGORITHM_HYBRID
+
+    # Filters stay exact: excluded items never come back, a category filter holds.
+    user = "u007"
+    first = ids(recommend(exact, user, "HYBRID"))
+    excluded = first[:5]
+    want = recommend(exact, user, "HYBRID", exclude_item_ids=excluded)
+    got = recommend(approximate, user, "HYBRID", exclude_item_ids=excluded)
+    assert ids(got) == ids(want)
+    assert not set(excluded) & set(ids(got))
+    want = recommend(exact, user, "HYBRID", categories=["c3"])
+    got = recommend(approximate, user, "HYBRID", categories=["c3"])
+    assert ids(got) == ids(want) and len(ids(got)) == 10
