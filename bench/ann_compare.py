@@ -24,10 +24,11 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recommend_latency import build_engine  # noqa: E402
+from recommend_latency import build_engine
 
-from recgrpc import domain  # noqa: E402
-from recgrpc.domain import Algorithm  # noqa: E402
+from recgrpc import domain
+from recgrpc.domain import Algorithm
+from recgrpc.model.weights import EventWeights
 
 M, EF_CONSTRUCTION = 16, 128
 F32 = npt.NDArray[np.float32]
@@ -42,7 +43,7 @@ def rss_mb() -> float:
 
 
 def build_faiss(items: F32, threads: int) -> tuple[Search, Callable[[int], None]]:
-    import faiss
+    import faiss  # noqa: PLC0415 - optional: only the compared libraries
 
     faiss.omp_set_num_threads(threads)
     index = faiss.IndexHNSWFlat(items.shape[1], M, faiss.METRIC_INNER_PRODUCT)
@@ -60,7 +61,7 @@ def build_faiss(items: F32, threads: int) -> tuple[Search, Callable[[int], None]
 
 
 def build_usearch(items: F32, threads: int) -> tuple[Search, Callable[[int], None]]:
-    from usearch.index import Index
+    from usearch.index import Index  # noqa: PLC0415 - optional: only the compared libraries
 
     index = Index(
         ndim=items.shape[1], metric="ip", dtype="f32", connectivity=M,
@@ -78,7 +79,7 @@ def build_usearch(items: F32, threads: int) -> tuple[Search, Callable[[int], Non
 
 
 def build_hnswlib(items: F32, threads: int) -> tuple[Search, Callable[[int], None]]:
-    import hnswlib
+    import hnswlib  # noqa: PLC0415 - optional: only the compared libraries
 
     index = hnswlib.Index(space="ip", dim=items.shape[1])
     index.init_index(max_elements=items.shape[0], M=M, ef_construction=EF_CONSTRUCTION)
@@ -108,7 +109,9 @@ def main() -> None:
     queries = []
     for u in rng.integers(0, 1000, args.queries):
         ctx = domain.UserContext(f"user{u}", True, preferences={"c3": 1.0})
-        vector = snap.model.user_vector(Algorithm.HYBRID, ctx, snap.catalog.position, {})
+        vector = snap.model.user_vector(
+            Algorithm.HYBRID, ctx, snap.catalog.position, EventWeights()
+        )
         assert vector is not None
         queries.append(vector.astype(np.float32))
     exact = [np.argsort(-(items @ q))[:50] for q in queries]
@@ -143,8 +146,8 @@ def main() -> None:
         t0 = time.perf_counter()
         np.argpartition(-(items @ q), 50)
         exact_times.append((time.perf_counter() - t0) * 1000)
-    print(f"{'exact':>8} {'':>8} {'':>8} {'':>5} {1.0:>7.3f} {1.0:>7.3f} "
-          f"{np.percentile(exact_times, 50):>7.2f} {np.percentile(exact_times, 99):>7.2f}")  # fmt: skip
+    p50, p99 = np.percentile(exact_times, 50), np.percentile(exact_times, 99)
+    print(f"{'exact':>8} {'':>8} {'':>8} {'':>5} {1.0:>7.3f} {1.0:>7.3f} {p50:>7.2f} {p99:>7.2f}")
 
 
 if __name__ == "__main__":

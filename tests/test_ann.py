@@ -66,4 +66,5 @@ def test_forced_approximate_index_gives_the_exact_top_10(
     assert not set(excluded) & set(ids(got))
     want = recommend(exact, user, "HYBRID", categories=["c3"])
     got = recommend(approximate, user, "HYBRID", categories=["c3"])
-    assert ids(got) == ids(want) and len(ids(got)) == 10
+    assert ids(got) == ids(want)
+    assert len(ids(got)) == 10

@@ -181,6 +181,8 @@ def test_the_home_feed_example(demo_server: str) -> None:
     ids = [i for _, _, items in shelves for i in ast.literal_eval(items)]
     assert len(ids) == len(set(ids))
     assert lines[-1] == ("['trending'] for_you left out: a new user with no activity yet")
+
+
 def test_the_search_and_history_example_prints_what_the_service_returns(
     demo_server: str,
 ) -> None:

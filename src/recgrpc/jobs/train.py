@@ -47,6 +47,7 @@ from recgrpc.model.training import (
     trained_arrays,
     user_rows,
 )
+from recgrpc.model.weights import EventWeights
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def train(
     version = arrays.version
     blob = artifact.encode(arrays)
     positives, events, texts = neighbour_artifact.training_inputs(
-        data, rows, titles, settings.interaction_weights
+        data, rows, titles, EventWeights.of(settings)
     )
     neighbours = neighbour_artifact.build_neighbours(
         version,

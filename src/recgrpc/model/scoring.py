@@ -23,19 +23,23 @@ UserRow = tuple[str, Mapping[str, float], Mapping[str, str]]
 """(user_id, preferences, attributes): what a user vector is built from."""
 
 
-def scores(items: F32, users: F32) -> F32:
-    """Scores of ``users`` for every item.
+def scores(items: F32, users: F32, out: F32 | None = None) -> F32:
+    """Scores of ``users`` for every item: ``items @ [1 | user]``.
 
-    ``items`` rows are ``[bias | embedding]`` (``ModelView.items_for``); ``users`` is one user's
-    embedding (d,) giving (items,), or one per row (n, d) giving (n, items).
+    ``items`` rows are ``[bias | embedding]`` (``ModelView.items_for``); a user is ``[1 |
+    embedding]`` (``ModelView.user_vector``, :func:`with_bias_term`), so the leading 1 adds the
+    item's bias. One user (d+1,) gives (items,), into ``out`` when given (serving reuses a
+    buffer); one user per row (n, d+1) gives (n, items).
     """
     if users.ndim == 1:
-        one: F32 = items[:, 1:] @ users
-        one += items[:, 0]
-        return one
-    out: F32 = users @ items[:, 1:].T
-    out += items[:, 0][None, :]
-    return out
+        return np.matmul(items, users, out=out)
+    return np.matmul(users, items.T, out=out)
+
+
+def with_bias_term(embeddings: F32) -> F32:
+    """User embeddings (n, d) as the ``[1 | embedding]`` rows :func:`scores` takes."""
+    ones = np.ones((embeddings.shape[0], 1), dtype=np.float32)
+    return np.hstack([ones, embeddings.astype(np.float32, copy=False)])
 
 
 def view_scores(view: ModelView, user_rows: Sequence[UserRow]) -> ScoreFn:
@@ -44,6 +48,6 @@ def view_scores(view: ModelView, user_rows: Sequence[UserRow]) -> ScoreFn:
 
     def score(rows: npt.NDArray[np.int64]) -> F32:
         users, _ = view.user_matrix(Algorithm.HYBRID, [user_rows[r] for r in rows])
-        return scores(items, users)
+        return scores(items, with_bias_term(users))
 
     return score

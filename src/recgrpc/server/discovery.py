@@ -25,6 +25,7 @@ from recgrpc.errors import NotFound, Unavailable
 from recgrpc.model import neighbour_artifact
 from recgrpc.model.home_feed import HomeFeedQuery, build_feed, liked_anchor
 from recgrpc.model.ranking import NO_MODEL, RankingEngine, ServingSnapshot
+from recgrpc.model.scoring import scores as score_items
 from recgrpc.model.similar import (
     ItemText,
     SimilarityIndex,
@@ -240,7 +241,7 @@ class Discovery:
                 context = queries.load_user_context(conn, query.user_id)
                 if self.profile is not None:
                     context = self.profile(conn, context)
-                anchor_id = liked_anchor(context, snap.config.interaction_weights)
+                anchor_id = liked_anchor(context, snap.config.event_weights)
                 texts = discovery.item_texts(conn, [anchor_id] if anchor_id else [])
         except Exception as exc:
             if not is_database_outage(exc):
@@ -343,12 +344,11 @@ class Discovery:
         model = snap.model
         if model is None:
             return None
-        weights = snap.config.interaction_weights
+        weights = snap.config.event_weights
         vector = model.user_vector(domain.Algorithm.HYBRID, context, snap.catalog.position, weights)
         if vector is None:
             return None
-        scores: npt.NDArray[np.float32] = model.hybrid @ vector
-        return scores
+        return score_items(model.hybrid, vector)
 
     @staticmethod
     def _trending(
