@@ -33,6 +33,10 @@ RPC_PATHS = {
     "LogInteraction": "/recgrpc.v1.RecommendationService/LogInteraction",
     "SubmitFeedback": "/recgrpc.v1.RecommendationService/SubmitFeedback",
     "PredictChurn": "/recgrpc.v1.RecommendationService/PredictChurn",
+    # Discovery: an item's neighbours for a signed-in user, a two-item basket, a whole feed.
+    "GetSimilarItems": "/recgrpc.v1.RecommendationService/GetSimilarItems",
+    "GetFrequentlyTogether": "/recgrpc.v1.RecommendationService/GetFrequentlyTogether",
+    "GetHomeFeed": "/recgrpc.v1.RecommendationService/GetHomeFeed",
     "SearchItems": "/recgrpc.v1.RecommendationService/SearchItems",
     "GetUserStats": "/recgrpc.v1.RecommendationService/GetUserStats",
     "ListInteractions": "/recgrpc.v1.RecommendationService/ListInteractions",
@@ -44,6 +48,19 @@ SEARCH_WORDS = ["jazz", "guide", "live", "rock", "classical", "documentary", "hi
 CATEGORIES = [f"category-{i:02d}" for i in range(24)]
 TAGS = [f"tag-{i:03d}" for i in range(80)]
 EVENT_TYPES = ["VIEW"] * 12 + ["CLICK"] * 5 + ["LIKE", "ADD_TO_CART", "PURCHASE", "SHARE"]
+
+
+DISCOVERY_REQUESTS: dict[str, Callable[[str, list[str]], bytes]] = {
+    "GetSimilarItems": lambda uid, picked: pb.GetSimilarItemsRequest(
+        item_id=picked[0], user_id=uid, limit=10
+    ).SerializeToString(),
+    "GetFrequentlyTogether": lambda uid, picked: pb.GetFrequentlyTogetherRequest(
+        item_ids=picked, user_id=uid, limit=10
+    ).SerializeToString(),
+    "GetHomeFeed": lambda uid, _picked: pb.GetHomeFeedRequest(
+        user_id=uid, shelf_size=10
+    ).SerializeToString(),
+}
 
 
 # -- generated data ---------------------------------------------------------------------------
@@ -171,6 +188,8 @@ def request_maker(
             )
         elif rpc == "PredictChurn":
             pool.append(pb.PredictChurnRequest(user_id=uid).SerializeToString())
+        elif rpc in DISCOVERY_REQUESTS:
+            pool.append(DISCOVERY_REQUESTS[rpc](uid, rng.sample(list(items), 2)))
         elif rpc == "SearchItems":
             words = rng.sample(SEARCH_WORDS, rng.randint(1, 3)) if rng.random() > 0.05 else ["zq"]
             pool.append(
@@ -337,7 +356,7 @@ class ServerProcess:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def wait_serving(self, timeout: float = 120.0) -> None:
+    def wait_serving(self, timeout: float = 600.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

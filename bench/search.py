@@ -25,8 +25,8 @@ import statistics
 import time
 
 import numpy as np
-from recgrpc.demo import generate_demo
 
+from recgrpc.jobs.demo import generate_demo
 from recgrpc.model.search import SearchIndex, best_matches, document_tokens
 
 WORDS = ["jazz", "guide", "live", "rock", "classical", "documentary", "hiking", "quiet",

@@ -77,6 +77,21 @@ def _dashboard_port_off() -> Iterator[None]:
         yield
 
 
+# Tests share two CPUs with other suites, where a thread can wait longer than the server's
+# default database budget (half a second) for the interpreter alone: every call would then
+# look like a stalled database. Servers started by tests get a generous budget; the tests of
+# the budget itself (test_db_stall, test_faults) set theirs.
+TEST_DB_DEADLINE_SECONDS = 10.0
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _generous_database_budget() -> Iterator[None]:
+    """The same for servers that tests start as processes (``recgrpc serve``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECGRPC_DB_DEADLINE_SECONDS", str(TEST_DB_DEADLINE_SECONDS))
+        yield
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file, copied per test (migrating each time would be slow)."""
@@ -140,7 +155,12 @@ def database(database_url: str) -> Iterator[Database]:
 def settings(database_url: str) -> Settings:
     # Short refresh so trending picks up new events within a test.
     return Settings(
-        database_url=database_url, host="127.0.0.1", port=0, metrics_port=0, refresh_seconds=0.5
+        database_url=database_url,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        refresh_seconds=0.5,
+        db_deadline_seconds=TEST_DB_DEADLINE_SECONDS,
     )
 
 

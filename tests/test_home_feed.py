@@ -153,3 +153,21 @@ def test_stale_and_new_users_get_no_for_you_and_are_told_why(
     assert pb.SHELF_KIND_FOR_YOU not in [s.kind for s in stranger.shelves]
     assert "a new user with no activity yet" in stranger.fallback_reason
     assert pb.SHELF_KIND_TRENDING in [s.kind for s in stranger.shelves]
+
+
+def test_without_a_model_the_feed_says_which_shelves_it_cannot_fill(
+    channel: grpc.Channel, database: Database, taste: TasteData
+) -> None:
+    load(database, taste)
+    user = _active_user(taste)
+    wait_for(lambda: pb.SHELF_KIND_TRENDING in [s.kind for s in feed(channel, user).shelves])
+    reply = feed(channel, user, shelf_size=3)
+    kinds = [s.kind for s in reply.shelves]
+    assert pb.SHELF_KIND_FOR_YOU not in kinds
+    assert pb.SHELF_KIND_BECAUSE_YOU_LIKED not in kinds
+    assert "for_you left out: no trained model is active" in reply.fallback_reason
+    assert "because_you_liked left out: no neighbour table is loaded" in reply.fallback_reason
+    assert pb.SHELF_KIND_TRENDING in kinds
+    tops = [s for s in reply.shelves if s.kind == pb.SHELF_KIND_TOP_CATEGORIES]
+    assert tops
+    assert all(r.reason == "trending" for s in tops for r in s.items)

@@ -112,6 +112,10 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(database_url: str, tmp_pa
         "RECGRPC_DRAIN_DELAY_SECONDS": "1.5",
         "RECGRPC_REFRESH_SECONDS": "0.5",
         "RECGRPC_LOG_JSON": "true",
+        # The in-flight call below waits on a held write lock: let it wait past the default
+        # database budgets (which would answer UNAVAILABLE first), as a slow commit would.
+        "RECGRPC_DB_DEADLINE_SECONDS": "60",
+        "RECGRPC_DB_LOCK_TIMEOUT_SECONDS": "0",
     }
     command = [
         *(sys.executable, "-m", "recgrpc.cli", "--database-url", database_url, "serve"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -11,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from recgrpc import domain
 from recgrpc.db import Database, queries
 from recgrpc.db import models as m
+from recgrpc.db import training_data as td
 from recgrpc.db.prepared import Prepared
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -67,7 +69,34 @@ def test_an_interaction_round_trips_through_prepared_and_orm_alike(database: Dat
     assert context.recent[0].type is domain.InteractionType.RATING
 
 
-def test_a_served_list_is_stored_as_impression_and_top_n(database: Database) -> None:
+def _training_top_n(database: Database, user_id: str, item_ids: list[str]) -> None:
+    with database.writer() as session:
+        td.replace_top_n(
+            session,
+            user_ids=[user_id],
+            item_ids=item_ids,
+            top_items=np.arange(len(item_ids), dtype=np.int64)[None, :],
+            top_scores=np.linspace(1.0, 0.5, len(item_ids), dtype=np.float32)[None, :],
+            algorithm="HYBRID",
+            model_version="v0",
+            generated_at=NOW,
+        )
+
+
+def _stored(database: Database, user_id: str) -> list[tuple[str, int, bool, bool]]:
+    with database.reader() as session:
+        rows = session.scalars(
+            select(m.Recommendation)
+            .where(m.Recommendation.user_id == user_id)
+            .order_by(m.Recommendation.rank)
+        ).all()
+    return [(r.item_id, r.rank, r.is_clicked, r.is_dismissed) for r in rows]
+
+
+def test_a_served_list_is_stored_as_an_impression_and_leaves_the_top_n(
+    database: Database,
+) -> None:
+    _training_top_n(database, "u1", ["t0", "t1"])
     ranking = domain.RecommendationList(
         items=[domain.ScoredItem(f"i{k}", 1.0 - k / 10, "collaborative") for k in range(3)],
         algorithm=domain.Algorithm.HYBRID,
@@ -77,21 +106,15 @@ def test_a_served_list_is_stored_as_impression_and_top_n(database: Database) -> 
     first = domain.ServedList(recset_id="r1", generated_at=NOW, ranking=ranking)
     second = domain.ServedList(recset_id="r2", generated_at=NOW, ranking=ranking)
     with database.writer() as session:
-        queries.record_served_lists(session, [("u1", first, "web"), ("u1", second, "web")])
+        queries.record_impressions(session, [("u1", first, "web"), ("u1", second, "web")])
     with database.reader() as session:
         impressions = session.scalars(select(m.Impression).order_by(m.Impression.recset_id)).all()
-        stored = session.scalars(select(m.Recommendation).order_by(m.Recommendation.rank)).all()
-    assert [(i.recset_id, i.item_ids, i.served_at) for i in impressions] == [
-        ("r1", ["i0", "i1", "i2"], NOW),
-        ("r2", ["i0", "i1", "i2"], NOW),
+    assert [(i.recset_id, i.item_ids, i.served_at, i.model_version) for i in impressions] == [
+        ("r1", ["i0", "i1", "i2"], NOW, "v1"),
+        ("r2", ["i0", "i1", "i2"], NOW, "v1"),
     ]
-    # The user's stored top-N is the last list served.
-    assert [(r.recset_id, r.item_id, r.rank) for r in stored] == [
-        ("r2", "i0", 1),
-        ("r2", "i1", 2),
-        ("r2", "i2", 3),
-    ]
-    assert stored[0].score == pytest.approx(1.0)
+    # The stored top-N is the training job's: serving does not rewrite it.
+    assert _stored(database, "u1") == [("t0", 1, False, False), ("t1", 2, False, False)]
 
 
 def test_the_user_context_holds_everything_ranking_reads(database: Database) -> None:
@@ -155,43 +178,35 @@ def _served(recset_id: str, item_ids: list[str], at: datetime = NOW) -> domain.S
     return domain.ServedList(recset_id=recset_id, generated_at=at, ranking=ranking)
 
 
-def test_a_new_list_replaces_the_stored_top_n_and_its_flags(database: Database) -> None:
+def test_feedback_flags_the_training_top_n_and_serving_keeps_it(database: Database) -> None:
     later = NOW + timedelta(minutes=5, microseconds=250)
+    _training_top_n(database, "u1", ["a", "b", "c"])
+    _training_top_n(database, "u2", ["a", "z"])
     with database.transaction() as conn:
-        queries.record_served_lists(conn, [("u1", _served("r1", ["a", "b", "c"]), "web")])
-        queries.record_served_lists(conn, [("u2", _served("r9", ["a", "z"]), "web")])
+        queries.record_impressions(conn, [("u1", _served("r1", ["a", "b", "c"]), "web")])
         queries.record_feedback_batch(
             conn, [domain.Feedback("u1", "b", "r1", clicked=True, dismissed=True)], NOW
         )
     with database.transaction() as conn:
-        # "b" is served again (flags start over), "a" and "c" are gone, "d" is new.
-        queries.record_served_lists(conn, [("u1", _served("r2", ["d", "b"], later), "ios")])
-
-    def stored(user_id: str) -> list[tuple[str, str, int, bool, bool]]:
-        with database.reader() as session:
-            rows = session.scalars(
-                select(m.Recommendation)
-                .where(m.Recommendation.user_id == user_id)
-                .order_by(m.Recommendation.rank)
-            ).all()
-        assert all(r.generated_at == later for r in rows if r.recset_id == "r2")
-        return [(r.recset_id, r.item_id, r.rank, r.is_clicked, r.is_dismissed) for r in rows]
-
-    assert stored("u1") == [("r2", "d", 1, False, False), ("r2", "b", 2, False, False)]
-    assert stored("u2") == [("r9", "a", 1, False, False), ("r9", "z", 2, False, False)]
-
-    # A list with no items (everything filtered out) leaves the user with no stored top-N.
-    with database.transaction() as conn:
-        queries.record_served_lists(conn, [("u1", _served("r3", []), "web")])
-    assert stored("u1") == []
+        queries.record_impressions(conn, [("u1", _served("r2", ["d", "b"], later), "ios")])
+        queries.record_impressions(conn, [("u1", _served("r3", []), "web")])
+    assert _stored(database, "u1") == [
+        ("a", 1, False, False),
+        ("b", 2, True, True),
+        ("c", 3, False, False),
+    ]
+    assert _stored(database, "u2") == [("a", 1, False, False), ("z", 2, False, False)]
     with database.reader() as session:
         impression = session.get(m.Impression, "r2")
+        empty = session.get(m.Impression, "r3")
     assert impression is not None
+    assert empty is not None
     assert (impression.item_ids, impression.platform, impression.served_at) == (
         ["d", "b"],
         "ios",
         later,
     )
+    assert empty.item_ids == []
 
 
 def test_a_driver_error_surfaces_as_sqlalchemys_own(database: Database) -> None:

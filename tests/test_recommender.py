@@ -191,6 +191,23 @@ def test_weights_by_type_rating_and_decay_from_newest_event() -> None:
     assert negatives == {("u1", "i3"), ("u2", "i1")}
 
 
+def test_decay_counts_back_from_each_users_own_newest_event() -> None:
+    # u2 stopped three years before u1's newest event: their history still counts in full.
+    settings = Settings(decay_half_life_days=10.0)
+    old = T0 - timedelta(days=3 * 365)
+    rows = _rows(
+        [
+            ("u1", "i0", "LIKE", 0.0, T0),
+            ("u2", "i1", "LIKE", 0.0, old),
+            ("u2", "i2", "LIKE", 0.0, old - timedelta(days=10)),  # one half-life before u2's last
+        ]
+    )
+    pairs = _pairs(rows, settings)
+    assert pairs[("u1", "i0")] == pytest.approx(4.0)
+    assert pairs[("u2", "i1")] == pytest.approx(4.0)
+    assert pairs[("u2", "i2")] == pytest.approx(2.0)
+
+
 def test_dismissed_pairs_are_never_positive_and_feedback_clicks_count() -> None:
     settings = Settings()
     rows = _rows(

@@ -24,6 +24,7 @@ from recgrpc.model.features import build_interaction_data
 from recgrpc.model.representations import ModelView
 from recgrpc.model.scoring import view_scores
 from recgrpc.model.training import user_rows
+from recgrpc.model.training_blend import full_history
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import TasteData, load, taste_data
 from tests.rpc import stubs
@@ -105,7 +106,8 @@ def test_training_top_n_evaluation_and_serving_scores_agree(
     # Training's evaluation path: the serving view of the stored artifact, scored in a batch.
     data = build_interaction_data(rows, settings)
     view = ModelView.build(artifact.decode(active.artifact), rows.items)
-    evaluation = view_scores(view, user_rows(rows, data))
+    # With the model's EASE part, blended from each user's stored history as the top-N is.
+    evaluation = view_scores(view, user_rows(rows, data), full_history(view, data))
     users = sorted({u for u, _ in stored if u.startswith(("prefers-", "settled-"))})
     assert len(users) == USERS
 

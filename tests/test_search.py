@@ -93,8 +93,18 @@ def test_categories_filter_and_limit(catalogue: grpc.Channel) -> None:
     assert len(search(catalogue, "jazz rock", limit=1).items) == 1
 
 
-def test_no_match_falls_back_to_trending_with_ok_status(catalogue: grpc.Channel) -> None:
+def test_no_match_falls_back_to_trending_with_ok_status(
+    catalogue: grpc.Channel, server: RunningServer
+) -> None:
+    registry = server.metrics.registry
+
+    def fallbacks() -> float:
+        labels = {"source": "trending", "fallback": "true"}
+        return registry.get_sample_value("recgrpc_discovery_lists_total", labels) or 0.0
+
+    before = fallbacks()
     reply = search(catalogue, "zzzz qqqq")
+    assert fallbacks() == before + 1
     assert reply.fallback_reason == "no_search_matches"
     assert reply.items
     assert all(hit.reason == "trending" for hit in reply.items)

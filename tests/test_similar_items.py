@@ -14,10 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from werkzeug.test import Client
 
 from recgrpc import domain
 from recgrpc.cli import main
 from recgrpc.config import Settings
+from recgrpc.dashboard import Capabilities
+from recgrpc.dashboard.sources import Sources
+from recgrpc.dashboard.web import DashboardApp
 from recgrpc.db import Database, neighbour_store, queries
 from recgrpc.db import models as m
 from recgrpc.jobs.train import train
@@ -372,3 +376,18 @@ def test_similar_command_prints_what_the_rpc_returns(
     ]
     assert main(["similar", "nope", *target]) == 1
     assert "'nope' is not in the catalogue" in capsys.readouterr().err
+
+
+def test_the_dashboards_item_inspector_lists_neighbours_per_mode(
+    server: RunningServer, channel: grpc.Channel, trained: str
+) -> None:
+    """The inspector's neighbour sections come from GetSimilarItems' own path (what `recgrpc
+    serve` wires in), without recording an impression."""
+    wait_for_neighbours(channel, trained)
+    capabilities = Capabilities(similar_items=server.handlers.discovery.preview_similar)
+    client = Client(DashboardApp(Sources(server.handlers, capabilities), tokens=None))
+    html = client.get("/items?item_id=i006").get_data(as_text=True)
+    for mode, number in (("behaviour", "BEHAVIOUR"), ("content", "CONTENT")):
+        assert f'data-title="Neighbours by {mode}"' in html
+        first = similar(channel, "i006", mode=MODES[number], limit=10).items[0].item_id
+        assert f'href="/items?item_id={first}"' in html

@@ -4,7 +4,9 @@ client's ``traceparent``, the group commit's span, and export over OTLP to a col
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -281,6 +283,13 @@ def test_otlp_endpoint_exports_the_servers_spans(tmp_path: Path, sqlite_template
         if a.key == "service.name"
     }
     assert service_names == {"recs-eu"}
+    instances = {
+        a.value.string_value
+        for rs in resource_spans
+        for a in rs.resource.attributes
+        if a.key == "service.instance.id"
+    }
+    assert instances == {f"{socket.gethostname()}-{os.getpid()}"}  # this process served them
     names = {s.name for rs in resource_spans for ss in rs.scope_spans for s in ss.spans}
     assert GET in names
     assert "recgrpc.group_commit" in names

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import pytest
 
@@ -23,6 +25,7 @@ from recgrpc.db import Database
 from recgrpc.db import models as m
 from recgrpc.server import RunningServer
 
+T = TypeVar("T")
 NOW = datetime.now(UTC).replace(microsecond=0)
 ITEMS = [Item(item_id=f"item-{i}", title=f"Item {i}", categories=["c"]) for i in range(12)]
 
@@ -61,8 +64,8 @@ def test_stats_count_what_the_user_was_shown_and_did(
     client.submit_feedback(
         "ann", served.items[1].item_id, recset_id=served.recset_id, dismissed=True
     )
-    stats = client.get_user_stats("ann")
-    assert stats.lists_served == 1
+    # Served lists are stored behind the reply (within the impression flush interval).
+    stats = eventually(lambda: client.get_user_stats("ann"), lambda s: s.lists_served == 1)
     assert stats.items_shown == 5
     assert (stats.items_clicked, stats.items_dismissed) == (1, 1)
     assert stats.click_through_rate == pytest.approx(1 / 5)
@@ -79,13 +82,22 @@ def test_stats_count_what_the_user_was_shown_and_did(
     # A search served to the user is one more list.
     found = client.search_items("item", user_id="ann", limit=3)
     assert len(found.items) == 3
-    assert client.get_user_stats("ann").lists_served == 2
+    eventually(lambda: client.get_user_stats("ann"), lambda s: s.lists_served == 2)
 
     add_predictions(database, "ann", [(0.2, "LOW", 5), (0.7, "HIGH", 1)])
     stats = client.get_user_stats("ann")
     assert stats.churn_risk == pytest.approx(0.7)
     assert stats.risk_level is RiskLevel.HIGH
     assert stats.churn_predicted_at == NOW - timedelta(days=1)
+
+
+def eventually(read: Callable[[], T], done: Callable[[T], bool], seconds: float = 10.0) -> T:
+    """``read()`` once ``done`` holds for it (bounded)."""
+    deadline = time.monotonic() + seconds
+    while not done(value := read()):
+        assert time.monotonic() < deadline, f"still {value}"
+        time.sleep(0.05)
+    return value
 
 
 def add_predictions(database: Database, user_id: str, rows: list[tuple[float, str, int]]) -> None:
@@ -212,6 +224,10 @@ def test_the_asyncio_client_has_the_same_calls(server: RunningServer) -> None:
     async def scenario() -> None:
         async with AsyncRecommendationClient(f"127.0.0.1:{server.port}", timeout=10) as c:
             await c.upsert_items(ITEMS)
+            deadline = time.monotonic() + 15
+            while (await c.search_items("item")).fallback_reason:
+                assert time.monotonic() < deadline, "the new items were never served"
+                await asyncio.sleep(0.05)
             await c.log_interaction("gus", "item-3", "like")
             await c.log_search("gus", "Item")
             stats = await c.get_user_stats("gus")

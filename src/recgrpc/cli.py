@@ -193,7 +193,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from recgrpc.db import Database, upgrade
-    from recgrpc.jobs.importer import ImportRefused, import_file
+    from recgrpc.jobs.importer import ImportRefused, ImportRefusedByDatabase, import_file
     from recgrpc.validation import RatingScale
 
     path = Path(args.file)
@@ -216,7 +216,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {problem}", file=sys.stderr)
         if exc.bad_rows > len(exc.problems):
             print(f"  ... (first {len(exc.problems)} problems shown)", file=sys.stderr)
-        return 1
+        # A row only the database refuses is for the operator to look into, like an outage.
+        return 2 if isinstance(exc, ImportRefusedByDatabase) else 1
     finally:
         db.dispose()
     line = f"imported {report.rows} rows of {report.kind} from {path}: {report.new_rows} new"

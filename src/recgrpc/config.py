@@ -68,6 +68,34 @@ class Settings:
     """SQLAlchemy URL: ``sqlite:///file.db`` or ``postgresql+psycopg://user@host/db``."""
     db_pool_size: int = 10
     """Connections kept open per process (PostgreSQL)."""
+    db_deadline_seconds: float = 0.5
+    """Longest a call waits for the database: then GetRecommendations answers from memory (with
+    its fallback_reason) and every other call UNAVAILABLE."""
+    db_workers: int = 16
+    """Threads that run the calls' database work; a call waits for a free one within
+    db_deadline_seconds."""
+    db_breaker_failures: int = 5
+    """Database timeouts or outages in a row that open the circuit (calls then answer at once
+    without trying the database)."""
+    db_breaker_reset_seconds: float = 1.0
+    """While the circuit is open, one call tries the database this often; its success closes
+    the circuit."""
+    db_statement_timeout_seconds: float = 15.0
+    """PostgreSQL statement_timeout of the server's connections (0: none)."""
+    db_lock_timeout_seconds: float = 5.0
+    """PostgreSQL lock_timeout of the server's connections (0: none)."""
+    db_idle_in_transaction_timeout_seconds: float = 60.0
+    """PostgreSQL idle_in_transaction_session_timeout of the server's connections (0: none)."""
+    db_connect_timeout_seconds: int = 5
+    """Longest wait to open a PostgreSQL connection (libpq connect_timeout, at least 2)."""
+    db_pool_timeout_seconds: float = 2.0
+    """Longest wait for a free connection from the pool."""
+    db_keepalive_seconds: int = 10
+    """TCP keepalive: idle seconds before the first probe (then 3 probes this far apart / 3):
+    a database host that vanished is noticed even on an idle connection."""
+    db_tcp_user_timeout_seconds: float = 10.0
+    """TCP_USER_TIMEOUT: a connection whose sent bytes stay unacknowledged this long is closed
+    (0: the kernel's default, minutes)."""
 
     host: str = "0.0.0.0"  # noqa: S104 - a server in a container must listen beyond loopback
     """Address the gRPC server binds."""
@@ -119,7 +147,24 @@ class Settings:
     rate_limit_per_second: float = 0.0
     """Per-caller token-bucket refill rate; 0 disables rate limiting."""
     rate_limit_burst: int = 100
-    """Per-caller token-bucket size."""
+    """Per-caller token-bucket size. A caller is the principal of a verified bearer token when
+    authentication is on, else the peer address."""
+    health_rate_limit_per_second: float = 20.0
+    """With rate limiting on, health calls per second per peer address (their own buckets,
+    two seconds' worth of burst); probes stay far below it."""
+    auth_failures_per_second: float = 1.0
+    """With authentication on, refused tokens per second per peer address (burst
+    auth_failure_burst); past it the peer hears RESOURCE_EXHAUSTED. 0: unlimited."""
+    auth_failure_burst: int = 20
+    """Refused tokens a peer address may send at once before auth_failures_per_second applies."""
+    stream_limit_per_peer: int = 8
+    """Long-lived streams (health Watch, server reflection) one peer address may hold open at
+    once; more are refused with RESOURCE_EXHAUSTED. They never hold RPC threads."""
+    reflection_workers: int = 2
+    """Threads serving server-reflection streams, apart from the max_workers RPC threads."""
+    stream_idle_seconds: float = 30.0
+    """A reflection stream that sends no request for this long is cancelled (frees its
+    thread)."""
 
     default_limit: int = 10
     """Items returned when a request leaves limit at 0."""
@@ -131,12 +176,19 @@ class Settings:
     """How far back trending looks."""
     refresh_seconds: float = 15.0
     """How often a server checks for a newly activated model and refreshes trending."""
-    diversity: float = 0.2
-    """0..1: how strongly re-ranking penalises repeated categories."""
+    diversity: float = 0.0
+    """0..1: how strongly re-ranking penalises repeated categories (0: off)."""
     freshness_boost: float = 0.1
     """Score bonus for new items, decaying with the item's age."""
     freshness_half_life_days: float = 14.0
     """Age at which the freshness bonus halves."""
+    recset_secret: str = field(default="", repr=False)
+    """Key signing recset_id attribution tokens, the same on every server of a deployment;
+    empty derives one from database_url (set it when callers may know that URL)."""
+    impression_queue_size: int = 10_000
+    """Served lists waiting to be stored; when full, new impressions are dropped and counted."""
+    impression_flush_seconds: float = 0.2
+    """Longest a served list waits before its impression is written (what a crash can lose)."""
     ann_min_items: int = 200_000
     """Catalogues this large are ranked from an approximate nearest-neighbour index (built at
     model load; filters stay exact); 0 never uses one."""
@@ -146,7 +198,7 @@ class Settings:
     )
     """Training weight per interaction type, ``RECGRPC_INTERACTION_WEIGHTS=PURCHASE=6,CLICK=2``."""
     decay_half_life_days: float = 60.0
-    """Training time decay, counted back from the newest event in the data."""
+    """Training time decay, counted back from each user's newest event."""
     loss: str = "warp"
     """LightFM loss: warp, bpr, warp-kos or logistic."""
     components: int = 64
@@ -155,6 +207,8 @@ class Settings:
     """Maximum training epochs (early stopping may end sooner)."""
     learning_rate: float = 0.05
     """LightFM learning rate."""
+    seed: int = 42
+    """Random seed of training (LightFM's initial state and sampling)."""
     top_n: int = 50
     """Stored recommendations per user after training."""
     rating_min: float = 0.5
@@ -224,10 +278,28 @@ class Settings:
             raise ValueError("need 1 <= default_limit <= max_limit")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.impression_queue_size < 1 or not 0 < self.impression_flush_seconds <= 60:
+            raise ValueError(
+                "need impression_queue_size >= 1 and 0 < impression_flush_seconds <= 60"
+            )
         if self.ann_min_items < 0:
             raise ValueError("ann_min_items (RECGRPC_ANN_MIN_ITEMS) must not be negative")
         if self.workers < 1 or self.max_workers < 1:
             raise ValueError("workers and max_workers must be at least 1")
+        if (
+            self.db_workers < 1
+            or self.db_breaker_failures < 1
+            or self.db_connect_timeout_seconds < 2
+        ):
+            raise ValueError(
+                "need db_workers >= 1, db_breaker_failures >= 1, db_connect_timeout_seconds >= 2"
+            )
+        if not self.db_deadline_seconds > 0:
+            raise ValueError("db_deadline_seconds must be positive")
+        if self.stream_limit_per_peer < 1 or self.reflection_workers < 1:
+            raise ValueError("stream_limit_per_peer and reflection_workers must be at least 1")
+        if not self.stream_idle_seconds > 0:
+            raise ValueError("stream_idle_seconds must be positive")
         if self.neighbours_k < 1 or self.together_min_support < 1:
             raise ValueError("neighbours_k and together_min_support must be at least 1")
         if self.neighbour_measure not in {"asymmetric", "cosine", "jaccard", "lift"}:
@@ -247,6 +319,11 @@ class Settings:
             raise ValueError("need 0 <= rating_min < rating_max (RECGRPC_RATING_MIN/MAX)")
         if not 0 <= self.search_personal_weight <= 1:
             raise ValueError("search_personal_weight must be within 0..1")
+
+    @property
+    def recset_key(self) -> bytes:
+        """The key for ``recset.RecsetTokens``."""
+        return (self.recset_secret or "derived from " + self.database_url).encode()
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

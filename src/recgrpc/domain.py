@@ -81,6 +81,8 @@ class Feedback:
     clicked: bool
     dismissed: bool
     rating: float | None = None
+    feedback_id: str = ""
+    """Idempotency key: feedback with a stored ``feedback_id`` is not stored again."""
 
 
 @dataclass(frozen=True, slots=True)

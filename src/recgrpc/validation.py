@@ -15,8 +15,13 @@ from datetime import UTC, datetime, timedelta
 from recgrpc import domain
 from recgrpc.config import Settings
 
+# The string limits below are also the stored columns' lengths (db/models.py builds its String
+# types from them), so a value that passes here always fits in the database.
 MAX_ID_LENGTH = 128
+MAX_RECSET_ID_LENGTH = 64
+"""A served list's ``recset_id``: the server makes them (UUIDs); callers only pass them back."""
 MAX_TEXT_LENGTH = 128
+"""Short free text (``content_type``, ``platform``)."""
 MAX_TITLE_LENGTH = 512
 MAX_METADATA_ENTRIES = 64
 MAX_METADATA_BYTES = 4096
@@ -54,12 +59,12 @@ class RatingScale:
         return None
 
 
-def identifier_problem(value: str) -> str | None:
-    """Ids are 1-128 printable characters."""
+def identifier_problem(value: str, limit: int = MAX_ID_LENGTH) -> str | None:
+    """Ids are 1-128 (``limit``) printable characters."""
     if not value:
         return "is required"
-    if len(value) > MAX_ID_LENGTH:
-        return f"must be at most {MAX_ID_LENGTH} characters"
+    if len(value) > limit:
+        return f"must be at most {limit} characters"
     if not value.isprintable():
         return "must contain only printable characters"
     return None

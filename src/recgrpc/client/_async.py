@@ -246,13 +246,17 @@ class AsyncRecommendationClient(AsyncDiscoveryCalls, AsyncHistoryCalls):
         clicked: bool = False,
         dismissed: bool = False,
         rating: float | None = None,
+        feedback_id: str | None = None,
         timeout: float | None = None,
         call_metadata: Metadata | None = None,
     ) -> bool:
         """Record what a user did with a recommended item; a dismissed item is never shown again.
 
         Give at least one of ``clicked``, ``dismissed`` or ``rating`` (not clicked and dismissed
-        together). Returns whether the server recorded it.
+        together). ``feedback_id`` is the idempotency key: feedback whose id is stored is not
+        stored again. When omitted the client makes a UUID, so the automatic retries of this
+        call never store it twice; pass your own to make your retries of it safe too. Returns
+        whether the server has it recorded.
         """
         request = _convert.feedback_request(
             user_id,
@@ -261,6 +265,7 @@ class AsyncRecommendationClient(AsyncDiscoveryCalls, AsyncHistoryCalls):
             clicked=clicked,
             dismissed=dismissed,
             rating=rating,
+            feedback_id=feedback_id,
         )
         response = await self._call(
             self._recommendations.SubmitFeedback, request, timeout, call_metadata

@@ -171,10 +171,13 @@ def feedback_request(
     clicked: bool,
     dismissed: bool,
     rating: float | None,
+    feedback_id: str | None,
 ) -> pb.SubmitFeedbackRequest:
     fields: dict[str, Any] = {"rating": rating} if rating is not None else {}
     return _message(
         pb.SubmitFeedbackRequest,
+        # Made once per call, like event_id, so the channel's retries cannot store it twice.
+        feedback_id=str(uuid.uuid4()) if feedback_id is None else feedback_id,
         user_id=user_id,
         item_id=item_id,
         recset_id=recset_id,

@@ -12,7 +12,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+import psycopg
+from sqlalchemy import Table, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
@@ -26,6 +28,23 @@ from recgrpc.db.rows import (
 )
 
 __all__ = ["FEEDBACK_COLUMNS", "INTERACTION_COLUMNS", "feedback_row", "interaction_row"]
+
+
+def refused_by_database(exc: BaseException) -> str | None:
+    """The database's reason when ``exc`` is the database refusing data (a constraint, a type,
+    a length: SQLSTATE classes 22 and 23), or None for anything else (an outage, a bug).
+
+    COPY runs on the driver's own cursor, so its errors arrive unwrapped by SQLAlchemy.
+    """
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    refused = isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError) or isinstance(
+        cause, psycopg.DataError | psycopg.IntegrityError
+    )
+    if not refused:
+        return None
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
 
 CHUNK_ROWS = 5000
 """Rows per executemany call; bounds memory and the size of each IN (...) lookup."""
@@ -181,12 +200,9 @@ def insert_impressions(session: Session, rows: Sequence[Mapping[str, Any]]) -> i
 
 
 def insert_feedback(session: Session, feedback: Sequence[tuple[domain.Feedback, datetime]]) -> int:
-    """Append feedback rows with the time each was given; returns how many."""
+    """Store feedback (with the time each was given) whose feedback_id is new; returns how many."""
     rows = [feedback_row(f, at) for f, at in feedback]
-    conn = session.connection()
-    for chunk in _chunks(rows, CHUNK_ROWS):
-        conn.execute(insert(m.Feedback), list(chunk))
-    return len(rows)
+    return insert_new(session, m.Feedback, rows, "feedback_id")
 
 
 def stored_keys(session: Session, table: type[m.Base], key: str, values: Iterable[str]) -> set[str]:

@@ -115,14 +115,8 @@ class SqlDialect(abc.ABC):
         """One user's stored context, None when the user is unknown."""
 
     @abc.abstractmethod
-    def record_served_lists(
-        self,
-        conn: Connection,
-        impressions: list[dict[str, Any]],
-        entries: list[dict[str, Any]],
-        users: list[str],
-    ) -> None:
-        """Insert the impressions and make ``entries`` the stored top-N of ``users`` (locked)."""
+    def record_impressions(self, conn: Connection, impressions: list[dict[str, Any]]) -> None:
+        """Insert the served lists' impressions (the stored top-N is training's, untouched)."""
 
     @abc.abstractmethod
     def insert_new(

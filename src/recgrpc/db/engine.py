@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from recgrpc.config import Settings
 from recgrpc.db.dialect import EXECUTION_OPTION, SqlDialect
 from recgrpc.db.postgres import PostgresSql
 from recgrpc.db.sqlite import SqliteSql
@@ -26,6 +29,62 @@ def normalise_url(url: str) -> URL:
     return parsed
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionBudgets:
+    """How long a PostgreSQL connection may wait, from ``Settings`` (the README's Operations
+    section explains each). Statement-level limits (0: none) are for the server's connections:
+    training and imports run long statements on purpose."""
+
+    connect_timeout: int
+    pool_timeout: float
+    keepalive_seconds: int
+    tcp_user_timeout: float
+    statement_timeout: float = 0.0
+    lock_timeout: float = 0.0
+    idle_in_transaction_timeout: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, server: bool) -> ConnectionBudgets:
+        transport = cls(
+            connect_timeout=settings.db_connect_timeout_seconds,
+            pool_timeout=settings.db_pool_timeout_seconds,
+            keepalive_seconds=settings.db_keepalive_seconds,
+            tcp_user_timeout=settings.db_tcp_user_timeout_seconds,
+        )
+        if not server:
+            return transport
+        return cls(
+            transport.connect_timeout,
+            transport.pool_timeout,
+            transport.keepalive_seconds,
+            transport.tcp_user_timeout,
+            statement_timeout=settings.db_statement_timeout_seconds,
+            lock_timeout=settings.db_lock_timeout_seconds,
+            idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
+        )
+
+    def connect_args(self) -> dict[str, Any]:
+        """libpq connection parameters (psycopg passes them through)."""
+        args: dict[str, Any] = {
+            "connect_timeout": self.connect_timeout,
+            "keepalives": 1,
+            "keepalives_idle": self.keepalive_seconds,
+            "keepalives_interval": max(1, math.ceil(self.keepalive_seconds / 3)),
+            "keepalives_count": 3,
+        }
+        if self.tcp_user_timeout > 0:
+            args["tcp_user_timeout"] = int(self.tcp_user_timeout * 1000)
+        limits = {
+            "statement_timeout": self.statement_timeout,
+            "lock_timeout": self.lock_timeout,
+            "idle_in_transaction_session_timeout": self.idle_in_transaction_timeout,
+        }
+        options = [f"-c {name}={int(s * 1000)}" for name, s in limits.items() if s > 0]
+        if options:
+            args["options"] = " ".join(options)
+        return args
+
+
 class Database:
     """One engine per process (two pools on PostgreSQL), with read and write session factories.
 
@@ -34,8 +93,17 @@ class Database:
     The backend's SQL (``db.dialect``) is chosen here, once, as ``sql``.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        budgets: ConnectionBudgets | None = None,
+    ) -> None:
         self.url = normalise_url(url)
+        if budgets is None:
+            budgets = ConnectionBudgets.from_settings(Settings(), server=False)
         kwargs: dict[str, Any] = {"echo": echo}
         if self.url.get_backend_name() == "sqlite":
             # A local file cannot drop a connection, so no liveness ping per checkout.
@@ -46,8 +114,10 @@ class Database:
             # UNAVAILABLE (or serves the fallback), and the whole pool is marked stale so the
             # following requests reconnect (SQLAlchemy's disconnect handling, and
             # ``db.prepared`` for the statements it runs).
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=5)
-            kwargs["connect_args"] = {"connect_timeout": 5}
+            kwargs.update(
+                pool_size=pool_size, max_overflow=pool_size, pool_timeout=budgets.pool_timeout
+            )
+            kwargs["connect_args"] = budgets.connect_args()
         self.sql: SqlDialect = SQLITE if self.is_sqlite else POSTGRES
         options = {EXECUTION_OPTION: self.sql}
         engine = create_engine(self.url, **kwargs)

@@ -10,12 +10,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, func, insert, select
+from sqlalchemy import Connection, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
 from recgrpc.db import models as m
-from recgrpc.db.dialect import core_connection, sql_of
+from recgrpc.db.dialect import core_connection, insert_for, sql_of
 from recgrpc.db.prepared import Prepared, PreparedInsert
 from recgrpc.db.rows import FEEDBACK_COLUMNS, feedback_row, interaction_row, table_of
 
@@ -77,7 +77,15 @@ def record_feedback(
 
 
 _RECOMMENDATIONS = table_of(m.Recommendation)
-_INSERT_FEEDBACK = PreparedInsert(lambda _: insert(table_of(m.Feedback)), FEEDBACK_COLUMNS)
+# RETURNING says which feedback_ids were new (a repeated SubmitFeedback is stored once).
+_INSERT_FEEDBACK = PreparedInsert(
+    lambda dialect: (
+        insert_for(dialect, table_of(m.Feedback))
+        .on_conflict_do_nothing(index_elements=["feedback_id"])
+        .returning(table_of(m.Feedback).c.feedback_id)
+    ),
+    FEEDBACK_COLUMNS,
+)
 _STORED_ITEM = (_RECOMMENDATIONS.c.user_id == bindparam("user_id")) & (
     _RECOMMENDATIONS.c.item_id == bindparam("item_id")
 )
@@ -87,15 +95,17 @@ _FLAG_DISMISSED = Prepared(_RECOMMENDATIONS.update().where(_STORED_ITEM).values(
 
 def record_feedback_batch(
     session: Session | Connection, feedback: Sequence[domain.Feedback], now: datetime
-) -> None:
-    """Append feedback rows and flag the clicked or dismissed items in the stored top-N."""
+) -> set[str]:
+    """Store feedback whose ``feedback_id`` is new and flag the clicked or dismissed items in
+    the stored top-N; returns the feedback_ids stored now (a repeated one is stored once)."""
     conn = core_connection(session)
-    _INSERT_FEEDBACK.insert(conn, [feedback_row(f, now) for f in feedback])
-    keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in feedback]
-    _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, feedback, strict=True) if f.clicked])
-    _FLAG_DISMISSED.execute_many(
-        conn, [k for k, f in zip(keys, feedback, strict=True) if f.dismissed]
-    )
+    rows = [feedback_row(f, now) for f in feedback]
+    stored = {feedback_id for (feedback_id,) in _INSERT_FEEDBACK.insert(conn, rows)}
+    new = [f for f, row in zip(feedback, rows, strict=True) if row["feedback_id"] in stored]
+    keys = [{"user_id": f.user_id, "item_id": f.item_id} for f in new]
+    _FLAG_CLICKED.execute_many(conn, [k for k, f in zip(keys, new, strict=True) if f.clicked])
+    _FLAG_DISMISSED.execute_many(conn, [k for k, f in zip(keys, new, strict=True) if f.dismissed])
+    return stored
 
 
 def user_has_history(session: Session, user_id: str) -> bool:

@@ -21,6 +21,8 @@ CHURN = "churn"
 CANDIDATE = "candidate"
 ACTIVE = "active"
 RETIRED = "retired"
+REVISION = "revision"
+"""The ``params`` key of a rewritten artifact's revision (as ``model.artifact.REVISION``)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,43 @@ def active_model_version(session: Session, kind: str) -> str | None:
         .limit(1)
     )
     return version
+
+
+def active_model_stamp(session: Session, kind: str) -> tuple[str, int] | None:
+    """The active model's version and revision (``params["revision"]``, raised each time its
+    artifact is rewritten, as when a user is erased): what servers poll to reload."""
+    row = session.execute(
+        select(m.ModelArtifact.version, m.ModelArtifact.params)
+        .where(m.ModelArtifact.kind == kind, m.ModelArtifact.status == ACTIVE)
+        .order_by(m.ModelArtifact.activated_at.desc(), m.ModelArtifact.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return row.version, int((row.params or {}).get(REVISION, 0))
+
+
+def model_versions(session: Session, kind: str) -> list[str]:
+    """Every stored version of ``kind``, whatever its status, oldest first."""
+    return list(
+        session.scalars(
+            select(m.ModelArtifact.version)
+            .where(m.ModelArtifact.kind == kind)
+            .order_by(m.ModelArtifact.id)
+        )
+    )
+
+
+def rewrite_artifact(session: Session, version: str, artifact: bytes, revision: int) -> None:
+    """Replace a stored artifact's bytes (same version, status and metrics) at ``revision``."""
+    row = session.scalar(
+        select(m.ModelArtifact).where(m.ModelArtifact.version == version).with_for_update()
+    )
+    if row is None:
+        return
+    row.artifact = artifact
+    row.params = {**(row.params or {}), REVISION: revision}
+    session.flush()
 
 
 def load_model(session: Session, version: str) -> StoredModel | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +24,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from recgrpc.domain import utcnow
+from recgrpc.validation import (
+    MAX_ID_LENGTH,
+    MAX_RECSET_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+    MAX_TITLE_LENGTH,
+)
 
-ID = String(128)
+# Columns that hold what callers send take their lengths from the validation rules (one place):
+# whatever the API or an import accepts fits.
+ID = String(MAX_ID_LENGTH)
+RecsetID = String(MAX_RECSET_ID_LENGTH)
+ShortText = String(MAX_TEXT_LENGTH)
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -67,7 +78,7 @@ class Item(Base):
     __tablename__ = "items"
 
     item_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    title: Mapped[str] = mapped_column(String(512), default="")
+    title: Mapped[str] = mapped_column(String(MAX_TITLE_LENGTH), default="")
     categories: Mapped[list[str]] = mapped_column(JSON, default=list)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     attributes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
@@ -102,10 +113,10 @@ class Interaction(Base):
     item_id: Mapped[str] = mapped_column(ID)
     type: Mapped[str] = mapped_column(String(32))
     value: Mapped[float] = mapped_column(Float, default=0.0)
-    content_type: Mapped[str] = mapped_column(String(128), default="")
-    platform: Mapped[str] = mapped_column(String(128), default="")
+    content_type: Mapped[str] = mapped_column(ShortText, default="")
+    platform: Mapped[str] = mapped_column(ShortText, default="")
     event_metadata: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
-    recset_id: Mapped[str] = mapped_column(String(64), default="")
+    recset_id: Mapped[str] = mapped_column(RecsetID, default="")
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -123,7 +134,7 @@ class Recommendation(Base):
     score: Mapped[float] = mapped_column(Float)
     algorithm: Mapped[str] = mapped_column(String(32))
     model_version: Mapped[str] = mapped_column(String(64), default="")
-    recset_id: Mapped[str] = mapped_column(String(64), default="")
+    recset_id: Mapped[str] = mapped_column(RecsetID, default="")
     generated_at: Mapped[datetime] = mapped_column(default=utcnow)
     is_clicked: Mapped[bool] = mapped_column(Boolean, default=False)
     is_dismissed: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -135,13 +146,13 @@ class Impression(Base):
     __tablename__ = "impressions"
     __table_args__ = (Index("ix_impressions_user_time", "user_id", "served_at"),)
 
-    recset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recset_id: Mapped[str] = mapped_column(RecsetID, primary_key=True)
     user_id: Mapped[str] = mapped_column(ID)
     algorithm: Mapped[str] = mapped_column(String(32))
     model_version: Mapped[str] = mapped_column(String(64), default="")
     fallback_reason: Mapped[str] = mapped_column(String(256), default="")
     item_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
-    platform: Mapped[str] = mapped_column(String(128), default="")
+    platform: Mapped[str] = mapped_column(ShortText, default="")
     served_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -153,7 +164,9 @@ class Feedback(Base):
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
-    recset_id: Mapped[str] = mapped_column(String(64), default="")
+    # The caller's idempotency key (as interactions' event_id): a retried call stores once.
+    feedback_id: Mapped[str] = mapped_column(ID, unique=True, default=lambda: str(uuid.uuid4()))
+    recset_id: Mapped[str] = mapped_column(RecsetID, default="")
     user_id: Mapped[str] = mapped_column(ID)
     item_id: Mapped[str] = mapped_column(ID)
     clicked: Mapped[bool] = mapped_column(Boolean, default=False)

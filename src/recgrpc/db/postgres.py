@@ -123,38 +123,20 @@ WHERE u.user_id = :user_id
     ).bindparams(bindparam("user_id", type_=String()))
 )
 
-# The served lists in one round trip. The stored top-N is updated in place: rows of the new
-# lists are upserted and the users' other rows deleted, two disjoint sets of rows, so the two
-# parts of the statement cannot collide. Callers hold the users' locks (lock_users).
+# The served lists in one round trip. The stored top-N (recommendations) is training's and is
+# not touched here.
 _IMPRESSION_COLUMNS = (
     "recset_id", "user_id", "algorithm", "model_version", "fallback_reason", "item_ids",
     "platform", "served_at",
 )  # fmt: skip
-_RECORD_SERVED_LISTS = Prepared(
+_RECORD_IMPRESSIONS = Prepared(
     text(
         f"""
-WITH new_impressions AS (
-    INSERT INTO impressions ({", ".join(_IMPRESSION_COLUMNS)})
-    SELECT {", ".join(_IMPRESSION_COLUMNS)}
-    FROM {_recordset("impressions", "impressions", _IMPRESSION_COLUMNS, "i")}
-),
-entries AS (
-    SELECT * FROM {_recordset("entries", "recommendations", RECOMMENDATION_COLUMNS, "e")}
-),
-replaced AS (
-    DELETE FROM recommendations AS r
-    WHERE r.user_id = ANY (ARRAY(SELECT json_array_elements_text(CAST(:users AS JSON))))
-      AND NOT EXISTS (
-          SELECT 1 FROM entries AS e WHERE e.user_id = r.user_id AND e.item_id = r.item_id
-      )
-)
-{recommendations_upsert("entries", order_by="user_id, rank")}
+INSERT INTO impressions ({", ".join(_IMPRESSION_COLUMNS)})
+SELECT {", ".join(_IMPRESSION_COLUMNS)}
+FROM {_recordset("impressions", "impressions", _IMPRESSION_COLUMNS, "i")}
 """
-    ).bindparams(
-        bindparam("impressions", type_=Text()),
-        bindparam("entries", type_=Text()),
-        bindparam("users", type_=Text()),
-    )
+    ).bindparams(bindparam("impressions", type_=Text()))
 )
 _UPSERT_RECOMMENDATIONS = text(
     recommendations_upsert(_recordset("rows", "recommendations", RECOMMENDATION_COLUMNS, "t"))
@@ -236,21 +218,8 @@ class PostgresSql(SqlDialect):
         preferences = {category: float(score) for category, score in (preferences or {}).items()}
         return attributes, recent + history[recent_limit:], list(dismissed or ()), preferences
 
-    def record_served_lists(
-        self,
-        conn: Connection,
-        impressions: list[dict[str, Any]],
-        entries: list[dict[str, Any]],
-        users: list[str],
-    ) -> None:
-        _RECORD_SERVED_LISTS.execute(
-            conn,
-            {
-                "impressions": json_rows(impressions),
-                "entries": json_rows(entries),
-                "users": json.dumps(users),
-            },
-        )
+    def record_impressions(self, conn: Connection, impressions: list[dict[str, Any]]) -> None:
+        _RECORD_IMPRESSIONS.execute(conn, {"impressions": json_rows(impressions)})
 
     def insert_new(
         self,

@@ -32,7 +32,7 @@ from recgrpc.db.serving import (
     impression_sources,
     load_user_context,
     lock_users,
-    record_served_lists,
+    record_impressions,
 )
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
     "newest_event_time",
     "record_feedback",
     "record_feedback_batch",
-    "record_served_lists",
+    "record_impressions",
     "upsert_items",
     "upsert_users",
     "user_has_history",

@@ -3,6 +3,7 @@ objects, and the Core table behind an ORM model."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -42,14 +43,16 @@ def interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
 
 
 FEEDBACK_COLUMNS = (
-    "recset_id", "user_id", "item_id", "clicked", "dismissed", "rating", "created_at",
+    "feedback_id", "recset_id", "user_id", "item_id", "clicked", "dismissed", "rating",
+    "created_at",
 )  # fmt: skip
 """The columns ``feedback_row`` fills."""
 
 
 def feedback_row(feedback: domain.Feedback, at: datetime) -> dict[str, Any]:
-    """The ``feedback`` row for feedback given at ``at``."""
+    """The ``feedback`` row for feedback given at ``at`` (a new ``feedback_id`` if it has none)."""
     return {
+        "feedback_id": feedback.feedback_id or str(uuid.uuid4()),
         "recset_id": feedback.recset_id,
         "user_id": feedback.user_id,
         "item_id": feedback.item_id,

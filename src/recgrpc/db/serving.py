@@ -1,7 +1,8 @@
 """Serving: one user's context for GetRecommendations, the lists served, their attribution.
 
 On every GetRecommendations: ``load_user_context`` reads (a Core connection, no ORM session) and
-``record_served_lists`` writes (group-committed). What differs by backend is ``db.dialect``'s.
+``record_impressions`` writes (written behind, ``server.impressions``). What differs by backend
+is ``db.dialect``'s.
 """
 
 from __future__ import annotations
@@ -43,18 +44,16 @@ def load_user_context(
     )
 
 
-def record_served_lists(
+def record_impressions(
     session: Session | Connection, served: Sequence[tuple[str, domain.ServedList, str]]
 ) -> None:
-    """Store impressions and make each one its user's current stored top-N.
+    """Store served lists as impressions: ``(user_id, list, platform)`` rows.
 
-    ``served`` holds ``(user_id, list, platform)`` in the order the lists were served; when a
-    user appears more than once, the last list is the one kept as the stored top-N. A batch of
-    concurrent requests costs a few statements (one, after the locks, on PostgreSQL).
+    The stored top-N (``recommendations``) is the training job's and is not touched: serving
+    only reads. A batch is one statement (on PostgreSQL the rows travel as one JSON parameter).
     """
     if not served:
         return
-    lock_users(session, (user_id for user_id, _, _ in served))
     conn = core_connection(session)
     impressions: list[dict[str, Any]] = [
         {
@@ -69,24 +68,7 @@ def record_served_lists(
         }
         for user_id, listed, platform in served
     ]
-    latest = {user_id: listed for user_id, listed, _ in served}
-    entries: list[dict[str, Any]] = [
-        {
-            "user_id": user_id,
-            "item_id": item.item_id,
-            "rank": rank,
-            "score": item.score,
-            "algorithm": listed.ranking.algorithm.value,
-            "model_version": listed.ranking.model_version,
-            "recset_id": listed.recset_id,
-            "generated_at": listed.generated_at,
-            "is_clicked": False,
-            "is_dismissed": False,
-        }
-        for user_id, listed in latest.items()
-        for rank, item in enumerate(listed.ranking.items, start=1)
-    ]
-    sql_of(conn).record_served_lists(conn, impressions, entries, sorted(latest))
+    sql_of(conn).record_impressions(conn, impressions)
 
 
 def lock_users(executor: Session | Connection, user_ids: Iterable[str]) -> None:
@@ -110,7 +92,7 @@ def impression_sources(
     session: Session | Connection, recset_ids: Iterable[str]
 ) -> dict[str, tuple[str, str]]:
     """recset_id -> (algorithm, model_version) of the stored impressions among ``recset_ids``."""
-    wanted = sorted(set(recset_ids))
+    wanted = sorted({r for r in recset_ids if r})
     if not wanted:
         return {}
     rows = core_connection(session).execute(_IMPRESSION_SOURCES, {"recset_ids": wanted})

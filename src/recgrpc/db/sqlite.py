@@ -72,8 +72,6 @@ _INSERT_NEW_INTERACTIONS = PreparedInsert(
     INTERACTION_COLUMNS,
 )
 _RECOMMENDATIONS = table_of(m.Recommendation)
-_DELETE_STORED_LIST = Prepared(_RECOMMENDATIONS.delete().where(_RECOMMENDATIONS.c.user_id == _USER))
-_INSERT_STORED_LIST = PreparedInsert(lambda _: insert(_RECOMMENDATIONS), RECOMMENDATION_COLUMNS)
 _IMPRESSION_COLUMNS = (
     "recset_id", "user_id", "algorithm", "model_version", "fallback_reason", "item_ids",
     "platform", "served_at",
@@ -158,16 +156,8 @@ class SqliteSql(SqlDialect):
         dismissed = [item_id for (item_id,) in _DISMISSED_ITEMS.rows(conn, params)]
         return found[0][0], history, dismissed, dict(_PREFERENCES.rows(conn, params))
 
-    def record_served_lists(
-        self,
-        conn: Connection,
-        impressions: list[dict[str, Any]],
-        entries: list[dict[str, Any]],
-        users: list[str],
-    ) -> None:
+    def record_impressions(self, conn: Connection, impressions: list[dict[str, Any]]) -> None:
         _INSERT_IMPRESSION.insert(conn, impressions)
-        _DELETE_STORED_LIST.execute_many(conn, [{"user_id": user_id} for user_id in users])
-        _INSERT_STORED_LIST.insert(conn, entries)
 
     def insert_new(
         self,

@@ -82,6 +82,7 @@ class DemoWorld(WorldSetup):
                     recset_id=self.recset_ids[s // LIST_LENGTH],
                     clicked=bool(clicked[s]),
                     dismissed=bool(dismissed[s]),
+                    feedback_id=str(uuid.uuid5(DEMO_NAMESPACE, f"{self.seed_tag}-feedback-{s}")),
                 ),
                 created_at=when,
             )

@@ -55,6 +55,14 @@ class ImportRefused(Exception):
         super().__init__(f"{path} refused: {bad_rows} bad row(s); nothing was written")
 
 
+class ImportRefusedByDatabase(ImportRefused):
+    """A row passed every check but the database refused it (a rule only the database holds);
+    the import was rolled back, so nothing from the file was written."""
+
+    def __init__(self, path: Path, problem: RowProblem) -> None:
+        super().__init__(path, [problem], 1)
+
+
 @dataclass(frozen=True, slots=True)
 class ImportReport:
     """What an import stored."""
@@ -87,10 +95,10 @@ class RowCheck:
     def add(self, column: str, reason: str) -> None:
         self.problems.append(RowProblem(self.line, column, reason))
 
-    def identifier(self, column: str, value: str) -> str:
-        if 0 < len(value) <= validation.MAX_ID_LENGTH and value.isprintable():
+    def identifier(self, column: str, value: str, limit: int = validation.MAX_ID_LENGTH) -> str:
+        if 0 < len(value) <= limit and value.isprintable():
             return value
-        problem = validation.identifier_problem(value)
+        problem = validation.identifier_problem(value, limit)
         if problem:
             self.add(column, problem)
         return value
@@ -266,9 +274,10 @@ def _valid_event(
     recset_id = row.get("recset_id", "").strip()
     content_type = row.get("content_type", "")
     platform = row.get("platform", "")
-    for optional in (event_id, recset_id):
-        if optional and validation.identifier_problem(optional):
-            return None
+    if event_id and validation.identifier_problem(event_id):
+        return None
+    if recset_id and validation.identifier_problem(recset_id, validation.MAX_RECSET_ID_LENGTH):
+        return None
     for free_text in (content_type, platform):
         if free_text and validation.text_problem(free_text):
             return None
@@ -295,7 +304,7 @@ def _interaction(check: RowCheck, row: dict[str, str], now: datetime) -> Checked
         check.identifier("event_id", event_id)
     recset_id = row.get("recset_id", "").strip()
     if recset_id:
-        check.identifier("recset_id", recset_id)
+        check.identifier("recset_id", recset_id, validation.MAX_RECSET_ID_LENGTH)
     content_type = check.text("content_type", row.get("content_type", ""))
     platform = check.text("platform", row.get("platform", ""))
     return CheckedEvent(

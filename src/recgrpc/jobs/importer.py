@@ -45,6 +45,7 @@ from recgrpc.jobs.import_rows import (
     CheckedEvent,
     ImportKind,
     ImportRefused,
+    ImportRefusedByDatabase,
     ImportReport,
     RowCheck,
     RowProblem,
@@ -52,7 +53,15 @@ from recgrpc.jobs.import_rows import (
     parse_time,
 )
 
-__all__ = ["ImportKind", "ImportRefused", "ImportReport", "check_file", "import_file", "parse_time"]
+__all__ = [
+    "ImportKind",
+    "ImportRefused",
+    "ImportRefusedByDatabase",
+    "ImportReport",
+    "check_file",
+    "import_file",
+    "parse_time",
+]
 
 # -- reading --------------------------------------------------------------------------------------
 
@@ -123,10 +132,23 @@ def _parsed(
                     else:
                         seen[key] = line
                 yield line, value, check.problems
-        except UnicodeDecodeError as exc:
-            yield 0, None, [RowProblem(0, "", f"the file is not UTF-8 text ({exc.reason})")]
+        except UnicodeDecodeError:
+            # Text is decoded a buffer at a time, ahead of the rows: find the line itself.
+            line, reason = _undecodable_line(path)
+            yield line, None, [RowProblem(line, "", f"is not UTF-8 text ({reason})")]
         except csv.Error as exc:
             yield 0, None, [RowProblem(0, "", f"not valid CSV: {exc}")]
+
+
+def _undecodable_line(path: Path) -> tuple[int, str]:
+    """The first line of ``path`` that is not UTF-8, and why (only read when one is not)."""
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                return number, f"byte {raw[exc.start]:#04x} at character {exc.start + 1}"
+    return 1, "undecodable bytes"
 
 
 @dataclass
@@ -172,15 +194,18 @@ def check_file(
 
 def _batches(
     path: Path, kind: ImportKind, now: datetime, ratings: validation.RatingScale, size: int
-) -> Iterator[list[Any]]:
+) -> Iterator[tuple[list[int], list[Any]]]:
+    """(line numbers, rows) in batches of ``size``."""
+    lines: list[int] = []
     batch: list[Any] = []
-    for _line, value, _problems in _parsed(path, kind, now, ratings):
+    for line, value, _problems in _parsed(path, kind, now, ratings):
+        lines.append(line)
         batch.append(value)
         if len(batch) >= size:
-            yield batch
-            batch = []
+            yield lines, batch
+            lines, batch = [], []
     if batch:
-        yield batch
+        yield lines, batch
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -216,22 +241,20 @@ def import_file(
     ):
         created_users = bulk.ensure_users(session, checked.user_ids, now)
         created_items = bulk.ensure_items(session, checked.item_ids, now)
-        for batch in _batches(path, kind, now, ratings, chunk_rows):
-            if kind is ImportKind.INTERACTIONS:
-                new_rows += bulk.insert_new(
-                    session, m.Interaction, _interaction_rows(batch, now), "event_id"
+        for lines, batch in _batches(path, kind, now, ratings, chunk_rows):
+            try:
+                with session.begin_nested():
+                    new_rows += _write(session, kind, batch, now)
+            except Exception as exc:
+                reason = bulk.refused_by_database(exc)
+                if reason is None:
+                    raise
+                line, reason = _first_refused(session, kind, lines, batch, now) or (
+                    lines[0],
+                    f"{reason} (in the {len(batch)} rows from this line on)",
                 )
-            elif kind is ImportKind.ITEMS:
-                stored = bulk.stored_keys(session, m.Item, "item_id", (i.item_id for i in batch))
-                new_rows += sum(1 for i in batch if i.item_id not in stored)
-                bulk.upsert_items(session, batch, now)
-            elif kind is ImportKind.USERS:
-                stored = bulk.stored_keys(session, m.User, "user_id", (u.user_id for u in batch))
-                new_rows += sum(1 for u in batch if u.user_id not in stored)
-                bulk.upsert_users(session, batch, now)
-            else:
-                new_rows += bulk.count_new_preferences(session, batch)
-                bulk.upsert_preferences(session, batch)
+                problem = RowProblem(line, "", f"the database refused the row: {reason}")
+                raise ImportRefusedByDatabase(path, problem) from exc
             bar.update(len(batch))
     return ImportReport(
         kind=kind,
@@ -240,6 +263,54 @@ def import_file(
         created_users=created_users,
         created_items=created_items,
     )
+
+
+def _write(session: Session, kind: ImportKind, batch: Sequence[Any], now: datetime) -> int:
+    """Store checked rows; returns how many were not stored before."""
+    if kind is ImportKind.INTERACTIONS:
+        return bulk.insert_new(session, m.Interaction, _interaction_rows(batch, now), "event_id")
+    if kind is ImportKind.ITEMS:
+        stored = bulk.stored_keys(session, m.Item, "item_id", (i.item_id for i in batch))
+        bulk.upsert_items(session, batch, now)
+        return sum(1 for i in batch if i.item_id not in stored)
+    if kind is ImportKind.USERS:
+        stored = bulk.stored_keys(session, m.User, "user_id", (u.user_id for u in batch))
+        bulk.upsert_users(session, batch, now)
+        return sum(1 for u in batch if u.user_id not in stored)
+    new = bulk.count_new_preferences(session, batch)
+    bulk.upsert_preferences(session, batch)
+    return new
+
+
+def _refusal(session: Session, kind: ImportKind, rows: Sequence[Any], now: datetime) -> str | None:
+    """Why the database refuses ``rows``, or None; nothing of the attempt is kept."""
+    attempt = session.begin_nested()
+    try:
+        _write(session, kind, rows, now)
+    except Exception as exc:
+        attempt.rollback()
+        reason = bulk.refused_by_database(exc)
+        if reason is None:
+            raise
+        return reason
+    attempt.rollback()
+    return None
+
+
+def _first_refused(
+    session: Session, kind: ImportKind, lines: Sequence[int], batch: Sequence[Any], now: datetime
+) -> tuple[int, str] | None:
+    """The line of the first row the database refuses on its own (halving the batch, each try
+    in a savepoint that is rolled back), and why; None when no single row is refused."""
+    low, high = 0, len(batch)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _refusal(session, kind, batch[low:middle], now) is not None:
+            high = middle
+        else:
+            low = middle
+    reason = _refusal(session, kind, batch[low:high], now)
+    return None if reason is None else (lines[low], reason)
 
 
 def _interaction_rows(events: Sequence[CheckedEvent], now: datetime) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from recgrpc.db import training_data as td
 from recgrpc.domain import Algorithm
 from recgrpc.model.features import InteractionData
 from recgrpc.model.representations import ModelView
-from recgrpc.model.scoring import UserRow, scores, with_bias_term
+from recgrpc.model.scoring import UserRow, scores, with_bias_term, with_ease
 
 TOP_N_CHUNK_USERS = 500
 
@@ -28,9 +28,11 @@ def write_top_n(
     *,
     top_n: int,
     now: datetime,
+    history: sparse.csr_matrix | None = None,
 ) -> int:
     """Score every active user (interactions or preferences) in blocks, keep the top-N unseen
-    items, and replace their stored lists. Returns the number of lists written.
+    items, and replace their stored lists. Returns the number of lists written. ``history``
+    (users x items) scores the view's EASE part, when it has one.
 
     Scoring the next block (numpy, which releases the GIL) overlaps with writing the current
     one, so the whole takes about the longer of the two rather than their sum.
@@ -54,7 +56,7 @@ def write_top_n(
     def top_of(
         rows: npt.NDArray[np.int64],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        s = scores(items, with_bias_term(users[rows]))
+        s = with_ease(view, scores(items, with_bias_term(users[rows])), history, rows)
         blocked = seen[rows].tocoo()
         s[blocked.row, blocked.col] = -np.inf
         part = np.argpartition(s, n_items - n, axis=1)[:, n_items - n :]  # no negated copy

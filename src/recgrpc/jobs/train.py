@@ -36,6 +36,7 @@ from recgrpc.model.features import build_interaction_data
 from recgrpc.model.recommender import TrainingParams
 from recgrpc.model.representations import ModelView
 from recgrpc.model.scoring import view_scores
+from recgrpc.model.selection import BlendChoice, choose_blend, selection_lines
 from recgrpc.model.training import (
     FINAL_EVALUATION_USERS,
     K,
@@ -46,6 +47,13 @@ from recgrpc.model.training import (
     require_enough,
     trained_arrays,
     user_rows,
+)
+from recgrpc.model.training_blend import (
+    blend_params,
+    full_history,
+    holdout_history,
+    selection_user_limit,
+    with_ease,
 )
 from recgrpc.model.weights import EventWeights
 
@@ -70,7 +78,10 @@ class TrainingReport:
     seconds: float
     lists_written: int
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per phase: read, features, fit, stopping, neighbours, evaluation, store, top_n."""
+    """Seconds per phase: read, features, fit, stopping, selection, neighbours, evaluation,
+    store, top_n."""
+    selection: BlendChoice | None = None
+    """The blend chosen on the holdout, with every candidate's score."""
 
 
 def train(
@@ -117,9 +128,17 @@ def train(
             data, holdout, params, max_epochs=max_epochs, num_threads=num_threads,
             lap=clock.lap, on_epoch=on_epoch,
         )  # fmt: skip
+    selection_users = sample_users(holdout.users, selection_user_limit(data.n_items), seed=2)
+    choice = choose_blend(rec.scores, holdout, data.n_users, data.n_items, selection_users)
+    clock.lap("selection")
+    # The stored model is the one fitted without each user's newest positives: the gate then
+    # compares models that never saw the holdout, and serving folds those events back in
+    # (LightFM's fold-in, EASE's history of the newest events).
     arrays = trained_arrays(
-        rec, data, holdout, weight_scale=weight_scale, best_epoch=best_epoch, now=now
-    )
+        rec, data, holdout, weight_scale=weight_scale, best_epoch=best_epoch, now=now,
+        extra_params=blend_params(choice),
+    )  # fmt: skip
+    arrays = with_ease(arrays, data, choice, holdout)
     version = arrays.version
     blob = artifact.encode(arrays)
     positives, events, texts = neighbour_artifact.training_inputs(
@@ -140,7 +159,8 @@ def train(
     final_users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
     rows_of_users = user_rows(rows, data)
     view = ModelView.build(arrays, rows.items)
-    model_metrics = evaluate(view_scores(view, rows_of_users), holdout, k=K, users=final_users)
+    model_scores = view_scores(view, rows_of_users, holdout_history(view, data, holdout))
+    model_metrics = evaluate(model_scores, holdout, k=K, users=final_users)
     trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)
     trending_metrics = evaluate(constant_scores(trending), holdout, k=K, users=final_users)
 
@@ -148,9 +168,10 @@ def train(
     if active is not None:
         try:
             active_view = ModelView.build(artifact.decode(active.artifact), rows.items)
-            active_metrics = evaluate(
-                view_scores(active_view, rows_of_users), holdout, k=K, users=final_users
+            active_scores = view_scores(
+                active_view, rows_of_users, holdout_history(active_view, data, holdout)
             )
+            active_metrics = evaluate(active_scores, holdout, k=K, users=final_users)
         except ValueError as exc:
             log.warning("active model %s cannot be evaluated: %s", active.version, exc)
 
@@ -164,6 +185,7 @@ def train(
         "active": None if active_metrics is None else active_metrics.as_dict(),
         "holdout": {"users": int(holdout.users.size), "test_pairs": holdout.n_test},
         "decision": decision,
+        "selection": {"chosen": choice.describe(), "candidates": choice.candidates},
     }
     with db.writer() as session:
         ms.store_model(
@@ -188,7 +210,10 @@ def train(
     clock.lap("store")
     written = 0
     if promoted and write_lists:
-        written = write_top_n(db, view, data, rows_of_users, top_n=settings.top_n, now=now)
+        written = write_top_n(
+            db, view, data, rows_of_users, top_n=settings.top_n, now=now,
+            history=full_history(view, data),
+        )  # fmt: skip
         clock.lap("top_n")
     return TrainingReport(
         version=version,
@@ -207,6 +232,7 @@ def train(
         seconds=time.perf_counter() - started,
         lists_written=written,
         timings=timings,
+        selection=choice,
     )
 
 
@@ -246,7 +272,8 @@ def evaluate_active(db: Database, settings: Settings) -> EvaluationReport:
     require_enough(data, holdout)
     users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
     view = ModelView.build(artifact.decode(active.artifact), rows.items)
-    model_metrics = evaluate(view_scores(view, user_rows(rows, data)), holdout, k=K, users=users)
+    scores = view_scores(view, user_rows(rows, data), holdout_history(view, data, holdout))
+    model_metrics = evaluate(scores, holdout, k=K, users=users)
     trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)
     trending_metrics = evaluate(constant_scores(trending), holdout, k=K, users=users)
     return EvaluationReport(active.version, model_metrics, trending_metrics, holdout.n_test)
@@ -264,6 +291,7 @@ def format_training_report(report: TrainingReport) -> str:
             f"{report.epochs} epochs (best {report.best_epoch}) in {report.seconds:.1f}s "
             f"({', '.join(f'{k} {v:.1f}s' for k, v in report.timings.items())})",
             metrics_table(columns),
+            *selection_lines(report.selection),
             f"active model before this run: {report.active_version or 'none'}",
             report.decision,
             f"top-N written for {report.lists_written} users" if report.promoted else "",

@@ -1,6 +1,6 @@
 """Approximate maximum-inner-product search over item vectors, for large catalogues.
 
-An HNSW graph (usearch, inner-product metric) over the hybrid item matrix ``[bias | embedding]``
+An HNSW graph (usearch) over the hybrid item matrix ``[bias | embedding]``
 finds the candidates; ranking then re-scores them exactly and applies every filter exactly
 (seen, dismissed, excluded, unscored), widening the search when too few survive. The choice of
 library and its settings are measured in bench/ann_compare.py.
@@ -16,19 +16,29 @@ CONNECTIVITY = 16
 """Graph degree (HNSW's M)."""
 EXPANSION_ADD = 128
 """Candidate list while building (efConstruction)."""
-EXPANSION_SEARCH = 256
+EXPANSION_SEARCH = 512
 """Candidate list while searching (efSearch); a search for more results widens it."""
 
 
+def augmented_items(items: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Rows ``[x, sqrt(M^2 - |x|^2)]`` with M the largest norm: all of norm M, so for a query
+    ``[q, 0]`` the cosine order is the inner-product order of ``q . x``. HNSW's graph is built
+    for a metric; searched with raw inner products (where an item is not its own nearest
+    neighbour) it found a third of the true top 10 on LightFM-shaped vectors."""
+    norms = np.einsum("ij,ij->i", items, items)
+    extra = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0)).astype(np.float32)
+    return np.hstack([items.astype(np.float32), extra[:, None]])
+
+
 class ItemIndex:
-    """An HNSW index over the rows of ``items``; keys are catalogue positions. Thread-safe for
-    searches (built once, never modified)."""
+    """An HNSW index over the rows of ``items`` for maximum inner product; keys are catalogue
+    positions. Thread-safe for searches (built once, never modified)."""
 
     def __init__(self, items: npt.NDArray[np.float32], *, threads: int = 0) -> None:
         self.size = int(items.shape[0])
         self._index = Index(
-            ndim=int(items.shape[1]),
-            metric="ip",
+            ndim=int(items.shape[1]) + 1,
+            metric="cos",
             dtype="f32",
             connectivity=CONNECTIVITY,
             expansion_add=EXPANSION_ADD,
@@ -37,7 +47,7 @@ class ItemIndex:
         if self.size:
             self._index.add(
                 np.arange(self.size, dtype=np.uint64),
-                np.ascontiguousarray(items, dtype=np.float32),
+                augmented_items(items),
                 threads=threads,
             )
 
@@ -50,5 +60,6 @@ class ItemIndex:
         count = min(count, self.size)
         if count <= 0:
             return np.zeros(0, dtype=np.int64)
-        found = self._index.search(np.ascontiguousarray(vector, dtype=np.float32), count, threads=1)
+        query = np.append(vector.astype(np.float32), np.float32(0.0))
+        found = self._index.search(query, count, threads=1)
         return np.asarray(found.keys, dtype=np.int64)

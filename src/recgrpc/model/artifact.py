@@ -11,13 +11,15 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 FORMAT_VERSION = 1
+REVISION = "revision"
+"""The ``params`` key counting rewrites of a stored artifact (erasures); servers reload on it."""
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -53,6 +55,10 @@ class RecommenderArrays:
     """Each user's summed training weight: how much evidence their vector rests on."""
     typical_user_norm: float
     newest_event: float
+    ease_items: Strings | None = None
+    """Item ids the EASE part of the blend covers (absent: LightFM only)."""
+    ease_weights: F32 | None = None
+    """``len(ease_items)`` square item-to-item weights of the EASE part."""
 
 
 _FLOAT32 = (
@@ -84,6 +90,9 @@ def encode(arrays: RecommenderArrays) -> bytes:
         payload[name] = np.ascontiguousarray(getattr(arrays, name), dtype=np.int32)
     for name in _STRINGS:
         payload[name] = np.asarray(getattr(arrays, name), dtype=np.str_)
+    if arrays.ease_items is not None and arrays.ease_weights is not None:
+        payload["ease_items"] = np.asarray(arrays.ease_items, dtype=np.str_)
+        payload["ease_weights"] = np.ascontiguousarray(arrays.ease_weights, dtype=np.float32)
     np.savez_compressed(buffer, **payload)
     return buffer.getvalue()
 
@@ -138,9 +147,25 @@ def decode(data: bytes) -> RecommenderArrays:
         user_train_weight=arrays["user_train_weight"].astype(np.float32, copy=False),
         typical_user_norm=float(arrays["typical_user_norm"]),
         newest_event=float(arrays["newest_event"]),
+        **_ease_arrays(arrays),
     )
     validate(result)
     return result
+
+
+def _ease_arrays(arrays: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
+    """The optional EASE part: both arrays or neither (older artifacts have none)."""
+    present = {"ease_items", "ease_weights"} & arrays.keys()
+    if not present:
+        return {}
+    if len(present) == 1:
+        raise ValueError(f"recommender artifact has {present.pop()} without its pair")
+    _require_kind("ease_items", arrays["ease_items"], "U")
+    _require_kind("ease_weights", arrays["ease_weights"], "f")
+    return {
+        "ease_items": arrays["ease_items"],
+        "ease_weights": arrays["ease_weights"].astype(np.float32, copy=False),
+    }
 
 
 def _require_kind(name: str, array: npt.NDArray[Any], kinds: str) -> None:
@@ -151,8 +176,8 @@ def _require_kind(name: str, array: npt.NDArray[Any], kinds: str) -> None:
 def validate(a: RecommenderArrays) -> None:
     """Shapes agree, identity features line up with the ids, values are finite, ids unique."""
     n_users, n_items = a.user_ids.shape[0], a.item_ids.shape[0]
-    if n_users == 0 or n_items == 0:
-        raise ValueError("artifact has no users or no items")
+    if n_items == 0:  # no users is possible: every user it was trained on was erased
+        raise ValueError("artifact has no items")
     for label, ids in (("user_ids", a.user_ids), ("item_ids", a.item_ids)):
         if np.unique(ids).size != ids.size:
             raise ValueError(f"{label} are not unique")
@@ -199,3 +224,44 @@ def validate(a: RecommenderArrays) -> None:
         raise ValueError("per-user arrays contain NaN")
     if not (np.isfinite(a.typical_user_norm) and np.isfinite(a.newest_event)):
         raise ValueError("artifact scalars are not finite")
+    if a.ease_items is not None and a.ease_weights is not None:
+        m = a.ease_items.shape[0]
+        if a.ease_items.ndim != 1 or a.ease_weights.shape != (m, m):
+            raise ValueError(f"ease_weights has shape {a.ease_weights.shape}, expected ({m}, {m})")
+        if np.unique(a.ease_items).size != m or not np.isin(a.ease_items, a.item_ids).all():
+            raise ValueError("ease_items are not unique trained item ids")
+        if not np.isfinite(a.ease_weights).all():
+            raise ValueError("ease_weights contain NaN or infinite values")
+
+
+def revision(a: RecommenderArrays) -> int:
+    """How many times the artifact was rewritten since training (0 for a trained one)."""
+    return int(a.params.get(REVISION, 0))
+
+
+def without_user(a: RecommenderArrays, user_id: str) -> RecommenderArrays | None:
+    """The artifact with no trace of ``user_id`` (their id, identity feature and its learned
+    row, per-user arrays), one revision on; None when it never held them.
+
+    Features shared with other users (categories, attributes) stay: they are not the user's.
+    """
+    rows = np.flatnonzero(a.user_ids == user_id)
+    if rows.size == 0:
+        return None
+    # Identity features come first, in user_ids order: the user's is the feature at their row.
+    keep_users = np.ones(a.user_ids.shape[0], dtype=np.bool_)
+    keep_users[rows] = False
+    keep_features = np.ones(a.user_feature_names.shape[0], dtype=np.bool_)
+    keep_features[rows] = False
+    purged = replace(
+        a,
+        params={**a.params, REVISION: revision(a) + 1},
+        user_ids=a.user_ids[keep_users],
+        user_feature_names=a.user_feature_names[keep_features],
+        user_feature_embeddings=a.user_feature_embeddings[keep_features],
+        user_feature_biases=a.user_feature_biases[keep_features],
+        user_trained_until=a.user_trained_until[keep_users],
+        user_train_weight=a.user_train_weight[keep_users],
+    )
+    validate(purged)
+    return purged

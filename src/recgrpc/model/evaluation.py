@@ -28,7 +28,9 @@ ScoreFn = Callable[[npt.NDArray[np.int64]], F32]
 """Scores (len(user_rows) x n_items) for the given user rows of the InteractionData."""
 
 HOLDOUT_FRACTION = 0.2
-HOLDOUT_MAX_PER_USER = 10
+HOLDOUT_MAX_PER_USER = 1_000_000
+"""No cap in practice: a cap turns a long history's holdout into its last few items, and the
+blend's choices (recency above all) into ones that fit those but not the user's next 20%."""
 HOLDOUT_MIN_PAIRS = 3
 """Users with fewer positive pairs than this are trained on but not evaluated."""
 
@@ -47,6 +49,8 @@ class Holdout:
     """users x items, 1 where the item must not be recommended (train pairs and negatives)."""
     users: npt.NDArray[np.int64]
     """Rows of users with held-out items, sorted."""
+    train_strength: npt.NDArray[np.float32] | None = None
+    """``InteractionData.pair_strength`` of the training pairs."""
 
     @property
     def n_train(self) -> int:
@@ -95,6 +99,7 @@ def temporal_holdout(
         train_item=items[train],
         train_weight=data.pair_weight[train],
         train_time=data.pair_time[train],
+        train_strength=data.pair_strength[train],
         test=test,
         seen=seen,
         users=np.unique(users[is_test]).astype(np.int64),

@@ -7,8 +7,9 @@ built at request time lands in the same space as the ones the model was trained 
 
 Interaction weights: ``model.weights.EventWeights`` (by type; a RATING by its place on the
 rating scale, so a low rating counts against the item); a time decay with
-``Settings.decay_half_life_days`` counted back from the newest event *in the data* (history
-imported from years ago trains like yesterday's). Dismissals and pairs whose total is not
+``Settings.decay_half_life_days`` counted back from each user's newest event (history
+imported from years ago trains like yesterday's, and a user who stopped long before the others
+still counts). Dismissals and pairs whose total is not
 positive are never positives.
 """
 
@@ -139,10 +140,12 @@ class InteractionData:
     pair_item: npt.NDArray[np.int32]
     pair_weight: npt.NDArray[np.float32]
     pair_time: npt.NDArray[np.float64]
+    pair_strength: npt.NDArray[np.float32]
+    """Undecayed summed weight of each positive pair, in LIKEs (a 4-star rating: 0.6)."""
     negative_user: npt.NDArray[np.int32]
     negative_item: npt.NDArray[np.int32]
     newest_event: float
-    """Unix seconds of the newest event; the decay's reference point."""
+    """Unix seconds of the newest event in the data."""
 
     @property
     def n_users(self) -> int:
@@ -207,14 +210,20 @@ def build_interaction_data(rows: TrainingRows, settings: Settings) -> Interactio
     items = np.array(ev_item, dtype=np.int64)
     times = np.array(ev_time, dtype=np.float64)
     weights = EventWeights.of(settings).weights(ev_type, np.array(ev_value, dtype=np.float64))
+    undecayed = weights / float(settings.interaction_weights.get("LIKE", 4.0) or 1.0)
     newest = float(times.max()) if times.size else 0.0
     if times.size:
+        # Counted back from each user's own newest event: anchored globally, a user whose history
+        # ended years before the newest event in the data would weigh nothing at all.
+        user_newest = np.full(len(user_ids), -np.inf)
+        np.maximum.at(user_newest, users, times)
         half_life = settings.decay_half_life_days * 86400.0
-        weights = weights * np.exp2(-(newest - times) / half_life)
+        weights = weights * np.exp2(-(user_newest[users] - times) / half_life)
 
     keys = users * max(n_items, 1) + items
     uniq, inverse = np.unique(keys, return_inverse=True)
     total = np.bincount(inverse, weights=weights, minlength=uniq.size)
+    strength = np.bincount(inverse, weights=undecayed, minlength=uniq.size)
     last = np.full(uniq.size, -np.inf)
     positive_event = weights > 0
     np.maximum.at(last, inverse[positive_event], times[positive_event])
@@ -246,6 +255,7 @@ def build_interaction_data(rows: TrainingRows, settings: Settings) -> Interactio
         pair_item=(uniq[keep] % divisor).astype(np.int32),
         pair_weight=total[keep].astype(np.float32),
         pair_time=last[keep],
+        pair_strength=strength[keep].astype(np.float32),
         negative_user=(negative_keys // divisor).astype(np.int32),
         negative_item=(negative_keys % divisor).astype(np.int32),
         newest_event=newest,

@@ -136,7 +136,11 @@ def build_feed(
         if kind == ShelfKind.FOR_YOU:
             why = inactivity(context, now, stale_after_days)
             if not why and personal is None:
-                why = "for_you left out: nothing known about this user can rank items"
+                why = "for_you left out: " + (
+                    "no trained model is active"
+                    if snap.model is None
+                    else "nothing known about this user can rank items"
+                )
             if why:
                 omitted.append(why)
                 continue
@@ -249,7 +253,11 @@ def build_feed(
                     kind, kind.value, "Something different", items, "HOME_DIVERSE_PICKS", "", why
                 )
             )
-    return HomeFeed(shelves, version, omitted)
+    # An empty shelf is left out, and the feed says why.
+    for shelf in shelves:
+        if not shelf.items:
+            omitted.append(f"{shelf.name} left out: {shelf.fallback_reason or 'nothing to show'}")
+    return HomeFeed([s for s in shelves if s.items], version, omitted)
 
 
 def _personal_scores(
@@ -308,9 +316,9 @@ def diverse_picks(
     queues = []
     for category in others:
         members = catalog.by_category[category]
-        members = members[allowed[members]]
-        order = np.argsort(-snap.trending[members], kind="stable")
-        queues.append(members[order].tolist())
+        # Only a category's best ``size`` can be picked: no need to sort the rest.
+        picked = top_positions(snap.trending[members], allowed[members], size)
+        queues.append(members[picked].tolist())
     queues.sort(key=lambda q: -float(snap.trending[q[0]]) if q else 0.0)
     chosen: list[int] = []
     taken: set[int] = set()

@@ -134,6 +134,7 @@ def cooccurrence_neighbours(
     while start < n_items:
         end = _block_end(cost, start, block_products)
         block = sparse.csr_matrix(xt[start:end] @ x)
+        block.sort_indices()
         rows = np.repeat(np.arange(end - start), np.diff(block.indptr))
         cols = block.indices.astype(np.int64)
         support = block.data.astype(np.float64)
@@ -149,23 +150,22 @@ def cooccurrence_neighbours(
         drop = (rows + start == cols) | (support < min_support)
         if min_lift > 0:
             drop |= support * n_baskets / (n_a * n_b) < min_lift
-        # Ties go to the pair seen together more often: support breaks them (below 1e-6).
-        score = np.where(drop, -np.inf, score + support * 1e-9)
-        for r in range(end - start):
-            lo, hi = block.indptr[r], block.indptr[r + 1]
-            row_scores = score[lo:hi]
-            usable = int(np.count_nonzero(row_scores > -np.inf))
-            take = min(k, usable)
-            if take == 0:
-                continue
-            if take < row_scores.size:
-                part = np.argpartition(-row_scores, take - 1)[:take]
-            else:
-                part = np.arange(row_scores.size)
-            part = part[np.lexsort((cols[lo:hi][part], -row_scores[part]))]
-            kept_idx.append(cols[lo:hi][part].astype(np.int32))
-            kept_score.append(row_scores[part].astype(np.float32))
-            indptr[start + r + 1] = take
+        keep = ~drop
+        rows, cols, score, support = rows[keep], cols[keep], score[keep], support[keep]
+        # Ties go to the pair seen together more often (support breaks them below 1e-6), then
+        # to the lower item (the sort is stable and each row's columns are sorted).
+        score = score + support * 1e-9
+        top = float(score.max()) if score.size else 1.0
+        # One stable sort for the whole block: by row, then by score, best first.
+        order = np.argsort(rows * 2.0 + (1.0 - score / (top * (1.0 + 1e-9))), kind="stable")
+        rows, cols, score = rows[order], cols[order], score[order]
+        per_row = np.bincount(rows, minlength=end - start)
+        first = np.concatenate([[0], np.cumsum(per_row)[:-1]])
+        rank = np.arange(rows.size) - np.repeat(first, per_row)
+        best = rank < k
+        kept_idx.append(cols[best].astype(np.int32))
+        kept_score.append(score[best].astype(np.float32))
+        indptr[start + 1 : end + 1] = np.minimum(per_row, k)
         start = end
     np.cumsum(indptr, out=indptr)
     return NeighbourTable(
@@ -204,8 +204,11 @@ def sessions(user: npt.ArrayLike, time: npt.ArrayLike, window_seconds: float) ->
 
 def title_words(title: str) -> list[str]:
     """Lower-case, accent-free words of a title, without stop words and one-letter words."""
-    folded = unicodedata.normalize("NFKD", title.casefold())
-    plain = "".join(c for c in folded if not unicodedata.combining(c))
+    folded = title.casefold()
+    if not folded.isascii():  # most titles need no accent folding
+        folded = unicodedata.normalize("NFKD", folded)
+        folded = "".join(c for c in folded if not unicodedata.combining(c))
+    plain = folded
     return [w for w in _WORD.findall(plain) if len(w) > 1 and w not in STOPWORDS]
 
 

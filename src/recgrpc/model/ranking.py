@@ -250,7 +250,9 @@ class RankingEngine:
                     if query.algorithm == Algorithm.COLLABORATIVE
                     else _requested_but(query.algorithm, "it cannot rank for this user")
                 )
-            if source == Algorithm.HYBRID and model.ann is not None:
+            # The approximate index ranks LightFM's scores alone: with an EASE part the list
+            # must come from the exact, blended scores.
+            if source == Algorithm.HYBRID and model.ann is not None and model.ease is None:
                 picked = approximate_hybrid(
                     snap.catalog, model, context, query, vector,
                     freshness=snap.freshness, config=snap.config.rerank,
@@ -263,6 +265,8 @@ class RankingEngine:
                 # (``server.app``), since its worker threads would only spin against the RPC
                 # threads for a single matrix-vector product.
                 score_items(model.items_for(source), vector, out=scores)
+                if model.ease is not None and source != Algorithm.CONTENT:
+                    model.ease.blend_into(scores, context, snap.catalog.position, weights)
                 # Items this source cannot score (never trained on, no known feature).
                 scores[model.unscored_by(source)] = NEG_INF
             return self._ranked(snap, source, context, query, scores, fallback=fallback)

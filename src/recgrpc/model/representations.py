@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -30,6 +30,7 @@ from recgrpc.domain import Algorithm
 from recgrpc.model import artifact
 from recgrpc.model.ann import ItemIndex
 from recgrpc.model.artifact import RecommenderArrays
+from recgrpc.model.ease_view import EaseView
 from recgrpc.model.features import (
     feature_matrix,
     item_feature_weights,
@@ -74,6 +75,10 @@ class ModelView:
     weight_scale: float = 1.0
     ann: ItemIndex | None = field(default=None, repr=False)
     """Approximate search over ``hybrid``, built for catalogues of ``ann_min_items`` or more."""
+    ease: EaseView | None = field(default=None, repr=False)
+    """The EASE part of the blend, when training chose one."""
+    revision: int = 0
+    """The artifact's revision (``artifact.revision``): a rewritten artifact is loaded again."""
 
     @classmethod
     def build(
@@ -130,6 +135,22 @@ class ModelView:
             user_feature_index={n: i for i, n in enumerate(arrays.user_feature_names.tolist())},
             weight_scale=float(arrays.params.get("weight_scale", 1.0)) or 1.0,
             ann=_ann_index(hybrid, ann_min_items),
+            ease=EaseView.build(arrays, {r[0]: n for n, r in enumerate(rows)}),
+            revision=artifact.revision(arrays),
+        )
+
+    def without_user(self, user_id: str) -> ModelView:
+        """This view with ``user_id`` a stranger (an erased user): the items are unchanged, so
+        only the user side is rebuilt, at once, without waiting for the stored artifact."""
+        purged = artifact.without_user(self.arrays, user_id)
+        if purged is None:
+            return self
+        return replace(
+            self,
+            arrays=purged,
+            user_index={u: i for i, u in enumerate(purged.user_ids.tolist())},
+            user_feature_index={n: i for i, n in enumerate(purged.user_feature_names.tolist())},
+            revision=artifact.revision(purged),
         )
 
     def items_for(self, algorithm: Algorithm) -> F32:
@@ -325,11 +346,14 @@ def refresh_view(
     return _realigned(previous, rows, ann_min_items), rejected
 
 
-def needs_load(previous: ModelView | None, rejected: str, version: str | None) -> bool:
-    """True when ``version`` is active but neither loaded nor known to be broken."""
+def needs_load(
+    previous: ModelView | None, rejected: str, version: str | None, revision: int = 0
+) -> bool:
+    """True when ``version`` is active but neither loaded (at ``revision``: a rewritten artifact
+    is loaded again) nor known to be broken."""
     if version is None or version == rejected:
         return False
-    return previous is None or previous.version != version
+    return previous is None or previous.version != version or previous.revision < revision
 
 
 def _realigned(

@@ -25,7 +25,7 @@ FRESH_SIGNIFICANT = 0.05
 
 @dataclass(frozen=True)
 class RerankConfig:
-    diversity: float = 0.2
+    diversity: float = 0.0
     freshness_boost: float = 0.1
     freshness_half_life_days: float = 14.0
 

@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
 
 from recgrpc.domain import Algorithm
+from recgrpc.model.blend import blend
 from recgrpc.model.evaluation import ScoreFn
 from recgrpc.model.representations import ModelView
 
@@ -42,12 +44,32 @@ def with_bias_term(embeddings: F32) -> F32:
     return np.hstack([ones, embeddings.astype(np.float32, copy=False)])
 
 
-def view_scores(view: ModelView, user_rows: Sequence[UserRow]) -> ScoreFn:
-    """A ScoreFn (rows of ``user_rows`` -> scores) through the serving view's HYBRID vectors."""
+def view_scores(
+    view: ModelView, user_rows: Sequence[UserRow], history: sparse.csr_matrix | None = None
+) -> ScoreFn:
+    """A ScoreFn (rows of ``user_rows`` -> scores) through the serving view's HYBRID vectors,
+    blended with its EASE part from ``history`` (users x catalogue recency weights) if any."""
     items = view.items_for(Algorithm.HYBRID)
 
     def score(rows: npt.NDArray[np.int64]) -> F32:
         users, _ = view.user_matrix(Algorithm.HYBRID, [user_rows[r] for r in rows])
-        return scores(items, with_bias_term(users))
+        return with_ease(view, scores(items, with_bias_term(users)), history, rows)
 
     return score
+
+
+def with_ease(
+    view: ModelView, lightfm: F32, history: sparse.csr_matrix | None, rows: npt.NDArray[np.int64]
+) -> F32:
+    """LightFM's batch scores blended with the view's EASE part, as a request blends them."""
+    if view.ease is None or history is None:
+        return lightfm
+    h = history[rows]
+    blended = blend(lightfm, view.ease.batch_scores(h), view.ease.alpha)
+    # A user none of whose items EASE covers keeps LightFM's scores, as a request does
+    # (``EaseView.for_request``), so the stored top-N and serving give the same numbers.
+    covered = view.ease.positions[view.ease.positions >= 0]
+    bare = np.asarray(h[:, covered].getnnz(axis=1) == 0)
+    if bare.any() and blended is not lightfm:
+        blended[bare] = lightfm[bare]
+    return blended

@@ -39,6 +39,7 @@ def params_from_settings(settings: Settings, **overrides: object) -> TrainingPar
         "loss": settings.loss,
         "components": settings.components,
         "learning_rate": settings.learning_rate,
+        "seed": settings.seed,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainingParams(**values)  # type: ignore[arg-type]
@@ -98,6 +99,7 @@ def trained_arrays(
     weight_scale: float,
     best_epoch: int,
     now: datetime,
+    extra_params: dict[str, object] | None = None,
 ) -> artifact.RecommenderArrays:
     """The artifact arrays of a fitted model, with its version stamped in."""
     trained_until, train_weight = _per_user_training(data, holdout, weight_scale)
@@ -106,7 +108,7 @@ def trained_arrays(
         user_trained_until=trained_until,
         user_train_weight=train_weight,
         newest_event=data.newest_event,
-        extra_params={"weight_scale": weight_scale, "epochs": best_epoch},
+        extra_params={"weight_scale": weight_scale, "epochs": best_epoch, **(extra_params or {})},
     )
     # Learned values plus the time to the microsecond: retraining on the same data gives a new
     # version, and the version tells models apart without encoding the artifact twice.

@@ -14,8 +14,7 @@ from types import FrameType
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2
 from opentelemetry.trace import TracerProvider
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from threadpoolctl import threadpool_limits
@@ -23,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from recgrpc import tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
+from recgrpc.db.engine import ConnectionBudgets
 from recgrpc.domain import utcnow
 from recgrpc.jobs.churn_scoring import ActiveChurnModel
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
@@ -30,8 +30,11 @@ from recgrpc.model.representations import ModelView
 from recgrpc.server import ports
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot
+from recgrpc.server.health import SERVICE_NAME as HEALTH_SERVICE
+from recgrpc.server.health import HealthService
 from recgrpc.server.interceptors import TokenSet, load_tokens, standard_interceptors
 from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
+from recgrpc.server.reflection import ReflectionService
 from recgrpc.server.registry import service_handler
 from recgrpc.server.servicers import CatalogServicer, RecommendationServicer
 from recgrpc.server.tracing import ServerTracing
@@ -52,9 +55,7 @@ class Refresher(threading.Thread):
     The first successful build flips health to SERVING; failures keep the last snapshot.
     """
 
-    def __init__(
-        self, handlers: Handlers, health_servicer: health.HealthServicer, interval: float
-    ) -> None:
+    def __init__(self, handlers: Handlers, health_servicer: HealthService, interval: float) -> None:
         super().__init__(name="recgrpc-refresher", daemon=True)
         self.handlers = handlers
         self.health = health_servicer
@@ -65,9 +66,10 @@ class Refresher(threading.Thread):
     def refresh_once(self) -> bool:
         h = self.handlers
         refresh_churn_model(h)
-        previous = h.engine.snapshot
         try:
-            h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), previous))
+            with h.snapshot_lock:
+                previous = h.engine.snapshot
+                h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), previous))
             h.search.refresh(h.db, h.engine.snapshot)
         except Exception as exc:
             if not is_database_outage(exc):
@@ -157,7 +159,7 @@ def report_serving_models(handlers: Handlers) -> None:
             metrics.model_loaded(kind, changed[kind], *summary)
 
 
-def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
+def set_serving(health_servicer: HealthService, serving: bool) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving
@@ -174,8 +176,9 @@ class RunningServer:
     server: grpc.Server
     port: int
     handlers: Handlers
-    health: health.HealthServicer
+    health: HealthService
     refresher: Refresher
+    reflection: ReflectionService | None = None
     owns_db: bool = True
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     tracing: ServerTracing | None = None
@@ -196,6 +199,9 @@ class RunningServer:
         if drain_delay > 0:
             time.sleep(drain_delay)
         self.server.stop(grace).wait()
+        self.health.close()
+        if self.reflection is not None:
+            self.reflection.close()
         self.handlers.close()
         if self.tracing is not None:
             self.tracing.close()
@@ -245,7 +251,11 @@ def create_server(
     owns_db = db is None
     metrics = metrics if metrics is not None else ServerMetrics()
     tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
-    database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    database = db or Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        budgets=ConnectionBudgets.from_settings(settings, server=True),
+    )
     metrics.watch_pool(database.engine.pool)  # type: ignore[arg-type]
     engine = RankingEngine(ServingSnapshot.empty(utcnow()), span=tracing.span)
     if churn is None:
@@ -257,6 +267,10 @@ def create_server(
         tokens=tokens,
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
+        stream_limit_per_peer=settings.stream_limit_per_peer,
+        auth_failures_per_second=settings.auth_failures_per_second,
+        auth_failure_burst=settings.auth_failure_burst,
+        health_rate_limit_per_second=settings.health_rate_limit_per_second,
     )
     server_tracing = ServerTracing.configure(settings, tracer_provider)
 
@@ -277,16 +291,22 @@ def create_server(
             ),
         )
     )
-    health_servicer = health.HealthServicer()
+    # Long-lived streams never hold the RPC threads: health Watch is non-blocking, reflection
+    # has threads of its own (server.health, server.reflection).
+    health_servicer = HealthService()
     set_serving(health_servicer, False)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    reflection = ReflectionService(
+        (*SERVICE_NAMES, HEALTH_SERVICE),
+        workers=settings.reflection_workers,
+        idle_seconds=settings.stream_idle_seconds,
     )
+    server.add_generic_rpc_handlers((health_servicer.handler(), reflection.handler()))
     address = f"{settings.host}:{settings.port}"
     try:
         port = _add_port(server, settings, address)
     except RuntimeError as exc:  # gRPC's "Failed to bind", after its own log line
+        health_servicer.close()
+        reflection.close()
         server_tracing.close()
         reason = "not available (another listener, or not an address of this machine)"
         raise ports.PortUnavailable("gRPC", settings.host, settings.port, reason, "port") from exc
@@ -307,6 +327,7 @@ def create_server(
         handlers,
         health_servicer,
         refresher,
+        reflection=reflection,
         owns_db=owns_db,
         metrics=metrics,
         tracing=server_tracing,
@@ -393,7 +414,7 @@ def _serve_one(settings: Settings) -> int:
     dashboard = None
     if settings.dashboard_port:
         # Imported here: the dashboard sits on top of the handlers and imports server modules.
-        from recgrpc.dashboard import DashboardServer  # noqa: PLC0415
+        from recgrpc.dashboard import Capabilities, DashboardServer  # noqa: PLC0415
 
         tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
         try:
@@ -402,6 +423,7 @@ def _serve_one(settings: Settings) -> int:
                 settings.dashboard_host or settings.host,
                 settings.dashboard_port,
                 tokens=None if tokens is None else TokenSet(tokens),
+                capabilities=Capabilities(similar_items=running.handlers.discovery.preview_similar),
             )
         except OSError as exc:
             running.stop(0)

@@ -54,10 +54,17 @@ class _Checker:
         if self.violations:
             raise InvalidArgument(self.violations)
 
-    def identifier(self, field: str, value: str, *, required: bool = True) -> str:
+    def identifier(
+        self,
+        field: str,
+        value: str,
+        *,
+        required: bool = True,
+        limit: int = validation.MAX_ID_LENGTH,
+    ) -> str:
         if not value and not required:
             return value
-        problem = validation.identifier_problem(value)
+        problem = validation.identifier_problem(value, limit)
         if problem:
             self.add(field, problem)
         return value
@@ -193,7 +200,9 @@ def interaction_from_proto(
     if request.HasField("occurred_at"):
         occurred_at = check.timestamp("occurred_at", request.occurred_at, now) or now
     metadata = check.string_map("metadata", request.metadata)
-    recset_id = check.identifier("recset_id", request.recset_id, required=False)
+    recset_id = check.identifier(
+        "recset_id", request.recset_id, required=False, limit=validation.MAX_RECSET_ID_LENGTH
+    )
     content_type = check.text("content_type", request.content_type)
     platform = check.text("platform", request.platform)
     check.raise_if_any()
@@ -216,9 +225,14 @@ def feedback_from_proto(
     request: pb.SubmitFeedbackRequest, ratings: validation.RatingScale
 ) -> domain.Feedback:
     check = _Checker()
+    feedback_id = check.identifier("feedback_id", request.feedback_id, required=False) or str(
+        uuid.uuid4()
+    )
     user_id = check.identifier("user_id", request.user_id)
     item_id = check.identifier("item_id", request.item_id)
-    recset_id = check.identifier("recset_id", request.recset_id, required=False)
+    recset_id = check.identifier(
+        "recset_id", request.recset_id, required=False, limit=validation.MAX_RECSET_ID_LENGTH
+    )
     rating: float | None = None
     if request.HasField("rating"):
         rating = request.rating
@@ -235,6 +249,7 @@ def feedback_from_proto(
         clicked=request.clicked,
         dismissed=request.dismissed,
         rating=rating,
+        feedback_id=feedback_id,
     )
 
 

@@ -9,10 +9,11 @@ The neighbour artifact of the active recommender is loaded by the refresher, nev
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,19 +21,18 @@ from sqlalchemy import Connection
 
 from recgrpc import domain
 from recgrpc.config import Settings
-from recgrpc.db import Database, discovery, neighbour_store, queries
+from recgrpc.db import Database, discovery, queries
 from recgrpc.errors import NotFound, Unavailable
-from recgrpc.model import neighbour_artifact
 from recgrpc.model.home_feed import HomeFeedQuery, build_feed, liked_anchor
-from recgrpc.model.ranking import NO_MODEL, RankingEngine, ServingSnapshot
+from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.model.scoring import scores as score_items
 from recgrpc.model.similar import (
     ItemText,
-    SimilarityIndex,
     SimilarityMode,
     rank_similar,
     top_positions,
 )
+from recgrpc.server.db_guard import DatabaseGuard
 from recgrpc.server.discovery_types import (
     DiscoveryList,
     ImpressionWriter,
@@ -42,13 +42,14 @@ from recgrpc.server.discovery_types import (
     Unserved,
 )
 from recgrpc.server.errors import is_database_outage
+from recgrpc.server.neighbour_keeper import TRENDING_FALLBACK, NeighbourIndexKeeper
 
 log = logging.getLogger(__name__)
 
-NO_NEIGHBOURS = "the active model has no neighbour table (trained before item neighbours); retrain"
-LOADING = "the neighbour table of the newly active model is still loading"
 NO_RULES = "no frequently-together rules for these items: similar items instead"
-TRENDING_FALLBACK = ": trending instead"
+
+DATABASE_DOWN = "database unavailable: served without the user's history"
+T = TypeVar("T")
 
 
 class Discovery:
@@ -63,6 +64,7 @@ class Discovery:
         observer: Callable[[str, str, int], None] | None = None,
         *,
         profile: Callable[[Connection, domain.UserContext], domain.UserContext] | None = None,
+        guard: DatabaseGuard | None = None,
     ) -> None:
         """``profile`` adds to a user's context what else shapes their taste (their searches,
         see ``server.search_history``); the home feed ranks with it."""
@@ -72,11 +74,11 @@ class Discovery:
         self.clock = clock
         self.observer = observer
         self.profile = profile
-        self._index: SimilarityIndex | None = None
-        self._index_catalog: object = None
-        self._loaded: tuple[str, neighbour_artifact.NeighbourArrays | None] | None = None
-        self._lock = threading.Lock()
-        self.impressions = ImpressionWriter(db, clock, writers=1 if db.is_sqlite else 2)
+        self._guard = guard
+        self.neighbours = NeighbourIndexKeeper(db)
+        self.impressions = ImpressionWriter(
+            db, clock, writers=1 if db.is_sqlite else 2, guard=guard
+        )
 
     def close(self) -> None:
         self.impressions.close()
@@ -84,64 +86,42 @@ class Discovery:
     # -- the neighbour artifact, kept in step with the serving snapshot -------------------
 
     def refresh(self, snap: ServingSnapshot) -> None:
-        """Load the active recommender's neighbour artifact when its version changed (the
-        refresher calls this after each snapshot swap; requests never read the artifact)."""
-        version = snap.model_version
-        if self._loaded is not None and self._loaded[0] == version:
-            self._current(snap)
-            return
-        arrays = None
-        if version:
-            with self.db.reader() as session:
-                blob = neighbour_store.load_neighbours(session, version)
-            if blob is not None:
-                try:
-                    arrays = neighbour_artifact.decode(blob)
-                except ValueError:
-                    log.exception("neighbour table of model %s cannot be loaded", version)
-        with self._lock:
-            self._loaded = (version, arrays)
-            self._index = None
-        self._current(snap)
-
-    def _current(self, snap: ServingSnapshot) -> SimilarityIndex | None:
-        """The index aligned with ``snap``'s catalogue and model (re-aligned when only the
-        catalogue changed); None while no neighbour table of the active model is loaded."""
-        index = self._index
-        if (
-            index is not None
-            and self._index_catalog is snap.catalog
-            and (index.version == snap.model_version)
-        ):
-            return index
-        loaded = self._loaded
-        if loaded is None or loaded[0] != snap.model_version or loaded[1] is None:
-            return None
-        with self._lock:
-            vectors = None if snap.model is None else snap.model.hybrid[:, 1:]
-            index = SimilarityIndex.build(loaded[1], snap.catalog, vectors)
-            self._index, self._index_catalog = index, snap.catalog
-        return index
+        """Keep the neighbour table in step with ``snap`` (the refresher calls this)."""
+        self.neighbours.refresh(snap)
 
     # -- GetSimilarItems ------------------------------------------------------------------
 
     def similar_items(self, query: SimilarQuery) -> DiscoveryList:
         snap = self.engine.snapshot
-        item, context = self._read(query.item_id, query.user_id)
-        index = self._current(snap)
+        return self._serve(query.user_id, query.platform, snap, self._similar(snap, query))
+
+    def preview_similar(self, item_id: str, mode: str, limit: int) -> list[domain.ScoredItem]:
+        """What GetSimilarItems would list now, recorded nowhere (the dashboard's inspector);
+        ``mode`` is a mode's name in any case. NotFound for an unknown item."""
+        query = SimilarQuery(item_id, limit, mode=SimilarityMode(mode.upper()))
+        return list(self._similar(self.engine.snapshot, query).items)
+
+    def _similar(self, snap: ServingSnapshot, query: SimilarQuery) -> Unserved:
+        item, context, outage = self._read(snap, query.item_id, query.user_id)
+        if outage:
+            return _down(self._similar_of(snap, query, item, None))
+        return self._similar_of(snap, query, item, context)
+
+    def _similar_of(
+        self,
+        snap: ServingSnapshot,
+        query: SimilarQuery,
+        item: ItemText,
+        context: domain.UserContext | None,
+    ) -> Unserved:
+        index = self.neighbours.current(snap)
         allowed = self._allowed(snap, context, query.exclude_item_ids, query.categories)
         position = snap.catalog.position.get(item.item_id)
         if position is not None:
             allowed[position] = False  # never the item itself
         if index is None:
-            return self._serve(
-                query.user_id,
-                query.platform,
-                snap,
-                self._trending(
-                    snap, allowed, query.limit, self._why_none(snap), "SIMILAR_TRENDING"
-                ),
-            )
+            why = self.neighbours.why_none(snap)
+            return self._trending(snap, allowed, query.limit, why, "SIMILAR_TRENDING")
         personal = self._personal(snap, context) if context is not None else None
         listed = rank_similar(
             index.sources(item, position), query.mode, allowed, query.limit, personal
@@ -153,31 +133,30 @@ class Discovery:
                 listed.positions.tolist(), listed.scores.tolist(), listed.reasons, strict=True
             )
         ]
-        served = Unserved(
-            items,
-            f"SIMILAR_{listed.mode.value}",
-            snap.model_version,
-            listed.fallback_reason,
-            listed.mode,
-        )
-        return self._serve(query.user_id, query.platform, snap, served)
+        source = f"SIMILAR_{listed.mode.value}"
+        return Unserved(items, source, snap.model_version, listed.fallback_reason, listed.mode)
 
     # -- GetFrequentlyTogether ------------------------------------------------------------
 
     def frequently_together(self, query: TogetherQuery) -> DiscoveryList:
         snap = self.engine.snapshot
-        items, context = self._read_many(query.item_ids, query.user_id)
+        items, context, outage = self._read_many(snap, query.item_ids, query.user_id)
+        listed = self._together(snap, query, items, context)
+        return self._serve(query.user_id, query.platform, snap, _down(listed) if outage else listed)
+
+    def _together(
+        self,
+        snap: ServingSnapshot,
+        query: TogetherQuery,
+        items: list[ItemText],
+        context: domain.UserContext | None,
+    ) -> Unserved:
         allowed = self._allowed(snap, context, query.exclude_item_ids, query.categories)
         allowed[snap.catalog.indices(query.item_ids)] = False
-        index = self._current(snap)
+        index = self.neighbours.current(snap)
         if index is None:
-            return self._serve(
-                query.user_id,
-                query.platform,
-                snap,
-                self._trending(
-                    snap, allowed, query.limit, self._why_none(snap), "TOGETHER_TRENDING"
-                ),
+            return self._trending(
+                snap, allowed, query.limit, self.neighbours.why_none(snap), "TOGETHER_TRENDING"
             )
         scores = index.together(query.item_ids)
         if scores is not None and (allowed & (scores > 0)).any():
@@ -187,12 +166,7 @@ class Discovery:
                 domain.ScoredItem(ids[p], float(scores[p]), "frequently_together")
                 for p in picked.tolist()
             ]
-            return self._serve(
-                query.user_id,
-                query.platform,
-                snap,
-                Unserved(found, "TOGETHER_RULES", snap.model_version),
-            )
+            return Unserved(found, "TOGETHER_RULES", snap.model_version)
         # No rule links the basket to anything allowed: the basket's blended neighbours.
         total = np.zeros(len(snap.catalog), dtype=np.float32)
         reasons: dict[int, str] = {}
@@ -210,43 +184,43 @@ class Discovery:
                 reasons.setdefault(p, r)
         picked = top_positions(total, allowed & (total > 0), query.limit)
         if picked.size == 0:
-            return self._serve(
-                query.user_id,
-                query.platform,
+            return self._trending(
                 snap,
-                self._trending(
-                    snap,
-                    allowed,
-                    query.limit,
-                    "no frequently-together rules or neighbours for these items"
-                    + TRENDING_FALLBACK,
-                    "TOGETHER_TRENDING",
-                ),
+                allowed,
+                query.limit,
+                "no frequently-together rules or neighbours for these items" + TRENDING_FALLBACK,
+                "TOGETHER_TRENDING",
             )
         ids = snap.catalog.item_ids
         found = [domain.ScoredItem(ids[p], float(total[p]), reasons[p]) for p in picked.tolist()]
-        return self._serve(
-            query.user_id,
-            query.platform,
-            snap,
-            Unserved(found, "TOGETHER_SIMILAR", snap.model_version, NO_RULES),
-        )
+        return Unserved(found, "TOGETHER_SIMILAR", snap.model_version, NO_RULES)
 
     # -- GetHomeFeed ----------------------------------------------------------------------
 
     def home_feed(self, query: HomeFeedQuery) -> ServedFeed:
         snap = self.engine.snapshot
-        try:
+
+        def read() -> tuple[domain.UserContext, str | None, dict[str, Any]]:
             with self.db.connection() as conn:
                 context = queries.load_user_context(conn, query.user_id)
                 if self.profile is not None:
                     context = self.profile(conn, context)
                 anchor_id = liked_anchor(context, snap.config.event_weights)
-                texts = discovery.item_texts(conn, [anchor_id] if anchor_id else [])
+                return (
+                    context,
+                    anchor_id,
+                    discovery.item_texts(conn, [anchor_id] if anchor_id else []),
+                )
+
+        outage = False
+        try:
+            context, anchor_id, texts = self._bounded(read)
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
-            raise Unavailable("the database is unavailable; retry") from exc
+            # From memory, as GetRecommendations does: the shelves anyone would get.
+            outage = True
+            context, anchor_id, texts = domain.UserContext(query.user_id, known=False), None, {}
         anchor = None
         if anchor_id is not None and anchor_id in texts:
             t = texts[anchor_id]
@@ -254,7 +228,7 @@ class Discovery:
         now = self.clock()
         feed = build_feed(
             snap,
-            self._current(snap),
+            self.neighbours.current(snap),
             context,
             query,
             now=now,
@@ -275,47 +249,68 @@ class Discovery:
             )
             for recset_id, shelf in zip(recset_ids, feed.shelves, strict=True)
         ]
-        self._record(records)
+        omitted = feed.omitted
+        if outage:
+            omitted = [DATABASE_DOWN, *omitted]
+        else:
+            self._record(records)
         if self.observer is not None:
             for shelf in feed.shelves:
                 self.observer(shelf.source, shelf.fallback_reason, len(shelf.items))
-        return ServedFeed(feed, recset_ids, now, feed.omitted)
+        return ServedFeed(feed, recset_ids, now, omitted)
 
     # -- shared ---------------------------------------------------------------------------
 
-    def _why_none(self, snap: ServingSnapshot) -> str:
-        if snap.model is None:
-            return NO_MODEL + TRENDING_FALLBACK
-        loaded = self._loaded
-        if loaded is None or loaded[0] != snap.model_version:
-            return LOADING + TRENDING_FALLBACK
-        return NO_NEIGHBOURS + TRENDING_FALLBACK
+    def _bounded(self, work: Callable[[], T]) -> T:
+        """``work()`` within the request's database budget (server.db_guard), when one is set."""
+        return work() if self._guard is None else self._guard.run(work)
 
-    def _read(self, item_id: str, user_id: str) -> tuple[ItemText, domain.UserContext | None]:
-        texts, context = self._read_many((item_id,), user_id)
-        return texts[0], context
+    def _read(
+        self, snap: ServingSnapshot, item_id: str, user_id: str
+    ) -> tuple[ItemText, domain.UserContext | None, bool]:
+        texts, context, outage = self._read_many(snap, (item_id,), user_id)
+        return texts[0], context, outage
 
     def _read_many(
-        self, item_ids: Sequence[str], user_id: str
-    ) -> tuple[list[ItemText], domain.UserContext | None]:
-        """The items asked about (NotFound for an unknown one) and the user's context."""
-        try:
+        self, snap: ServingSnapshot, item_ids: Sequence[str], user_id: str
+    ) -> tuple[list[ItemText], domain.UserContext | None, bool]:
+        """The items asked about (NotFound for an unknown one), the user's context, and
+        whether the database was down: then the items come from memory (the catalogue and the
+        neighbour table) and the list is served without the user's history, like
+        GetRecommendations'; UNAVAILABLE only for an item memory does not hold."""
+
+        def read() -> tuple[dict[str, Any], domain.UserContext | None]:
             with self.db.connection() as conn:
                 found = discovery.item_texts(conn, item_ids)
                 missing = [i for i in item_ids if i not in found]
                 if missing:
                     raise NotFound(f"item_id {missing[0]!r} is not in the catalogue")
-                context = queries.load_user_context(conn, user_id) if user_id else None
+                return found, queries.load_user_context(conn, user_id) if user_id else None
+
+        try:
+            found, context = self._bounded(read)
         except NotFound:
             raise
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
-            raise Unavailable("the database is unavailable; retry") from exc
+            return self._from_memory(snap, item_ids), None, True
         texts = [
             ItemText(t.item_id, t.title, t.categories, t.tags) for t in (found[i] for i in item_ids)
         ]
-        return texts, context
+        return texts, context, False
+
+    def _from_memory(self, snap: ServingSnapshot, item_ids: Sequence[str]) -> list[ItemText]:
+        index = self.neighbours.current(snap)
+        texts = []
+        for item_id in item_ids:
+            position = snap.catalog.position.get(item_id)
+            known = index is not None and item_id in index.artifact_position
+            if position is None and not known:
+                raise Unavailable("the database is unavailable; retry")
+            categories = snap.catalog.categories[position] if position is not None else ()
+            texts.append(ItemText(item_id, "", categories, ()))
+        return texts
 
     @staticmethod
     def _allowed(
@@ -376,7 +371,9 @@ class Discovery:
             fallback_reason=listed.fallback_reason,
             mode=listed.mode,
         )
-        if user_id:  # impressions are per user: an anonymous list has no one to attribute to
+        # Impressions are per user (an anonymous list has no one to attribute it to), and not
+        # written while the database is down.
+        if user_id and listed.recorded:
             self._record(
                 [
                     discovery.DiscoveryImpression(
@@ -401,3 +398,13 @@ class Discovery:
             self.impressions.submit(records)
         except Unavailable:
             log.warning("discovery impression not recorded: database unavailable")
+
+
+def _down(listed: Unserved) -> Unserved:
+    """A list served from memory while the database is down: said so, and not recorded."""
+    why = (
+        DATABASE_DOWN
+        if not listed.fallback_reason
+        else f"{DATABASE_DOWN}; {listed.fallback_reason}"
+    )
+    return replace(listed, fallback_reason=why, recorded=False)

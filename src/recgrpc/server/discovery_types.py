@@ -77,3 +77,5 @@ class Unserved:
     model_version: str = ""
     fallback_reason: str = ""
     mode: SimilarityMode = SimilarityMode.AUTO
+    recorded: bool = True
+    """False while the database is down: the list is served, its impression is not written."""

@@ -14,11 +14,18 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
 
-from recgrpc.errors import InvalidArgument, ServiceError
+from recgrpc.errors import InvalidArgument, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 
 DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
+
+
+class DatabaseStalled(Unavailable):
+    """The database did not answer within the request's budget (or is known not to)."""
+
+    def __init__(self, message: str = DATABASE_UNAVAILABLE) -> None:
+        super().__init__(message)
 
 
 def _status(
@@ -31,20 +38,81 @@ def _status(
     return status
 
 
+# A status travels in trailing metadata (details base64-encoded, the message percent-encoded),
+# and gRPC clients refuse trailers past their metadata limit (8 KiB by default) with
+# RESOURCE_EXHAUSTED, losing the code and the details. These budgets keep a refusal with any
+# number of violations well inside it.
+DETAILS_BUDGET = 4096
+"""Bytes of serialized ``BadRequest`` field violations (about 5.5 KiB once base64-encoded)."""
+MESSAGE_BUDGET = 1024
+"""Bytes of the status message once percent-encoded."""
+_FIELD_CHARS = 200
+_DESCRIPTION_CHARS = 400
+
+
+def _wire_length(text: str) -> int:
+    """Length of ``text`` as a grpc-message: bytes outside printable ASCII (and ``%``) take 3."""
+    return sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in text.encode("utf-8"))
+
+
+def _listed_violations(
+    error: InvalidArgument,
+) -> tuple[list[error_details_pb2.BadRequest.FieldViolation], int]:
+    """The first violations that fit ``DETAILS_BUDGET``, and how many were left out."""
+    listed: list[error_details_pb2.BadRequest.FieldViolation] = []
+    size = 0
+    reserve = 64  # for the closing "and N more" entry
+    for violation in error.violations:
+        entry = error_details_pb2.BadRequest.FieldViolation(
+            field=violation.field[:_FIELD_CHARS],
+            description=violation.description[:_DESCRIPTION_CHARS],
+        )
+        cost = entry.ByteSize() + 3  # its tag and length in the repeated field
+        if size + cost > DETAILS_BUDGET - reserve:
+            break
+        listed.append(entry)
+        size += cost
+    return listed, len(error.violations) - len(listed)
+
+
+def _capped_message(error: InvalidArgument) -> str:
+    if _wire_length(error.message) <= MESSAGE_BUDGET:
+        return error.message
+    parts: list[str] = []
+    used = 0
+    for violation in error.violations:
+        part = f"{violation.field[:_FIELD_CHARS]}: {violation.description[:_DESCRIPTION_CHARS]}"
+        cost = _wire_length(part) + 2
+        if used + cost > MESSAGE_BUDGET - 48:
+            break
+        parts.append(part)
+        used += cost
+    rest = len(error.violations) - len(parts)
+    if not parts:
+        return f"{rest} invalid fields (see the BadRequest details)"
+    return "; ".join(parts) + (f"; and {rest} more" if rest else "")
+
+
 def bad_request(error: InvalidArgument) -> grpc.Status:
-    detail = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in error.violations
-        ]
-    )
+    """INVALID_ARGUMENT with a ``google.rpc.BadRequest`` naming each bad field; past the
+    metadata budgets, the first violations and a last one saying how many more there were."""
+    listed, omitted = _listed_violations(error)
+    if omitted:
+        listed.append(
+            error_details_pb2.BadRequest.FieldViolation(
+                field="request", description=f"and {omitted} more violations not listed"
+            )
+        )
     packed = any_pb2.Any()
-    packed.Pack(detail)
-    return _status(grpc.StatusCode.INVALID_ARGUMENT, error.message, [packed])
+    packed.Pack(error_details_pb2.BadRequest(field_violations=listed))
+    return _status(grpc.StatusCode.INVALID_ARGUMENT, _capped_message(error), [packed])
 
 
 def is_database_outage(exc: BaseException) -> bool:
-    """Connection-level failures (refused, dropped, timed out), not constraint violations."""
+    """Connection-level failures (refused, dropped, timed out, stalled past the request's
+    budget), not constraint violations."""
+    if isinstance(exc, DatabaseStalled):
+        return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
@@ -63,4 +131,10 @@ def status_for(exc: BaseException, method: str) -> grpc.Status:
     return _status(grpc.StatusCode.INTERNAL, "internal error")
 
 
-__all__ = ["DATABASE_UNAVAILABLE", "bad_request", "is_database_outage", "status_for"]
+__all__ = [
+    "DATABASE_UNAVAILABLE",
+    "DatabaseStalled",
+    "bad_request",
+    "is_database_outage",
+    "status_for",
+]

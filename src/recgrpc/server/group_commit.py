@@ -1,5 +1,5 @@
 """Group commit: concurrent calls share one database transaction (LogInteraction,
-SubmitFeedback, the impressions GetRecommendations records and PredictChurn's record).
+SubmitFeedback and PredictChurn's record; served lists are written behind: server.impressions).
 
 A single-row transaction costs several round trips (begin, item check, user upsert, insert,
 commit), and under load those round trips, not Python, bound throughput. One writer thread takes
@@ -7,11 +7,16 @@ every event queued while the previous transaction ran and stores them all in one
 so the per-event cost shrinks as load grows, while a lone event still commits at once.
 
 Each caller blocks until the transaction holding its event has committed, and only then gets its
-answer: an acknowledged event is always durable. Answers stay per event: an unknown item fails
-only its own caller (NOT_FOUND), a repeated ``event_id`` is reported as a duplicate whether it
-was stored earlier or by an earlier event in the same batch. If the transaction fails, every
-caller in it fails: UNAVAILABLE when the database is unreachable, otherwise the events are
-retried one by one so a single bad event cannot fail its neighbours.
+answer: an acknowledged event is always durable. With a ``DatabaseGuard`` the wait is bounded
+by its deadline: a caller that gives up answers UNAVAILABLE (its event is then either skipped,
+if no writer took it yet, or in a transaction whose outcome it cannot know: retrying with the
+same ``event_id`` is safe), and while the guard's circuit is open callers are refused at once.
+
+Answers stay per event: an unknown item fails only its own caller (NOT_FOUND), a repeated
+``event_id`` is reported as a duplicate whether it was stored earlier or by an earlier event in
+the same batch. If the transaction fails, every caller in it fails: UNAVAILABLE when the
+database is unreachable, otherwise the events are retried one by one so a single bad event
+cannot fail its neighbours.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from recgrpc import domain, tracing
+from recgrpc import domain, recset, tracing
 from recgrpc.db import Database, churn_data, queries
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.jobs.churn_scoring import prediction_row
-from recgrpc.server.errors import DATABASE_UNAVAILABLE, is_database_outage
+from recgrpc.server.db_guard import DatabaseGuard
+from recgrpc.server.errors import DATABASE_UNAVAILABLE, DatabaseStalled, is_database_outage
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +64,11 @@ class _Pending(Generic[T]):
     # signal between threads: an Event is a Condition around a lock, and its set/wait were a
     # tenth of LogInteraction's interpreter time in py-spy.
     done: threading.Lock = field(default_factory=_held_lock)
+    # Taken by whichever comes first: a writer putting the item in a batch, or its caller giving
+    # up at the deadline (the writer then skips it).
+    taken: threading.Lock = field(default_factory=threading.Lock)
     duplicate: bool = False
-    # The (algorithm, model_version) of the served list a feedback refers to, when known.
+    # The (algorithm, model_version) of the stored list a feedback names, when looked up.
     attribution: tuple[str, str] | None = None
     error: Exception | None = None
     batch_size: int = 0  # how many items shared its transaction (for the trace)
@@ -90,8 +99,10 @@ class GroupCommitter(Generic[T]):
         writers: int = 1,
         max_batch: int = MAX_BATCH,
         catalogued: Callable[[], Container[str]] = frozenset,
+        guard: DatabaseGuard | None = None,
     ) -> None:
         self._db = db
+        self._guard = guard
         self._clock = clock
         self._catalogued = catalogued
         self._max_batch = max_batch
@@ -106,18 +117,36 @@ class GroupCommitter(Generic[T]):
         for thread in self._threads:
             thread.start()
 
-    def submit(self, item: T) -> _Pending[T]:
-        """Queue ``item`` and wait for its commit; raises what storing it raised."""
+    def submit(self, item: T, timeout: float | None = None) -> _Pending[T]:
+        """Queue ``item`` and wait for its commit; raises what storing it raised.
+
+        With a guard, waits at most ``timeout`` (default: the guard's) and raises
+        DatabaseStalled after it, or at once while the guard's circuit is open.
+        """
+        guard = self._guard
+        if guard is not None and not guard.breaker.allow():
+            raise DatabaseStalled()
         pending = _Pending(item)
         with tracing.span("recgrpc.group_commit", {"recgrpc.writer": self.name}) as span:
             with self._lock:
                 if self._closed.is_set():
                     raise Unavailable("the server is shutting down; retry")
                 self._queue.put(pending)
-            pending.done.acquire()
+            if guard is None:
+                pending.done.acquire()
+            elif not pending.done.acquire(
+                timeout=max(guard.timeout if timeout is None else timeout, 0)
+            ):
+                pending.taken.acquire(blocking=False)  # not in a batch yet: the writer skips it
+                guard.breaker.failure()
+                raise DatabaseStalled()
             span.set_attribute("recgrpc.batch_size", pending.batch_size)
         if pending.error is not None:
+            if guard is not None and is_database_outage(pending.error):
+                guard.breaker.failure()
             raise pending.error
+        if guard is not None:
+            guard.breaker.success()
         return pending
 
     def close(self, timeout: float = 10.0) -> None:
@@ -143,7 +172,7 @@ class GroupCommitter(Generic[T]):
             first = self._queue.get()
             if not isinstance(first, _Pending):
                 return
-            batch: list[_Pending[T]] = [first]
+            batch: list[_Pending[T]] = [first] if first.taken.acquire(blocking=False) else []
             while len(batch) < self._max_batch:
                 try:
                     more = self._queue.get_nowait()
@@ -152,7 +181,10 @@ class GroupCommitter(Generic[T]):
                 if not isinstance(more, _Pending):
                     stopping = True
                     break
-                batch.append(more)
+                if more.taken.acquire(blocking=False):  # else its caller gave up waiting
+                    batch.append(more)
+            if not batch:
+                continue
             try:
                 self._commit(batch)
             except Exception as exc:
@@ -251,11 +283,6 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
         batch_scope = self._own_connection() if own else self._db.transaction()
         with batch_scope as conn:
             known = self._existing_items(conn, {p.item.item_id for p in batch})
-            sources = queries.impression_sources(
-                conn, {p.item.recset_id for p in batch if p.item.recset_id}
-            )
-            for pending in batch:
-                pending.attribution = sources.get(pending.item.recset_id)
             accepted: list[_Pending[domain.Interaction]] = []
             for pending in batch:
                 # A SEARCH event names no item: its query is in the metadata.
@@ -278,57 +305,30 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
             answered.add(event_id)
 
 
-@dataclass(frozen=True)
-class ServedListRecord:
-    """A list served to a user: stored as an impression and as the user's current top-N."""
-
-    user_id: str
-    served: domain.ServedList
-    platform: str
-
-
-class ServedListWriter(GroupCommitter[ServedListRecord]):
-    """GetRecommendations' writes, committed together for concurrent calls.
-
-    Every list is stored before its call returns (so feedback on it finds it), but one
-    transaction holds many lists: on SQLite that is one wait for the write lock instead of one
-    per request, on PostgreSQL one commit flush.
-    """
-
-    name = "served-list-writer"
-    what = "served list"
-
-    def record(self, user_id: str, served: domain.ServedList, platform: str) -> None:
-        """Store the impression and the user's top-N; raises Unavailable on an outage."""
-        self.submit(ServedListRecord(user_id, served, platform))
-
-    def _store(self, batch: Sequence[_Pending[ServedListRecord]]) -> None:
-        with self._db.transaction() as conn:
-            queries.record_served_lists(
-                conn, [(p.item.user_id, p.item.served, p.item.platform) for p in batch]
-            )
-
-
 class FeedbackWriter(GroupCommitter[domain.Feedback]):
-    """SubmitFeedback's group commit: per-item NOT_FOUND, acknowledged only after commit."""
+    """SubmitFeedback's group commit: per-item NOT_FOUND, acknowledged only after commit,
+    stored once per ``feedback_id`` (a retried call is a duplicate, as for interactions)."""
 
     name = "feedback-writer"
     what = "feedback"
 
-    def record(self, feedback: domain.Feedback) -> tuple[str, str] | None:
+    def record(self, feedback: domain.Feedback) -> tuple[tuple[str, str] | None, bool]:
         """Store ``feedback``; raises NotFound for an unknown item, Unavailable on an outage.
 
-        Returns the (algorithm, model_version) of the served list it names, when that list is
-        stored, so online metrics can be attributed per algorithm and model version.
+        Returns the (algorithm, model_version) of the stored impression its ``recset_id``
+        names, for lists whose id is no attribution token (discovery shelves, search
+        results; a token carries its own, ``recset``, and is not looked up); and whether its
+        ``feedback_id`` was already stored (nothing was written).
         """
-        return self.submit(feedback).attribution
+        pending = self.submit(feedback)
+        return pending.attribution, pending.duplicate
 
     def _store(self, batch: Sequence[_Pending[domain.Feedback]]) -> None:
         now = self._clock()
         with self._db.transaction() as conn:
             known = self._existing_items(conn, {p.item.item_id for p in batch})
             sources = queries.impression_sources(
-                conn, {p.item.recset_id for p in batch if p.item.recset_id}
+                conn, {p.item.recset_id for p in batch if not recset.is_token(p.item.recset_id)}
             )
             for pending in batch:
                 pending.attribution = sources.get(pending.item.recset_id)
@@ -341,12 +341,18 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
                         f"item_id {pending.item.item_id!r} is not in the catalogue"
                     )
             queries.ensure_users(conn, (f.user_id for f in accepted), now)
-            # Per-user locks, as served lists take them: a user's stored top-N is never updated
+            # Per-user locks, as training takes them: a user's stored top-N is never updated
             # by two transactions in opposite orders (no deadlock).
             queries.lock_users(conn, (f.user_id for f in accepted))
-            queries.record_feedback_batch(
+            stored = queries.record_feedback_batch(
                 conn, sorted(accepted, key=lambda f: (f.user_id, f.item_id)), now
             )
+        answered: set[str] = set()
+        for pending in batch:
+            if pending.error is None:
+                feedback_id = pending.item.feedback_id
+                pending.duplicate = feedback_id not in stored or feedback_id in answered
+                answered.add(feedback_id)
 
 
 class ChurnPredictionWriter(GroupCommitter[domain.ChurnPrediction]):

@@ -7,31 +7,34 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Container, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from recgrpc import domain, tracing
+from recgrpc import domain, recset, tracing
 from recgrpc.config import Settings
 from recgrpc.db import Database, model_store, queries
 from recgrpc.domain import utcnow
-from recgrpc.errors import NotFound, Unavailable
+from recgrpc.errors import InvalidArgument, NotFound, Unavailable
 from recgrpc.jobs.churn_scoring import NO_CHURN_MODEL
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
+from recgrpc.recset import Attribution, RecsetTokens
+from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
 from recgrpc.server.discovery import Discovery
+from recgrpc.server.erasure import erase_from_stored_models
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
     FeedbackWriter,
     InteractionWriter,
-    ServedListWriter,
 )
+from recgrpc.server.impressions import ImpressionWriter
 from recgrpc.server.search_history import SearchIndexKeeper
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ class ServiceObserver(Protocol):
     """Told about domain events after they happen (``server.metrics.ServerMetrics`` is one)."""
 
     def recommendations_served(self, ranking: domain.RecommendationList) -> None: ...
+
+    def impressions_dropped(self, count: int) -> None: ...
 
     def interaction_logged(
         self, interaction_type: domain.InteractionType, duplicate: bool
@@ -112,9 +117,10 @@ def build_snapshot(
         anchor = now if newest is None else min(now, newest)
         since = anchor - timedelta(days=settings.trending_window_days)
         counts = queries.hourly_event_counts(session, since)
-        version = model_store.active_model_version(session, model_store.RECOMMENDER)
+        stamp_of_model = model_store.active_model_stamp(session, model_store.RECOMMENDER)
+        version, revision = stamp_of_model or (None, 0)
         stored = None
-        if needs_load(old_view, rejected, version):
+        if needs_load(old_view, rejected, version, revision):
             stored = model_store.load_model(session, version or "")
         rows = None
         if previous is None or previous.catalog_stamp != stamp or stored is not None:
@@ -163,6 +169,16 @@ class Handlers:
         self.clock = clock
         # Set by catalogue writes so the refresher rebuilds the snapshot without waiting.
         self.catalog_changed = threading.Event()
+        # Every database wait on the request path is bounded (server.db_guard).
+        self.guard = DatabaseGuard(
+            settings.db_workers,
+            settings.db_deadline_seconds,
+            CircuitBreaker(settings.db_breaker_failures, settings.db_breaker_reset_seconds),
+        )
+        guard = self.guard
+        # Held while a snapshot is built from the current one and swapped in, so an erasure's
+        # masking is never undone by a refresh that started before it.
+        self.snapshot_lock = threading.Lock()
         # Concurrent writes share transactions (group commit). SQLite has one writer at a time
         # anyway; on PostgreSQL two writers per kind overlap their commits' disk flushes while
         # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
@@ -171,16 +187,24 @@ class Handlers:
         # Except LogInteraction's: on PostgreSQL a batch is a single autocommit statement, so
         # a second writer only splits batches (bench/group_commit.py: less CPU per event with
         # one, for about the same rate).
-        self.interactions = InteractionWriter(db, clock, catalogued=catalogued)
-        # The same for the impressions (and stored top-N) of concurrently served lists.
-        self.served_lists = ServedListWriter(db, writers=writers)
-        self.feedback = FeedbackWriter(db, clock, writers=writers, catalogued=catalogued)
-        self.predictions = ChurnPredictionWriter(db, writers=writers)
+        self.interactions = InteractionWriter(db, clock, catalogued=catalogued, guard=guard)
+        # Served lists are written behind (never waited for): server.impressions.
+        self.served_lists = ImpressionWriter(
+            db,
+            capacity=settings.impression_queue_size,
+            flush_seconds=settings.impression_flush_seconds,
+            dropped=None if metrics is None else metrics.impressions_dropped,
+        )
+        self.recsets = RecsetTokens(settings.recset_key)
+        self.feedback = FeedbackWriter(
+            db, clock, writers=writers, catalogued=catalogued, guard=guard
+        )
+        self.predictions = ChurnPredictionWriter(db, writers=writers, guard=guard)
         # SearchItems' index, rebuilt by the refresher after the catalogue changes.
         self.search = SearchIndexKeeper(settings)
         observe = None if metrics is None else metrics.discovery_served
         self.discovery = Discovery(
-            settings, db, engine, clock, observe, profile=self.search.with_searches
+            settings, db, engine, clock, observe, profile=self.search.with_searches, guard=guard
         )
 
     def _catalogued_items(self) -> Container[str]:
@@ -192,20 +216,21 @@ class Handlers:
         self.feedback.close()
         self.served_lists.close()
         self.predictions.close()
+        self.guard.close()
         self.discovery.close()
 
     # -- RecommendationService ------------------------------------------------------------
 
     def get_recommendations(self, query: domain.RecommendationQuery) -> domain.ServedList:
         ranking, outage = self._rank(query)
-        served = domain.ServedList(
-            recset_id=str(uuid.uuid4()), generated_at=self.clock(), ranking=ranking
-        )
-        if not outage:
-            try:
-                self.served_lists.record(query.user_id, served, query.platform)
-            except Unavailable:
-                log.warning("impression %s not recorded: database unavailable", served.recset_id)
+        now = self.clock()
+        recset_id = self.recsets.issue(ranking.algorithm, ranking.model_version, now)
+        served = domain.ServedList(recset_id=recset_id, generated_at=now, ranking=ranking)
+        if outage:
+            if self.metrics is not None:
+                self.metrics.impressions_dropped(1)
+        else:
+            self.served_lists.record(query.user_id, served, query.platform)
         if self.metrics is not None:
             self.metrics.recommendations_served(served.ranking)
         return served
@@ -220,9 +245,8 @@ class Handlers:
         """The ranked list and whether the database was down (the list is then not stored)."""
         outage = False
         try:
-            with tracing.span("recgrpc.user_context"), self.db.connection() as conn:
-                context = queries.load_user_context(conn, query.user_id)
-                context = self.search.with_searches(conn, context)  # searches shape the profile
+            with tracing.span("recgrpc.user_context"):
+                context = self.guard.run(lambda: self._user_context(query.user_id))
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -239,47 +263,97 @@ class Handlers:
             )
         return ranking, outage
 
+    def _user_context(self, user_id: str) -> domain.UserContext:
+        with self.db.connection() as conn:
+            context = queries.load_user_context(conn, user_id)
+            return self.search.with_searches(conn, context)  # searches shape the profile
+
+    def attribution(self, recset_id: str) -> Attribution | None:
+        """What a GetRecommendations list was served by, read from its token; None for other
+        ids (discovery and search lists, attributed from their stored impressions).
+        InvalidArgument for a token this deployment did not issue (forged or altered)."""
+        if not recset.is_token(recset_id):
+            return None
+        found = self.recsets.read(recset_id)
+        if found is None:
+            raise InvalidArgument.single(
+                "recset_id", "is not a recset_id returned by GetRecommendations"
+            )
+        return found
+
     def log_interaction(self, event: domain.Interaction) -> tuple[str, bool]:
         """Store the event once; returns ``(event_id, duplicate)``."""
+        self.attribution(event.recset_id)
         duplicate = self.interactions.log(event)
         if self.metrics is not None:
             self.metrics.interaction_logged(event.type, duplicate)
         return event.event_id, duplicate
 
     def submit_feedback(self, feedback: domain.Feedback) -> bool:
-        source = self.feedback.record(feedback)
-        if self.metrics is not None:
+        """Store the feedback once per feedback_id; True when it is stored (now or before)."""
+        # Attributed from the token itself: the impression may not be stored yet (or dropped).
+        attribution = self.attribution(feedback.recset_id)
+        stored, duplicate = self.feedback.record(feedback)
+        if self.metrics is not None and not duplicate:
+            source = stored if attribution is None else attribution.source
             self.metrics.feedback_recorded(feedback, source)
         return True
 
     def predict_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
         # Scored in a read session; the record of the prediction joins the group commit, so
         # concurrent calls do not queue for SQLite's write lock one by one.
+        prediction = self.guard.run(lambda: self._score_churn(user_id, as_of))
+        self.predictions.record(prediction)
+        if self.metrics is not None:
+            self.metrics.churn_predicted(prediction)
+        return prediction
+
+    def _score_churn(self, user_id: str, as_of: datetime) -> domain.ChurnPrediction:
         with self.db.reader() as session:
             if self.churn is None:
                 if not queries.user_has_history(session, user_id):
                     raise NotFound(f"user {user_id!r} has no recorded activity")
                 raise Unavailable(NO_CHURN_MODEL)
             # The predictor answers NotFound itself, from the query that reads the features.
-            prediction = self.churn.predict(session, user_id, as_of)
-        self.predictions.record(prediction)
-        if self.metrics is not None:
-            self.metrics.churn_predicted(prediction)
-        return prediction
+            return self.churn.predict(session, user_id, as_of)
 
     # -- CatalogService -------------------------------------------------------------------
 
+    # A catalogue write that outlives its deadline answers UNAVAILABLE and may still commit:
+    # each is idempotent, so the caller's retry is safe either way.
+
     def upsert_items(self, items: list[domain.Item]) -> int:
-        with self.db.writer() as session:
-            queries.upsert_items(session, items, self.clock())
+        def write() -> None:
+            with self.db.writer() as session:
+                queries.upsert_items(session, items, self.clock())
+
+        self.guard.run(write)
         self.catalog_changed.set()
         return len(items)
 
     def upsert_users(self, users: list[domain.User]) -> int:
-        with self.db.writer() as session:
-            queries.upsert_users(session, users, self.clock())
+        def write() -> None:
+            with self.db.writer() as session:
+                queries.upsert_users(session, users, self.clock())
+
+        self.guard.run(write)
         return len(users)
 
     def delete_user(self, user_id: str) -> bool:
-        with self.db.writer() as session:
-            return queries.delete_user(session, user_id)
+        """Erase the user's rows and their trace in every stored model; then mask them in the
+        serving model, so their id is a stranger from the next request on."""
+
+        # Impressions written behind must not land after the erasure.
+        self.served_lists.flush()
+
+        def write() -> tuple[bool, int]:
+            with self.db.writer() as session:
+                removed = queries.delete_user(session, user_id)
+                return removed, erase_from_stored_models(session, user_id)
+
+        removed, rewritten = self.guard.run(write)
+        with self.snapshot_lock:
+            snapshot = self.engine.snapshot
+            if snapshot.model is not None:
+                self.engine.swap(replace(snapshot, model=snapshot.model.without_user(user_id)))
+        return removed or rewritten > 0

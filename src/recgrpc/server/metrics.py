@@ -203,6 +203,11 @@ class ServerMetrics:
             ["kind", "algorithm", "model_version"],
             registry=r,
         )
+        self.impressions_dropped_total = Counter(
+            "recgrpc_impressions_dropped",
+            "Served lists whose impression was not stored (queue full, database down).",
+            registry=r,
+        )
         self.fallbacks = Counter(
             "recgrpc_recommendation_fallbacks_total",
             "Lists served from a non-personalised source, by reason.",
@@ -275,6 +280,9 @@ class ServerMetrics:
             counts[label] = counts.get(label, 0) + 1
         for label, count in counts.items():
             self.items_served.labels(label).inc(count)
+
+    def impressions_dropped(self, count: int) -> None:
+        self.impressions_dropped_total.inc(count)
 
     def discovery_served(self, source: str, fallback_reason: str, items: int) -> None:
         label = self._discovery_source(source)

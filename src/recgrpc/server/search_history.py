@@ -32,6 +32,7 @@ from recgrpc.model.rerank import top_allowed
 from recgrpc.model.scoring import scores as score_items
 from recgrpc.model.search import SearchIndex, Synonyms, best_matches, blend
 from recgrpc.server import page_tokens
+from recgrpc.server.db_guard import DatabaseGuard
 from recgrpc.server.errors import is_database_outage
 
 log = logging.getLogger(__name__)
@@ -193,14 +194,24 @@ class SearchAndHistory:
         snapshot: SnapshotSource,
         keeper: SearchIndexKeeper,
         clock: Clock,
+        *,
+        observe: Callable[[str, str, int], None] | None = None,
+        guard: DatabaseGuard | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
+        self._guard = guard
         self._snapshot = snapshot
         self.keeper = keeper
         self.clock = clock
+        # (source, fallback_reason, items) of each served list, for the discovery metrics.
+        self._observe = observe
         self._key = page_tokens.signing_key(settings.page_token_secret, settings.database_url)
         self._alignment: tuple[SearchIndex, object, npt.NDArray[np.bool_]] | None = None
+
+    def _bounded(self, work: Callable[[], T]) -> T:
+        """``work()`` within the request's database budget (server.db_guard), when one is set."""
+        return work() if self._guard is None else self._guard.run(work)
 
     # -- SearchItems ---------------------------------------------------------------------------
 
@@ -247,9 +258,12 @@ class SearchAndHistory:
         return cached[2]
 
     def _context(self, user_id: str) -> domain.UserContext | None:
-        try:
+        def read() -> domain.UserContext:
             with self.db.connection() as conn:
                 return self.keeper.with_searches(conn, queries.load_user_context(conn, user_id))
+
+        try:
+            return self._bounded(read)
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -305,8 +319,12 @@ class SearchAndHistory:
         self, query: SearchQuery, hits: list[SearchHit], fallback: str, version: str
     ) -> SearchResult:
         result = SearchResult(str(uuid.uuid4()), hits, fallback, version, self.clock())
+        if self._observe is not None:
+            source = hits[0].reason if hits else SEARCH_REASON
+            self._observe(source, fallback, len(hits))
         if query.user_id:
-            try:
+
+            def write() -> None:
                 with self.db.writer() as session:
                     queries.ensure_users(session, [query.user_id], result.generated_at)
                     user_history.record_impression(
@@ -320,6 +338,9 @@ class SearchAndHistory:
                         platform=query.platform,
                         served_at=result.generated_at,
                     )
+
+            try:
+                self._bounded(write)
             except Exception as exc:
                 if not is_database_outage(exc):
                     raise
@@ -329,8 +350,11 @@ class SearchAndHistory:
     # -- GetUserStats ----------------------------------------------------------------------------
 
     def user_stats(self, user_id: str) -> user_history.UserNumbers:
-        with self.db.reader() as session:
-            numbers = user_history.user_numbers(session, user_id)
+        def read() -> user_history.UserNumbers | None:
+            with self.db.reader() as session:
+                return user_history.user_numbers(session, user_id)
+
+        numbers = self._bounded(read)
         if numbers is None:
             raise NotFound(f"user {user_id!r} is not known to the service")
         return numbers
@@ -348,11 +372,15 @@ class SearchAndHistory:
         if query.last_days:
             window = self.clock() - timedelta(days=query.last_days)
             since = window if since is None else max(since, window)
-        with self.db.reader() as session:
-            rows = user_history.user_events(
-                session, query.user_id, limit=query.page_size + 1, since=since,
-                types=query.types, cursor=cursor,
-            )  # fmt: skip
+
+        def read() -> list[user_history.EventRow]:
+            with self.db.reader() as session:
+                return user_history.user_events(
+                    session, query.user_id, limit=query.page_size + 1, since=since,
+                    types=query.types, cursor=cursor,
+                )  # fmt: skip
+
+        rows = self._bounded(read)
         return self._page(rows, query.page_size, scope, lambda r: (r.occurred_at, r.row_id))
 
     def churn_predictions(
@@ -360,8 +388,14 @@ class SearchAndHistory:
     ) -> Page[user_history.PredictionRow]:
         scope = page_tokens.request_scope("ListChurnPredictions", user_id, page_size)
         cursor = page_tokens.decode(self._key, scope, page_token) if page_token else None
-        with self.db.reader() as session:
-            rows = user_history.churn_history(session, user_id, limit=page_size + 1, cursor=cursor)
+
+        def read() -> list[user_history.PredictionRow]:
+            with self.db.reader() as session:
+                return user_history.churn_history(
+                    session, user_id, limit=page_size + 1, cursor=cursor
+                )
+
+        rows = self._bounded(read)
         return self._page(rows, page_size, scope, lambda r: (r.predicted_at, r.row_id))
 
     def _page(

@@ -17,6 +17,8 @@ def search_and_history(handlers: Handlers) -> SearchAndHistory:
         lambda: handlers.engine.snapshot,
         handlers.search,
         handlers.clock,
+        observe=None if handlers.metrics is None else handlers.metrics.discovery_served,
+        guard=handlers.guard,
     )
 
 

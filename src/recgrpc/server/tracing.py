@@ -19,6 +19,8 @@ DeleteUser cannot reach.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable, Sequence
 from contextvars import Token
 from dataclasses import dataclass
@@ -37,15 +39,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from recgrpc import __version__, tracing
 from recgrpc.config import Settings
-from recgrpc.server.interceptors import (
-    HEALTH_SERVICE,
-    REFLECTION_SERVICES,
-    REQUEST_ID_KEY,
-    Behaviour,
-    RpcInfo,
-    _Interceptor,
-    _ObservingInterceptor,
-)
+from recgrpc.server.admission import HEALTH_SERVICE, REFLECTION_SERVICES
+from recgrpc.server.interception import Behaviour, ObservingInterceptor, RpcInfo
+from recgrpc.server.interceptors import REQUEST_ID_KEY, _Interceptor
 
 INSTRUMENTATION_NAME = "recgrpc.server"
 # Probes every few seconds would bury the traces worth reading.
@@ -94,7 +90,7 @@ class _CallSpan:
     tracer_token: Token[trace.Tracer | None]
 
 
-class TracingInterceptor(_ObservingInterceptor[_CallSpan]):
+class TracingInterceptor(ObservingInterceptor[_CallSpan]):
     """Starts a SERVER span per call, child of the caller's ``traceparent`` when one is sent.
 
     Install it outermost: its span then covers the whole chain, including calls refused by
@@ -154,10 +150,16 @@ def tracer_provider(settings: Settings) -> TracerProvider | None:
         OTLPSpanExporter,
     )
 
+    resource = Resource.create(
+        {
+            "service.name": settings.trace_service_name,
+            "service.version": __version__,
+            # Tells replicas (pods) and worker processes apart.
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+        }
+    )
     provider = TracerProvider(
-        resource=Resource.create(
-            {"service.name": settings.trace_service_name, "service.version": __version__}
-        ),
+        resource=resource,
         # A caller's sampling decision is kept; ratio applies to traces that start here.
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )

@@ -375,6 +375,7 @@ class SubmitFeedbackRequest(_message.Message):
     CLICKED_FIELD_NUMBER: _builtins.int
     DISMISSED_FIELD_NUMBER: _builtins.int
     RATING_FIELD_NUMBER: _builtins.int
+    FEEDBACK_ID_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     item_id: _builtins.str
     recset_id: _builtins.str
@@ -383,6 +384,10 @@ class SubmitFeedbackRequest(_message.Message):
     rating: _builtins.float
     """Set when the user rated the item: on the server's rating scale, 0.5..5 stars unless
     RECGRPC_RATING_MIN/MAX say otherwise (other values are refused).
+    """
+    feedback_id: _builtins.str
+    """Client idempotency key, like LogInteraction's event_id: feedback with a stored feedback_id
+    is not stored again (a retried call counts once). The server makes one when empty.
     """
     def __init__(
         self,
@@ -393,10 +398,11 @@ class SubmitFeedbackRequest(_message.Message):
         clicked: _builtins.bool = ...,
         dismissed: _builtins.bool = ...,
         rating: _builtins.float | None = ...,
+        feedback_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_rating", b"_rating", "rating", b"rating"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rating", b"_rating", "clicked", b"clicked", "dismissed", b"dismissed", "item_id", b"item_id", "rating", b"rating", "recset_id", b"recset_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rating", b"_rating", "clicked", b"clicked", "dismissed", b"dismissed", "feedback_id", b"feedback_id", "item_id", b"item_id", "rating", b"rating", "recset_id", b"recset_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__rating: _TypeAlias = _typing.Literal["rating"]  # noqa: Y015
     _WhichOneofArgType__rating: _TypeAlias = _typing.Literal["_rating", b"_rating"]  # noqa: Y015

@@ -111,7 +111,8 @@ class RecommendationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitFeedback(self, request, context):
-        """Records what a user did with a served recommendation (clicked, dismissed, rated).
+        """Records what a user did with a served recommendation (clicked, dismissed, rated);
+        idempotent on feedback_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,9 @@ class RecommendationServiceStub:
     LogInteraction: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.LogInteractionRequest, _recommendation_pb2.LogInteractionResponse]
     """Stores one interaction event; idempotent on event_id."""
     SubmitFeedback: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.SubmitFeedbackRequest, _recommendation_pb2.SubmitFeedbackResponse]
-    """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
+    """Records what a user did with a served recommendation (clicked, dismissed, rated);
+    idempotent on feedback_id.
+    """
     PredictChurn: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
     GetSimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]
@@ -71,7 +73,9 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     LogInteraction: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.LogInteractionRequest, _recommendation_pb2.LogInteractionResponse]  # type: ignore[assignment]
     """Stores one interaction event; idempotent on event_id."""
     SubmitFeedback: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.SubmitFeedbackRequest, _recommendation_pb2.SubmitFeedbackResponse]  # type: ignore[assignment]
-    """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
+    """Records what a user did with a served recommendation (clicked, dismissed, rated);
+    idempotent on feedback_id.
+    """
     PredictChurn: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.PredictChurnRequest, _recommendation_pb2.PredictChurnResponse]  # type: ignore[assignment]
     """Estimates how likely a user is to go inactive for horizon_days, with contributing factors."""
     GetSimilarItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetSimilarItemsRequest, _recommendation_pb2.GetSimilarItemsResponse]  # type: ignore[assignment]
@@ -119,7 +123,9 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recommendation_pb2.SubmitFeedbackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommendation_pb2.SubmitFeedbackResponse, _abc.Awaitable[_recommendation_pb2.SubmitFeedbackResponse]]:
-        """Records what a user did with a served recommendation (clicked, dismissed, rated)."""
+        """Records what a user did with a served recommendation (clicked, dismissed, rated);
+        idempotent on feedback_id.
+        """
 
     @_abc_1.abstractmethod
     def PredictChurn(
