@@ -18,6 +18,7 @@ from recgrpc.db import model_store as ms
 from recgrpc.jobs.online_metrics import online_metrics_since
 from recgrpc.jobs.train import train
 from recgrpc.model.recommender import TrainingParams
+from recgrpc.server import RunningServer
 from recgrpc.server.handlers import build_snapshot
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
@@ -284,7 +285,7 @@ def test_a_corrupt_active_artifact_leaves_the_previous_model_serving(
 
 
 def test_online_metrics_count_clicks_and_hits_per_algorithm_and_version(
-    trained: str, channel: grpc.Channel, database: Database
+    trained: str, server: RunningServer, channel: grpc.Channel, database: Database
 ) -> None:
     wait_for_model(channel, trained)
     started = datetime.now(UTC)
@@ -305,6 +306,7 @@ def test_online_metrics_count_clicks_and_hits_per_algorithm_and_version(
         ),
         timeout=5,
     )  # fmt: skip
+    server.handlers.served_lists.flush()  # impressions are written behind the reply
     with database.reader() as session:
         rows = {(r.algorithm, r.model_version): r for r in online_metrics_since(session, started)}
     hybrid = rows[("HYBRID", trained)]
