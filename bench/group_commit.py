@@ -19,10 +19,10 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness_load import seed_database  # bench/, beside this script
 from sqlalchemy import select
 
 from recgrpc import domain
-from recgrpc.bench.harness import seed_database
 from recgrpc.db import Database
 from recgrpc.db import models as m
 from recgrpc.server.group_commit import InteractionWriter

@@ -18,6 +18,7 @@ from recgrpc.jobs.train import format_training_report, train
 from recgrpc.model import artifact, ease
 from recgrpc.model.blend import blend, normalise
 from recgrpc.model.ease_view import EaseView
+from recgrpc.model.weights import EventWeights
 from tests.recommender_data import load, taste_data
 
 NOW = datetime(2021, 6, 1, tzinfo=UTC)
@@ -157,7 +158,7 @@ def test_request_step_scores_the_newest_events_at_once(
         )
         return domain.UserContext(user_id="new-user", known=True, recent=recent)
 
-    weights = settings.interaction_weights
+    weights = EventWeights.of(settings)
     # A just-logged LIKE of item 0 lifts item 1 (EASE: they go together), before any retraining.
     liked = view.for_request(
         lightfm, context((ids[0], domain.InteractionType.LIKE, 0.0)), positions, weights

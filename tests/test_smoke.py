@@ -1,3 +1,5 @@
+"""Smoke test: a server on an empty database is healthy and answers GetRecommendations."""
+
 from __future__ import annotations
 
 import grpc

@@ -54,7 +54,7 @@ def test_two_workers_share_the_port_and_drain_on_sigterm(
     command = [
         sys.executable, "-m", "recgrpc.cli", "--database-url", f"sqlite:///{db_path}",
         "serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-        "--workers", "2",
+        "--dashboard-port", "0", "--workers", "2",
     ]  # fmt: skip
     parent = subprocess.Popen(command, env=env)
     try:

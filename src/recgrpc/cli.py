@@ -182,7 +182,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from recgrpc import bench
+    from recgrpc import bench_command as bench
 
     # Only an explicit URL is benchmarked: seeding must never touch the configured database.
     args.bench_database_url = args.bench_database_url or args.database_url or ""
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_similar_command(command)
     add_lookup_commands(command)
 
-    from recgrpc.bench import add_arguments as add_bench_arguments
+    from recgrpc.bench_command import add_arguments as add_bench_arguments
 
     p = command(
         "bench", "throughput and latency of every RPC beside the health check (seeds its own data)"

@@ -6,62 +6,33 @@ whatever the number of events; only the bucket expression differs between the ba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Interval, cast, func, literal, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from recgrpc.db import models as m
+from recgrpc.db.dialect import sql_of
 
 HOUR = 3600
 DAY = 86400
-
-
-def _sqlite_bucket(column: InstrumentedAttribute[datetime], seconds: int) -> ColumnElement[Any]:
-    # SQLite stores UTC text; strftime('%s') gives epoch seconds.
-    return cast(func.strftime("%s", column), Integer) // seconds
-
-
-def _postgres_bucket(column: InstrumentedAttribute[datetime], seconds: int) -> ColumnElement[Any]:
-    return cast(func.floor(func.extract("epoch", column) / seconds), Integer)
-
-
-_BUCKETS: dict[str, Callable[[InstrumentedAttribute[datetime], int], ColumnElement[Any]]] = {
-    "sqlite": _sqlite_bucket,
-    "postgresql": _postgres_bucket,
-}
-
-
-def _sqlite_shift(column: InstrumentedAttribute[datetime], seconds: int) -> ColumnElement[Any]:
-    # UTC text without the fraction; compares correctly with the stored text.
-    return func.datetime(column, f"{seconds:+d} seconds")
-
-
-def _postgres_shift(column: InstrumentedAttribute[datetime], seconds: int) -> ColumnElement[Any]:
-    return column + literal(timedelta(seconds=seconds), Interval())
-
-
-_SHIFTS: dict[str, Callable[[InstrumentedAttribute[datetime], int], ColumnElement[Any]]] = {
-    "sqlite": _sqlite_shift,
-    "postgresql": _postgres_shift,
-}
 
 
 def _shift(
     session: Session, column: InstrumentedAttribute[datetime], seconds: int
 ) -> ColumnElement[Any]:
     """``column`` moved by ``seconds``, comparable with other time columns."""
-    return _SHIFTS[session.get_bind().dialect.name](column, seconds)
+    return sql_of(session).shifted(column, seconds)
 
 
 def _bucket(
     session: Session, column: InstrumentedAttribute[datetime], seconds: int
 ) -> ColumnElement[Any]:
     """``column`` as whole ``seconds`` since the epoch (UTC): the index of its time bucket."""
-    return _BUCKETS[session.get_bind().dialect.name](column, seconds)
+    return sql_of(session).epoch_bucket(column, seconds)
 
 
 def _bucket_start(index: int, seconds: int) -> datetime:

@@ -8,21 +8,26 @@ query functions these take the caller's session and never commit.
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
-from psycopg import sql as psql
-from sqlalchemy import JSON, Column, Connection, MetaData, Table, bindparam, select
+from sqlalchemy import Table, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from recgrpc import domain
 from recgrpc.db import models as m
+from recgrpc.db.dialect import sql_of
+from recgrpc.db.rows import (
+    FEEDBACK_COLUMNS,
+    INTERACTION_COLUMNS,
+    feedback_row,
+    interaction_row,
+)
+
+__all__ = ["FEEDBACK_COLUMNS", "INTERACTION_COLUMNS", "feedback_row", "interaction_row"]
 
 
 def refused_by_database(exc: BaseException) -> str | None:
@@ -46,62 +51,8 @@ CHUNK_ROWS = 5000
 
 
 def dialect_insert(session: Session, table: type[m.Base] | Table) -> Any:
-    """A dialect-specific INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""
-    return insert_for(session.get_bind().dialect.name, table)
-
-
-def insert_for(dialect: str, table: type[m.Base] | Table) -> Any:
-    """``dialect_insert`` by dialect name."""
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
-
-
-INTERACTION_COLUMNS = (
-    "event_id", "user_id", "item_id", "type", "value", "content_type", "platform", "metadata",
-    "recset_id", "occurred_at", "received_at",
-)  # fmt: skip
-"""The columns ``interaction_row`` fills."""
-
-
-def interaction_row(event: domain.Interaction, now: datetime) -> dict[str, Any]:
-    """The ``interactions`` row for an event received at ``now``."""
-    return {
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "item_id": event.item_id,
-        "type": event.type.value,
-        "value": event.value,
-        "content_type": event.content_type,
-        "platform": event.platform,
-        "metadata": dict(event.metadata),
-        "recset_id": event.recset_id,
-        "occurred_at": event.occurred_at,
-        "received_at": now,
-    }
-
-
-FEEDBACK_COLUMNS = (
-    "feedback_id", "recset_id", "user_id", "item_id", "clicked", "dismissed", "rating",
-    "created_at",
-)  # fmt: skip
-"""The columns ``feedback_row`` fills."""
-
-
-def feedback_row(feedback: domain.Feedback, at: datetime) -> dict[str, Any]:
-    """The ``feedback`` row for feedback given at ``at`` (a new ``feedback_id`` if it has none)."""
-    return {
-        "feedback_id": feedback.feedback_id or str(uuid.uuid4()),
-        "recset_id": feedback.recset_id,
-        "user_id": feedback.user_id,
-        "item_id": feedback.item_id,
-        "clicked": feedback.clicked,
-        "dismissed": feedback.dismissed,
-        "rating": feedback.rating,
-        "created_at": at,
-    }
+    """The backend's INSERT that supports ON CONFLICT (``db.dialect``)."""
+    return sql_of(session).insert(table)
 
 
 def _chunks(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -124,89 +75,7 @@ def insert_new(
     if not rows:
         return 0
     conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        return _insert_new_sqlite(conn, table, rows, key, chunk_size)
-    return _insert_new_postgres(conn, table, rows, key, chunk_size)
-
-
-def _insert_new_sqlite(
-    conn: Connection,
-    table: type[m.Base],
-    rows: Sequence[Mapping[str, Any]],
-    key: str,
-    chunk_size: int,
-) -> int:
-    # SQLAlchemy's per-row parameter handling costs more than SQLite's insert itself, so the
-    # compiled statement runs through the driver with values converted column by column by
-    # each column type's own bind processor (the same conversion SQLAlchemy would apply).
-    columns = list(rows[0])
-    core = table.__table__
-    stmt = (
-        sqlite.insert(table)
-        .values({c: bindparam(c) for c in columns})
-        .on_conflict_do_nothing(index_elements=[key])
-    )
-    compiled = stmt.compile(dialect=conn.dialect)
-    order = list(compiled.positiontup or ())
-    processors = [core.c[c].type.bind_processor(conn.dialect) for c in order]
-    sql = str(compiled)
-    inserted = 0
-    for chunk in _chunks(rows, chunk_size):
-        values = []
-        for name, process in zip(order, processors, strict=True):
-            column = [row[name] for row in chunk]
-            if process and column.count(column[0]) == len(column):
-                column = [process(column[0])] * len(column)  # e.g. received_at: convert once
-            elif process:
-                column = list(map(process, column))
-            values.append(column)
-        result = conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
-        inserted += result.rowcount
-    return inserted
-
-
-def _insert_new_postgres(
-    conn: Connection,
-    table: type[m.Base],
-    rows: Sequence[Mapping[str, Any]],
-    key: str,
-    chunk_size: int,
-) -> int:
-    # COPY into a transaction-scoped staging table, then one INSERT ... SELECT ... ON CONFLICT
-    # DO NOTHING: several times faster than batched INSERTs, and its rowcount is exact.
-    core = m.Base.metadata.tables[table.__tablename__]
-    names = list(rows[0])
-    staging = Table(
-        f"staging_{core.name}",
-        MetaData(),
-        *(Column(name, core.c[name].type) for name in names),
-        prefixes=["TEMPORARY"],
-        postgresql_on_commit="DROP",
-    )
-    staging.create(conn, checkfirst=True)
-    as_json = [isinstance(core.c[name].type, JSON) for name in names]
-    copy = psql.SQL("COPY {} ({}) FROM STDIN").format(
-        psql.Identifier(staging.name), psql.SQL(", ").join(map(psql.Identifier, names))
-    )
-    move = (
-        postgresql.insert(core)
-        .from_select(names, select(*staging.c), include_defaults=False)
-        .on_conflict_do_nothing(index_elements=[key])
-    )
-    driver = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
-    inserted = 0
-    for chunk in _chunks(rows, chunk_size):
-        with driver.cursor() as cursor, cursor.copy(copy) as stream:
-            for row in chunk:
-                stream.write_row(
-                    [
-                        json.dumps(row[name]) if to_json else row[name]
-                        for name, to_json in zip(names, as_json, strict=True)
-                    ]
-                )
-        inserted += conn.execute(move, execution_options={"preserve_rowcount": True}).rowcount
-        conn.execute(staging.delete())
-    return inserted
+    return sql_of(conn).insert_new(conn, table, rows, key, chunk_size)
 
 
 def upsert(

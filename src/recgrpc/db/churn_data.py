@@ -17,21 +17,18 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Connection,
-    Date,
     Select,
     bindparam,
     case,
-    cast,
     distinct,
     func,
     insert,
     select,
-    text,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from recgrpc.db import models as m
-from recgrpc.db.queries import core_connection
+from recgrpc.db.dialect import SqlDialect, core_connection, sql_of
 from recgrpc.records import ActivityAggregates, FeedbackAggregates, UserAggregates
 
 Columns = TypeVarTuple("Columns")
@@ -51,13 +48,6 @@ def _count_since(column: InstrumentedAttribute[datetime], since: str) -> ColumnE
     return func.sum(case((column > _time(since), 1), else_=0))
 
 
-def _utc_day(dialect: str, column: InstrumentedAttribute[datetime]) -> ColumnElement[Any]:
-    """The UTC calendar day of a timestamp (SQLite stores naive UTC text)."""
-    if dialect == "postgresql":
-        return cast(func.timezone("UTC", column), Date)
-    return func.date(column)
-
-
 def _for_users(
     stmt: Select[*Columns], column: InstrumentedAttribute[str], users: str
 ) -> Select[*Columns]:
@@ -68,9 +58,9 @@ def _for_users(
     return stmt
 
 
-def _activity_statement(dialect: str, users: str) -> Select[Any]:
+def _activity_statement(sql: SqlDialect, users: str) -> Select[Any]:
     it = m.Interaction
-    day = _utc_day(dialect, it.occurred_at)
+    day = sql.utc_day(it.occurred_at)
     return _for_users(
         select(
             it.user_id.label("user_id"),
@@ -90,8 +80,8 @@ def _activity_statement(dialect: str, users: str) -> Select[Any]:
 
 
 @functools.cache
-def _aggregates_statement(dialect: str, users: str) -> Select[Any]:
-    activity = _activity_statement(dialect, users).subquery("activity")
+def _aggregates_statement(sql: SqlDialect, users: str) -> Select[Any]:
+    activity = _activity_statement(sql, users).subquery("activity")
 
     fb = m.Feedback
     in_30d = fb.created_at > _time("since_30d")
@@ -170,7 +160,7 @@ def aggregates_query(
     else:
         users = "many"
         params["user_ids"] = list(user_ids)
-    return _aggregates_statement(session.get_bind().dialect.name, users), params
+    return _aggregates_statement(sql_of(session), users), params
 
 
 def user_aggregates(
@@ -244,8 +234,7 @@ def record_predictions(executor: Session | Connection, rows: Collection[Mapping[
         return
     # Core insert on the connection: the ORM bulk path costs more than the row itself here.
     connection = core_connection(executor)
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    sql_of(connection).relax_durability(connection)
     statement = insert(m.ChurnPrediction)
     for start in range(0, len(batch), 2000):
         connection.execute(statement, [dict(r) for r in batch[start : start + 2000]])

@@ -8,11 +8,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from recgrpc.config import Settings
+from recgrpc.db.dialect import EXECUTION_OPTION, SqlDialect
+from recgrpc.db.postgres import PostgresSql
+from recgrpc.db.sqlite import SqliteSql
+
+SQLITE: SqlDialect = SqliteSql()
+POSTGRES: SqlDialect = PostgresSql()
 
 
 def normalise_url(url: str) -> URL:
@@ -84,6 +90,7 @@ class Database:
 
     On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on
     the busy timeout instead of failing when a deferred transaction tries to upgrade its lock.
+    The backend's SQL (``db.dialect``) is chosen here, once, as ``sql``.
     """
 
     def __init__(
@@ -111,26 +118,25 @@ class Database:
                 pool_size=pool_size, max_overflow=pool_size, pool_timeout=budgets.pool_timeout
             )
             kwargs["connect_args"] = budgets.connect_args()
-        self.engine: Engine = create_engine(self.url, **kwargs)
-        if self.is_sqlite:
-            _configure_sqlite(self.engine)
-        else:
-            _session_in_utc(self.engine)
+        self.sql: SqlDialect = SQLITE if self.is_sqlite else POSTGRES
+        options = {EXECUTION_OPTION: self.sql}
+        engine = create_engine(self.url, **kwargs)
+        self.sql.configure(engine)
+        self.engine: Engine = engine.execution_options(**options)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         # Autocommit: no BEGIN and ROLLBACK round trips around a few reads. On PostgreSQL a pool
         # of its own whose connections are put in autocommit once, when opened: switching a
-        # shared pool's connection on every checkout and back on every return cost 10% of
-        # LogInteraction's CPU per event (bench/group_commit.py). Each pool opens connections
+        # shared pool's connection on every checkout and back on every return cost a visible share
+        # of LogInteraction's CPU per event (bench/group_commit.py). Each pool opens connections
         # only as concurrent calls need them, up to pool_size (doubled by overflow).
-        self._autocommit: Engine = (
-            self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self.is_sqlite
-            else create_engine(
+        if self.is_sqlite:
+            self._autocommit: Engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            autocommit = create_engine(
                 self.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **kwargs
             )
-        )
-        if not self.is_sqlite:
-            _session_in_utc(self._autocommit)
+            self.sql.configure(autocommit)
+            self._autocommit = autocommit.execution_options(**options)
         self._immediate = self.engine.execution_options(recgrpc_immediate=True)
         self._writer = sessionmaker(self._immediate, expire_on_commit=False)
 
@@ -174,39 +180,17 @@ class Database:
         with self._immediate.begin() as connection:
             yield connection
 
-    def ping(self) -> None:
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+    @property
+    def writer_threads(self) -> int:
+        """Group-commit writers per kind of write this backend benefits from."""
+        return self.sql.writer_threads
+
+    @property
+    def autocommit_batches(self) -> bool:
+        """Whether a group-commit batch is one statement, its own transaction on an autocommit
+        connection (PostgreSQL), rather than several in a write transaction (SQLite)."""
+        return self.sql.autocommit_batches
 
     def dispose(self) -> None:
         self.engine.dispose()
         self._autocommit.dispose()
-
-
-def _session_in_utc(engine: Engine) -> None:
-    """Every PostgreSQL session in UTC, whatever the server's default zone: times are rendered in
-    the session's zone, and year-1 times (items may be that old) shown west of Greenwich are BC,
-    which neither psycopg nor the JSON reads of ``queries`` can turn back into a datetime."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        with dbapi_conn.cursor() as cursor:
-            cursor.execute("SET TIME ZONE 'UTC'")
-        dbapi_conn.commit()  # else the first rollback on the pool's return would undo it
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy issue BEGIN itself (pysqlite's implicit BEGIN ignores our choice).
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get("recgrpc_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -164,3 +164,13 @@ def store_active_model(
         now=now,
     )
     activate_model(session, kind, version, now)
+
+
+def model_summary(session: Session, version: str) -> tuple[datetime, dict[str, Any]] | None:
+    """``(created_at, metrics)`` of a stored model, without reading its artifact bytes."""
+    row = session.execute(
+        select(m.ModelArtifact.created_at, m.ModelArtifact.metrics).where(
+            m.ModelArtifact.version == version
+        )
+    ).first()
+    return None if row is None else (row[0], dict(row[1] or {}))

@@ -2,8 +2,9 @@
 
 SQLAlchemy's per-execution bookkeeping (execution context, parameter and result handling) costs
 more than the indexed statements GetRecommendations and the group committers run on every call
-(reading one user's history on SQLite took 1.2 ms through Core statements, 0.67 ms with these,
-one query fewer included, measured in process). A ``Prepared`` statement is a
+(bench/recommend_latency.py, bench/group_commit.py). This module is the one place where recgrpc
+runs SQL on the driver's cursor itself (besides the per-connection set-up statements in
+``db.sqlite`` and ``db.postgres``). A ``Prepared`` statement is a
 Core statement compiled once per dialect; its values still pass through each column type's own
 bind and result processors, so what is stored and read back is exactly what SQLAlchemy would
 store and read. It runs on the caller's connection, inside whatever transaction the caller began.
@@ -169,10 +170,11 @@ class Prepared:
             # exception hierarchy, and drop a connection the server closed from the pool.
             invalidated = dialect.is_disconnect(exc, driver, cursor)
             if invalidated:
-                # As SQLAlchemy does on a disconnect: every pooled connection as old as this
-                # one is reconnected at its next checkout, not just this one.
-                connection.engine.pool._invalidate(connection.connection, exc)
+                # After a disconnect the idle connections are as dead as this one: drop this
+                # one and replace the pool (public API; SQLAlchemy itself marks the pool stale),
+                # so the following requests reconnect instead of failing one by one.
                 connection.invalidate(exc)
+                connection.engine.dispose()
             raise sa_exc.DBAPIError.instance(
                 compiled.sql,
                 params,

@@ -3,19 +3,19 @@ per-row queries). Each function takes a Session owned by the caller."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Table, delete, select, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
 from recgrpc.db import models as m
-from recgrpc.db.queries import catalogue, lock_users
+from recgrpc.db.catalogue import catalogue
+from recgrpc.db.dialect import sql_of
+from recgrpc.db.serving import lock_users
 from recgrpc.records import TrainingRows
 
 
@@ -118,11 +118,10 @@ def interactions_since(session: Session, since: datetime) -> list[tuple[str, str
 
 
 def refresh_recommendation_statistics(session: Session) -> None:
-    """PostgreSQL: ANALYZE the stored lists before replacing them in bulk. Each training run
-    rewrites most of the table; with stale statistics the planner deletes each chunk of users
-    by a sequential scan instead of the (user_id, item_id) index (10x slower)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("ANALYZE recommendations"))
+    """Before replacing the stored lists in bulk: each training run rewrites most of the table,
+    and with stale statistics PostgreSQL deletes each chunk of users by a sequential scan."""
+    conn = session.connection()
+    sql_of(conn).refresh_statistics(conn, "recommendations")
 
 
 def replace_top_n(
@@ -137,75 +136,32 @@ def replace_top_n(
     generated_at: datetime,
 ) -> None:
     """Replace the stored lists of ``user_ids`` (row r: ``top_items[r]`` indexes ``item_ids``,
-    best first; non-finite scores mark missing entries). Bulk DELETE + executemany INSERT."""
+    best first; non-finite scores mark missing entries). Bulk DELETE, then the one upsert."""
     table = cast(Table, m.Recommendation.__table__)
     lock_users(session, user_ids)
     for start in range(0, len(user_ids), 500):
         chunk = list(user_ids[start : start + 500])
         session.execute(delete(table).where(table.c.user_id.in_(chunk)))
-    columns = (
-        "user_id", "item_id", "rank", "score", "algorithm", "model_version", "recset_id",
-        "generated_at", "is_clicked", "is_dismissed",
-    )  # fmt: skip
     finite = np.isfinite(top_scores)
     per_user = finite.sum(axis=1)
     # Column-wise with numpy: no per-row Python work beyond building the driver's parameters.
     users = np.repeat(np.asarray(user_ids, dtype=object), per_user).tolist()
-    items = np.asarray(item_ids, dtype=object)[top_items[finite]].tolist()
-    ranks = np.broadcast_to(np.arange(1, top_items.shape[1] + 1), top_items.shape)[finite].tolist()
-    scores = top_scores[finite].astype(np.float64).tolist()
+    n = len(users)
+    columns: dict[str, Sequence[Any]] = {
+        "user_id": users,
+        "item_id": np.asarray(item_ids, dtype=object)[top_items[finite]].tolist(),
+        "rank": np.broadcast_to(np.arange(1, top_items.shape[1] + 1), top_items.shape)[
+            finite
+        ].tolist(),
+        "score": top_scores[finite].astype(np.float64).tolist(),
+        "algorithm": [algorithm] * n,
+        "model_version": [model_version] * n,
+        "recset_id": [""] * n,
+        "generated_at": [generated_at] * n,
+        "is_clicked": [False] * n,
+        "is_dismissed": [False] * n,
+    }
     # A list served to the same user while this runs may re-insert rows we just deleted (its
     # own transaction, PostgreSQL): the training list wins on those items instead of failing.
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            _UNNEST_UPSERT,
-            {
-                "users": users, "items": items, "ranks": ranks, "scores": scores,
-                "algorithm": algorithm, "model_version": model_version,
-                "generated_at": generated_at,
-            },
-        )  # fmt: skip
-        return
-    # SQLite: the driver's executemany over plain tuples, constants bound once (SQLAlchemy's
-    # per-row parameter processing would dominate a write of millions of rows).
     conn = session.connection()
-    dialect = conn.dialect
-    upsert = sqlite.insert(table)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=["user_id", "item_id"],
-        set_={c: upsert.excluded[c] for c in columns if c not in ("user_id", "item_id")},
-    )
-    compiled = upsert.compile(dialect=dialect, column_keys=list(columns))
-    stamp = table.c.generated_at.type.dialect_impl(dialect).bind_processor(dialect)
-    constant = {
-        "algorithm": algorithm, "model_version": model_version, "recset_id": "",
-        "generated_at": stamp(generated_at) if stamp else generated_at,
-        "is_clicked": False, "is_dismissed": False,
-    }  # fmt: skip
-    columns_data: dict[str, Any] = {
-        "user_id": users, "item_id": items, "rank": ranks, "score": scores,
-    }  # fmt: skip
-    for key, value in constant.items():
-        columns_data[key] = itertools.repeat(value, len(users))
-    order = compiled.positiontup or []
-    params = list(zip(*(columns_data[k] for k in order), strict=False))
-    sql = str(compiled)
-    for begin in range(0, len(params), 50_000):
-        conn.exec_driver_sql(sql, params[begin : begin + 50_000])
-
-
-_UNNEST_UPSERT = text(
-    """
-    INSERT INTO recommendations (user_id, item_id, rank, score, algorithm, model_version,
-                                 recset_id, generated_at, is_clicked, is_dismissed)
-    SELECT u, i, r, s, :algorithm, :model_version, '', :generated_at, false, false
-    FROM unnest(CAST(:users AS text[]), CAST(:items AS text[]), CAST(:ranks AS integer[]),
-                CAST(:scores AS double precision[])) AS t(u, i, r, s)
-    ON CONFLICT (user_id, item_id) DO UPDATE SET
-        rank = excluded.rank, score = excluded.score, algorithm = excluded.algorithm,
-        model_version = excluded.model_version, recset_id = excluded.recset_id,
-        generated_at = excluded.generated_at, is_clicked = excluded.is_clicked,
-        is_dismissed = excluded.is_dismissed
-    """
-)
-"""PostgreSQL: one statement per chunk of users, the rows passed as four arrays."""
+    sql_of(conn).upsert_recommendations(conn, columns)

@@ -15,7 +15,7 @@ from recgrpc.db import training_data as td
 from recgrpc.domain import Algorithm
 from recgrpc.model.features import InteractionData
 from recgrpc.model.representations import ModelView
-from recgrpc.model.scoring import UserRow, scores, with_ease
+from recgrpc.model.scoring import UserRow, scores, with_bias_term, with_ease
 
 TOP_N_CHUNK_USERS = 500
 
@@ -56,7 +56,7 @@ def write_top_n(
     def top_of(
         rows: npt.NDArray[np.int64],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        s = with_ease(view, scores(items, users[rows]), history, rows)
+        s = with_ease(view, scores(items, with_bias_term(users[rows])), history, rows)
         blocked = seen[rows].tocoo()
         s[blocked.row, blocked.col] = -np.inf
         part = np.argpartition(s, n_items - n, axis=1)[:, n_items - n :]  # no negated copy

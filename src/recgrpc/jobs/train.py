@@ -55,6 +55,7 @@ from recgrpc.model.training_blend import (
     selection_user_limit,
     with_ease,
 )
+from recgrpc.model.weights import EventWeights
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def train(
     version = arrays.version
     blob = artifact.encode(arrays)
     positives, events, texts = neighbour_artifact.training_inputs(
-        data, rows, titles, settings.interaction_weights
+        data, rows, titles, EventWeights.of(settings)
     )
     neighbours = neighbour_artifact.build_neighbours(
         version,

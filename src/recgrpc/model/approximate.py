@@ -26,6 +26,7 @@ from recgrpc.model.rerank import (
     Reranked,
     rerank,
 )
+from recgrpc.model.scoring import scores as score_items
 
 OVERFETCH = 4
 """Index candidates asked for per pool slot (re-scoring them exactly is cheap)."""
@@ -65,7 +66,7 @@ def approximate_hybrid(
             if fetch >= MAX_FETCH:
                 return None
             fetch *= 4
-    scores: npt.NDArray[np.float32] = model.hybrid[candidates] @ vector
+    scores = score_items(model.hybrid[candidates], vector)
     scores[~model.scorable[candidates] | np.isin(candidates, blocked)] = -np.inf
     fresh = None if freshness is None else freshness[candidates]
     result = rerank(

@@ -21,20 +21,9 @@ from recgrpc import domain
 from recgrpc.model import ease
 from recgrpc.model.artifact import RecommenderArrays
 from recgrpc.model.blend import blend
-from recgrpc.model.features import RATING_MIDPOINT
+from recgrpc.model.weights import EventWeights
 
 F32 = npt.NDArray[np.float32]
-
-
-def event_weight(
-    event: domain.RecentInteraction, weights: Mapping[str, float], rating_midpoint: float
-) -> float:
-    """Signed weight of one event, by the rule ``features.event_weights`` trains with."""
-    weight = weights.get(event.type.value, 1.0)
-    if event.type == domain.InteractionType.RATING:
-        like = weights.get("LIKE", 4.0)
-        weight *= like * (event.value - rating_midpoint) / rating_midpoint
-    return weight
 
 
 @dataclass(frozen=True)
@@ -72,8 +61,7 @@ class EaseView:
         recent: Sequence[domain.RecentInteraction],
         dismissed: frozenset[str],
         positions: Mapping[str, int],
-        weights: Mapping[str, float],
-        rating_midpoint: float,
+        weights: EventWeights,
     ) -> tuple[npt.NDArray[np.int64], F32]:
         """Rows of ``weights`` and recency weights of the user's positive items (newest first)."""
         totals: dict[int, float] = {}
@@ -86,8 +74,8 @@ class EaseView:
                 continue
             if pos not in totals:
                 order.append(pos)
-            totals[pos] = totals.get(pos, 0.0) + event_weight(event, weights, rating_midpoint)
-        like = weights.get("LIKE", 4.0) or 1.0
+            totals[pos] = totals.get(pos, 0.0) + weights.weight(event.type.value, event.value)
+        like = weights.by_type.get("LIKE", 4.0) or 1.0
         liked = [p for p in order if totals[p] > 0 and totals[p] / like >= self.min_strength]
         ranks = np.arange(len(liked))
         rows = np.array([self.row_of.get(p, -1) for p in liked], dtype=np.int64)
@@ -118,13 +106,11 @@ class EaseView:
         lightfm: F32,
         context: domain.UserContext,
         positions: Mapping[str, int],
-        weights: Mapping[str, float],
+        weights: EventWeights,
     ) -> F32:
         """LightFM's scores of one request blended with EASE's from the user's newest events;
         unchanged when none of them is an item EASE covers."""
-        rows, w = self.history(
-            context.recent, context.dismissed_item_ids, positions, weights, RATING_MIDPOINT
-        )
+        rows, w = self.history(context.recent, context.dismissed_item_ids, positions, weights)
         if rows.size == 0:
             return lightfm
         return blend(lightfm, self.scores(rows, w), self.alpha)
@@ -134,7 +120,7 @@ class EaseView:
         scores: F32,
         context: domain.UserContext,
         positions: Mapping[str, int],
-        weights: Mapping[str, float],
+        weights: EventWeights,
     ) -> None:
         """``for_request`` written back into ``scores`` (the ranking's reused buffer)."""
         blended = self.for_request(scores, context, positions, weights)

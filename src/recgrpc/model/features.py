@@ -5,8 +5,8 @@ Item features: identity + categories + tags. Rows are normalised to sum to one, 
 training and in serving (``user_feature_weights`` / ``item_feature_weights``), so a user or item
 built at request time lands in the same space as the ones the model was trained on.
 
-Interaction weights: by type (``Settings.interaction_weights``); RATING is scaled around the
-middle of a five-star scale so a 1-star rating counts against the item; a time decay with
+Interaction weights: ``model.weights.EventWeights`` (by type; a RATING by its place on the
+rating scale, so a low rating counts against the item); a time decay with
 ``Settings.decay_half_life_days`` counted back from each user's newest event (history
 imported from years ago trains like yesterday's, and a user who stopped long before the others
 still counts). Dismissals and pairs whose total is not
@@ -25,6 +25,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from recgrpc.config import Settings
+from recgrpc.model.weights import EventWeights
 from recgrpc.records import TrainingRows
 
 USER_PREFIX = "user:"
@@ -34,8 +35,6 @@ ATTRIBUTE_PREFIX = "attribute:"
 CATEGORY_PREFIX = "category:"
 TAG_PREFIX = "tag:"
 
-RATING_MIDPOINT = 2.5
-"""Ratings are on a 0..5 scale: above the midpoint is a like, below it a dislike."""
 ATTRIBUTE_SHARE = 0.5
 """Attributes together weigh half as much as preferences: they describe, preferences choose."""
 TAG_SHARE = 0.5
@@ -162,21 +161,6 @@ def _shared_values(values: Iterable[str]) -> set[str]:
     return {v for v, n in counts.items() if n >= MIN_FEATURE_USERS}
 
 
-def event_weights(
-    types: Sequence[str],
-    values: npt.NDArray[np.float64],
-    weights: Mapping[str, float],
-) -> npt.NDArray[np.float64]:
-    """Signed weight per event: by type; RATING scaled by its value around the midpoint."""
-    table = {name: float(w) for name, w in weights.items()}
-    base = np.array([table.get(t, 1.0) for t in types], dtype=np.float64)
-    rating = np.array([t == "RATING" for t in types], dtype=np.bool_)
-    if rating.any():
-        like = table.get("LIKE", 4.0)
-        base[rating] *= like * (values[rating] - RATING_MIDPOINT) / RATING_MIDPOINT
-    return base
-
-
 def build_interaction_data(rows: TrainingRows, settings: Settings) -> InteractionData:
     """Aggregate events and feedback into weighted positive pairs plus feature matrices."""
     item_ids = tuple(r[0] for r in rows.items)
@@ -225,9 +209,7 @@ def build_interaction_data(rows: TrainingRows, settings: Settings) -> Interactio
     users = np.array(ev_user, dtype=np.int64)
     items = np.array(ev_item, dtype=np.int64)
     times = np.array(ev_time, dtype=np.float64)
-    weights = event_weights(
-        ev_type, np.array(ev_value, dtype=np.float64), settings.interaction_weights
-    )
+    weights = EventWeights.of(settings).weights(ev_type, np.array(ev_value, dtype=np.float64))
     undecayed = weights / float(settings.interaction_weights.get("LIKE", 4.0) or 1.0)
     newest = float(times.max()) if times.size else 0.0
     if times.size:

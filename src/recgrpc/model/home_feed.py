@@ -20,6 +20,7 @@ from recgrpc import domain
 from recgrpc.domain import Algorithm
 from recgrpc.model.ranking import SOURCE_REASON, ServingSnapshot
 from recgrpc.model.rerank import FRESH_REASON, rerank
+from recgrpc.model.scoring import scores as score_items
 from recgrpc.model.similar import (
     ItemText,
     SimilarityIndex,
@@ -27,6 +28,7 @@ from recgrpc.model.similar import (
     rank_similar,
     top_positions,
 )
+from recgrpc.model.weights import EventWeights
 
 F32 = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.bool_]
@@ -77,7 +79,7 @@ class HomeFeed:
     """Why shelves asked for are missing, one sentence each."""
 
 
-def liked_anchor(context: domain.UserContext, weights: Mapping[str, float]) -> str | None:
+def liked_anchor(context: domain.UserContext, weights: EventWeights) -> str | None:
     """The user's most recent positive item (the because_you_liked shelf's subject); searches
     are no item the user liked."""
     for event in context.recent:
@@ -85,10 +87,7 @@ def liked_anchor(context: domain.UserContext, weights: Mapping[str, float]) -> s
             continue
         if event.item_id in context.dismissed_item_ids:
             continue
-        if event.type == domain.InteractionType.RATING:
-            if event.value > 2.5:
-                return event.item_id
-        elif weights.get(event.type.value, 1.0) > 0:
+        if weights.weight(event.type.value, event.value) > 0:
             return event.item_id
     return None
 
@@ -269,11 +268,11 @@ def _personal_scores(
     model = snap.model
     if model is None:
         return None, Algorithm.POPULAR
-    weights = snap.config.interaction_weights
+    weights = snap.config.event_weights
     for source in (Algorithm.HYBRID, Algorithm.CONTENT):
         vector = model.user_vector(source, context, snap.catalog.position, weights)
         if vector is not None:
-            scores: F32 = model.items_for(source) @ vector
+            scores = score_items(model.items_for(source), vector)
             usable = model.trained | model.has_content
             return np.where(usable, scores, np.float32(-np.inf)).astype(np.float32), source
     return None, Algorithm.POPULAR

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recgrpc.config import Settings
-from recgrpc.model.features import InteractionData, event_weights
+from recgrpc.model.features import InteractionData
 from recgrpc.model.neighbours import (
     DEFAULT_ALPHA,
     ContentIndex,
@@ -26,6 +26,7 @@ from recgrpc.model.neighbours import (
     cooccurrence_neighbours,
     sessions,
 )
+from recgrpc.model.weights import EventWeights
 from recgrpc.records import TrainingRows
 
 FORMAT_VERSION = 1
@@ -116,7 +117,7 @@ def training_inputs(
     data: InteractionData,
     rows: TrainingRows,
     titles: Mapping[str, str],
-    interaction_weights: Mapping[str, float],
+    interaction_weights: EventWeights,
 ) -> tuple[
     tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]],
     tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]],
@@ -130,10 +131,8 @@ def training_inputs(
     item_pos = {iid: i for i, iid in enumerate(data.item_ids)}
     user_pos = {uid: i for i, uid in enumerate(data.user_ids)}
     kept = [r for r in rows.interactions if r[1] in item_pos]
-    weights = event_weights(
-        [r[2] for r in kept],
-        np.array([r[3] for r in kept], dtype=np.float64),
-        interaction_weights,
+    weights = interaction_weights.weights(
+        [r[2] for r in kept], np.array([r[3] for r in kept], dtype=np.float64)
     )
     positive = [r for r, w in zip(kept, weights.tolist(), strict=True) if w > 0]
     events = (

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recgrpc import domain
-from recgrpc.config import DEFAULT_INTERACTION_WEIGHTS, Settings
+from recgrpc.config import Settings
 from recgrpc.domain import Algorithm
 from recgrpc.model.approximate import approximate_hybrid
 from recgrpc.model.catalog import CatalogIndex
@@ -36,6 +36,8 @@ from recgrpc.model.rerank import (
     freshness,
     rerank,
 )
+from recgrpc.model.scoring import scores as score_items
+from recgrpc.model.weights import EventWeights
 
 NEG_INF = np.float32(-np.inf)
 
@@ -58,9 +60,7 @@ class RankingConfig:
     """Serving knobs taken from Settings when the snapshot is built."""
 
     rerank: RerankConfig = field(default_factory=RerankConfig)
-    interaction_weights: Mapping[str, float] = field(
-        default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS
-    )
+    event_weights: EventWeights = field(default_factory=EventWeights)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RankingConfig:
@@ -70,7 +70,7 @@ class RankingConfig:
                 freshness_boost=settings.freshness_boost,
                 freshness_half_life_days=settings.freshness_half_life_days,
             ),
-            interaction_weights=settings.interaction_weights,
+            event_weights=EventWeights.of(settings),
         )
 
 
@@ -204,10 +204,6 @@ class RankingEngine:
         # A single reference assignment is atomic: in-flight requests keep the old snapshot.
         self._snapshot = snapshot
 
-    @property
-    def ready(self) -> bool:
-        return True
-
     def recommend(
         self, context: domain.UserContext, query: domain.RecommendationQuery
     ) -> domain.RecommendationList:
@@ -242,7 +238,7 @@ class RankingEngine:
         has_behaviour = model.model_row(context) is not None or bool(context.recent)
         has_profile = bool(context.preferences or context.attributes)
         sources = _candidate_sources(query.algorithm, has_behaviour, has_profile)
-        weights = snap.config.interaction_weights
+        weights = snap.config.event_weights
         for n, source in enumerate(sources):
             vector = model.user_vector(source, context, snap.catalog.position, weights)
             if vector is None:
@@ -268,7 +264,7 @@ class RankingEngine:
                 # BLAS sgemv into the reused buffer; the server pins BLAS to one thread
                 # (``server.app``), since its worker threads would only spin against the RPC
                 # threads for a single matrix-vector product.
-                np.matmul(model.items_for(source), vector, out=scores)
+                score_items(model.items_for(source), vector, out=scores)
                 if model.ease is not None and source != Algorithm.CONTENT:
                     model.ease.blend_into(scores, context, snap.catalog.position, weights)
                 # Items this source cannot score (never trained on, no known feature).

@@ -18,6 +18,7 @@ from scipy import sparse
 
 from recgrpc.model import artifact
 from recgrpc.model.artifact import RecommenderArrays
+from recgrpc.model.scoring import scores, with_bias_term
 
 F32 = npt.NDArray[np.float32]
 LOSSES = ("warp", "bpr", "warp-kos", "logistic")
@@ -98,6 +99,7 @@ class HybridRecommender:
         self._model: Any = None
         self._state: ModelState | None = None
         self._item_cache: tuple[F32, F32] | None = None
+        self._item_matrix: F32 | None = None  # [bias | embedding], for model.scoring
         self.epochs_trained = 0
 
     # -- training -------------------------------------------------------------------------
@@ -136,6 +138,7 @@ class HybridRecommender:
         )
         self._state = None
         self._item_cache = None
+        self._item_matrix = None
         self.epochs_trained += epochs
         return self
 
@@ -165,6 +168,7 @@ class HybridRecommender:
         self._state = state
         self._model = None
         self._item_cache = None
+        self._item_matrix = None
 
     # -- representations and scores -------------------------------------------------------
 
@@ -194,10 +198,9 @@ class HybridRecommender:
         if self.user_features is None:
             raise ValueError("no user features: use user_representations with explicit rows")
         _, user_emb = self.user_representations(self.user_features[user_rows])
-        item_bias, item_emb = self.item_representations()
-        out: F32 = user_emb @ item_emb.T
-        out += item_bias[None, :]
-        return out
+        if self._item_matrix is None:
+            self._item_matrix = np.column_stack(self.item_representations())
+        return scores(self._item_matrix, with_bias_term(user_emb))
 
     # -- persistence ----------------------------------------------------------------------
 

@@ -32,11 +32,11 @@ from recgrpc.model.ann import ItemIndex
 from recgrpc.model.artifact import RecommenderArrays
 from recgrpc.model.ease_view import EaseView
 from recgrpc.model.features import (
-    RATING_MIDPOINT,
     feature_matrix,
     item_feature_weights,
     user_feature_weights,
 )
+from recgrpc.model.weights import EventWeights
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ class ModelView:
         collaborative[trained, 0] = bias[trained_rows[trained]]
         collaborative[trained, 1:] = emb[trained_rows[trained]]
         # Column-major: scoring is one matrix-vector product per request, and BLAS walks a
-        # column-major matrix with long contiguous runs (single-threaded, 100k items x 65:
-        # 2.1 ms against 4.3 ms for row-major). Indexing and results are the same either way.
+        # column-major matrix with long contiguous runs (bench/recommend_latency.py). Indexing
+        # and results are the same either way.
         return cls(
             version=arrays.version,
             arrays=arrays,
@@ -226,7 +226,7 @@ class ModelView:
         algorithm: Algorithm,
         context: domain.UserContext,
         positions: Mapping[str, int],
-        interaction_weights: Mapping[str, float],
+        weights: EventWeights,
     ) -> tuple[F32 | None, float]:
         """Weighted mean vector of the items touched after training, and its total weight.
 
@@ -240,7 +240,6 @@ class ModelView:
         if row is not None and algorithm != Algorithm.CONTENT:
             cutoff = float(self.arrays.user_trained_until[row])
         totals: dict[int, float] = {}
-        like = interaction_weights.get("LIKE", 4.0)
         for event in context.recent:
             if event.occurred_at.timestamp() <= cutoff:
                 continue
@@ -249,10 +248,7 @@ class ModelView:
             pos = positions.get(event.item_id)
             if pos is None:
                 continue
-            weight = interaction_weights.get(event.type.value, 1.0)
-            if event.type == domain.InteractionType.RATING:
-                weight *= like * (event.value - RATING_MIDPOINT) / RATING_MIDPOINT
-            totals[pos] = totals.get(pos, 0.0) + weight
+            totals[pos] = totals.get(pos, 0.0) + weights.weight(event.type.value, event.value)
         chosen = [(p, w) for p, w in totals.items() if w > 0]
         if algorithm == Algorithm.COLLABORATIVE:
             chosen = [(p, w) for p, w in chosen if self.trained[p]]
@@ -268,9 +264,10 @@ class ModelView:
         algorithm: Algorithm,
         context: domain.UserContext,
         positions: Mapping[str, int],
-        interaction_weights: Mapping[str, float],
+        weights: EventWeights,
     ) -> F32 | None:
-        """``[1 | user]`` for scoring with ``items_for(algorithm)``; None when impossible."""
+        """``[1 | user]`` for scoring ``items_for(algorithm)`` with ``model.scoring.scores``;
+        None when nothing about the user is known."""
         base = self.base_user_vector(
             algorithm,
             context.user_id,
@@ -278,7 +275,7 @@ class ModelView:
             context.attributes,
             use_identity=context.known,
         )
-        fold, new_weight = self.fold_in(algorithm, context, positions, interaction_weights)
+        fold, new_weight = self.fold_in(algorithm, context, positions, weights)
         if fold is None and base is None:
             return None
         typical = self.arrays.typical_user_norm or 1.0

@@ -25,19 +25,23 @@ UserRow = tuple[str, Mapping[str, float], Mapping[str, str]]
 """(user_id, preferences, attributes): what a user vector is built from."""
 
 
-def scores(items: F32, users: F32) -> F32:
-    """Scores of ``users`` for every item.
+def scores(items: F32, users: F32, out: F32 | None = None) -> F32:
+    """Scores of ``users`` for every item: ``items @ [1 | user]``.
 
-    ``items`` rows are ``[bias | embedding]`` (``ModelView.items_for``); ``users`` is one user's
-    embedding (d,) giving (items,), or one per row (n, d) giving (n, items).
+    ``items`` rows are ``[bias | embedding]`` (``ModelView.items_for``); a user is ``[1 |
+    embedding]`` (``ModelView.user_vector``, :func:`with_bias_term`), so the leading 1 adds the
+    item's bias. One user (d+1,) gives (items,), into ``out`` when given (serving reuses a
+    buffer); one user per row (n, d+1) gives (n, items).
     """
     if users.ndim == 1:
-        one: F32 = items[:, 1:] @ users
-        one += items[:, 0]
-        return one
-    out: F32 = users @ items[:, 1:].T
-    out += items[:, 0][None, :]
-    return out
+        return np.matmul(items, users, out=out)
+    return np.matmul(users, items.T, out=out)
+
+
+def with_bias_term(embeddings: F32) -> F32:
+    """User embeddings (n, d) as the ``[1 | embedding]`` rows :func:`scores` takes."""
+    ones = np.ones((embeddings.shape[0], 1), dtype=np.float32)
+    return np.hstack([ones, embeddings.astype(np.float32, copy=False)])
 
 
 def view_scores(
@@ -49,7 +53,7 @@ def view_scores(
 
     def score(rows: npt.NDArray[np.int64]) -> F32:
         users, _ = view.user_matrix(Algorithm.HYBRID, [user_rows[r] for r in rows])
-        return with_ease(view, scores(items, users), history, rows)
+        return with_ease(view, scores(items, with_bias_term(users)), history, rows)
 
     return score
 
@@ -60,4 +64,12 @@ def with_ease(
     """LightFM's batch scores blended with the view's EASE part, as a request blends them."""
     if view.ease is None or history is None:
         return lightfm
-    return blend(lightfm, view.ease.batch_scores(history[rows]), view.ease.alpha)
+    h = history[rows]
+    blended = blend(lightfm, view.ease.batch_scores(h), view.ease.alpha)
+    # A user none of whose items EASE covers keeps LightFM's scores, as a request does
+    # (``EaseView.for_request``), so the stored top-N and serving give the same numbers.
+    covered = view.ease.positions[view.ease.positions >= 0]
+    bare = np.asarray(h[:, covered].getnnz(axis=1) == 0)
+    if bare.any() and blended is not lightfm:
+        blended[bare] = lightfm[bare]
+    return blended

@@ -103,7 +103,7 @@ class Refresher(threading.Thread):
 
 def refresh_churn_model(handlers: Handlers) -> None:
     """Pick up a newly trained churn model; on failure the one in use stays."""
-    if not isinstance(handlers.churn, ActiveChurnModel):
+    if handlers.churn is None:
         return
     try:
         if handlers.churn.refresh(handlers.db):
@@ -135,14 +135,14 @@ def log_model_change(previous: ModelView | None, snapshot: ServingSnapshot) -> N
 def report_serving_models(handlers: Handlers) -> None:
     """Export the serving models' versions, ages and training metrics when a version changes."""
     metrics = handlers.metrics
-    if not isinstance(metrics, ServerMetrics):
+    if metrics is None:
         return
     serving: dict[str, str] = {}
     view = handlers.engine.snapshot.model
     if view is not None:
         serving["recommender"] = view.version
-    churn_version = getattr(handlers.churn, "version", None)
-    if isinstance(churn_version, str) and churn_version:
+    churn_version = handlers.churn.version if handlers.churn is not None else None
+    if churn_version:
         serving["churn"] = churn_version
     known = metrics.models()
     changed = {k: v for k, v in serving.items() if k not in known or known[k].version != v}

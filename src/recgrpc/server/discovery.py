@@ -25,6 +25,7 @@ from recgrpc.db import Database, discovery, queries
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.model.home_feed import HomeFeedQuery, build_feed, liked_anchor
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
+from recgrpc.model.scoring import scores as score_items
 from recgrpc.model.similar import (
     ItemText,
     SimilarityMode,
@@ -204,7 +205,7 @@ class Discovery:
                 context = queries.load_user_context(conn, query.user_id)
                 if self.profile is not None:
                     context = self.profile(conn, context)
-                anchor_id = liked_anchor(context, snap.config.interaction_weights)
+                anchor_id = liked_anchor(context, snap.config.event_weights)
                 return (
                     context,
                     anchor_id,
@@ -338,12 +339,11 @@ class Discovery:
         model = snap.model
         if model is None:
             return None
-        weights = snap.config.interaction_weights
+        weights = snap.config.event_weights
         vector = model.user_vector(domain.Algorithm.HYBRID, context, snap.catalog.position, weights)
         if vector is None:
             return None
-        scores: npt.NDArray[np.float32] = model.hybrid @ vector
-        return scores
+        return score_items(model.hybrid, vector)
 
     @staticmethod
     def _trending(

@@ -279,7 +279,8 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
         # SQLite: one write transaction for the batch. PostgreSQL: the batch is stored by a
         # single statement (users and events), which on an autocommit connection is its own
         # transaction, committed when it returns: no BEGIN and COMMIT round trips.
-        batch_scope = self._db.transaction() if self._db.is_sqlite else self._own_connection()
+        own = self._db.autocommit_batches
+        batch_scope = self._own_connection() if own else self._db.transaction()
         with batch_scope as conn:
             known = self._existing_items(conn, {p.item.item_id for p in batch})
             accepted: list[_Pending[domain.Interaction]] = []

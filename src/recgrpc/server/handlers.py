@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -45,11 +45,20 @@ DATABASE_DOWN_FALLBACK = "database unavailable: served without the user's histor
 
 
 class ChurnPredictor(Protocol):
-    """Scores one user's churn risk from the database as of a time (see model.churn).
+    """Scores one user's churn risk from the database as of a time (``jobs.churn_scoring``).
 
     Raises NotFound for a user with no activity by ``as_of`` (before Unavailable when no
     model is loaded). Reads only: the handler records the prediction.
     """
+
+    @property
+    def version(self) -> str | None:
+        """The model in use, None before one is loaded."""
+        ...
+
+    def refresh(self, db: Database) -> bool:
+        """Load a newly trained model; True when one was loaded."""
+        ...
 
     def predict(
         self, session: Session, user_id: str, as_of: datetime
@@ -74,6 +83,18 @@ class ServiceObserver(Protocol):
     def churn_predicted(self, prediction: domain.ChurnPrediction) -> None: ...
 
     def discovery_served(self, source: str, fallback_reason: str, items: int) -> None: ...
+
+    def models(self) -> Mapping[str, Any]:
+        """The models reported so far, by kind; each has a ``version``."""
+        ...
+
+    def model_loaded(
+        self,
+        kind: str,
+        version: str,
+        created_at: datetime,
+        training_metrics: Mapping[str, object] | None = None,
+    ) -> None: ...
 
 
 def build_snapshot(
@@ -165,7 +186,7 @@ class Handlers:
         # Concurrent writes share transactions (group commit). SQLite has one writer at a time
         # anyway; on PostgreSQL two writers per kind overlap their commits' disk flushes while
         # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
-        writers = 1 if db.is_sqlite else 2
+        writers = db.writer_threads
         catalogued = self._catalogued_items
         # Except LogInteraction's: on PostgreSQL a batch is a single autocommit statement, so
         # a second writer only splits batches (bench/group_commit.py: less CPU per event with

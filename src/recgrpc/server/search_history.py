@@ -29,6 +29,7 @@ from recgrpc.domain import Algorithm
 from recgrpc.errors import NotFound
 from recgrpc.model.ranking import ServingSnapshot, mask_blocked
 from recgrpc.model.rerank import top_allowed
+from recgrpc.model.scoring import scores as score_items
 from recgrpc.model.search import SearchIndex, Synonyms, best_matches, blend
 from recgrpc.server import page_tokens
 from recgrpc.server.db_guard import DatabaseGuard
@@ -286,14 +287,14 @@ class SearchAndHistory:
         model = snap.model
         if context is None or model is None:
             return None
-        weights = snap.config.interaction_weights
+        weights = snap.config.event_weights
         vector = model.user_vector(Algorithm.HYBRID, context, snap.catalog.position, weights)
         if vector is None:
             return None
         positions = snap.catalog.indices(item_ids)
         if positions.size != len(item_ids):
             return None
-        scores: np.ndarray = model.hybrid[positions] @ vector
+        scores = score_items(model.hybrid[positions], vector)
         return scores.astype(np.float32)
 
     def _trending(

@@ -1,12 +1,11 @@
-"""``recgrpc bench``: options and entry point; the harness itself is imported only when run.
+"""The benchmark harness's options, shared by ``python bench/harness.py`` and ``recgrpc bench``.
 
-See :mod:`recgrpc.bench.harness` for what is measured and how.
+Kept apart from the harness so ``recgrpc --help`` lists them without importing the harness.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,14 +62,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="bench/results", help="directory for JSON and PNG")
     parser.add_argument("--label", default="", help="name for the result files")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Seed, serve, measure and report; returns a process exit code."""
-    from recgrpc.bench import harness  # noqa: PLC0415 - keeps `recgrpc --help` fast
-
-    return harness.run(args)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
