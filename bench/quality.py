@@ -31,9 +31,9 @@ from typing import Any
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness_load import free_port
 from quality_data import Split, baselines, read_split, score_lists, write_import_files
 from quality_demo import demo_split
-from recgrpc.bench.harness import free_port
 
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc
