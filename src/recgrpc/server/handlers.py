@@ -26,7 +26,7 @@ from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
 from recgrpc.recset import Attribution, RecsetTokens
 from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
-from recgrpc.server.discovery import Discovery
+from recgrpc.server.discovery import DATABASE_DOWN, Discovery
 from recgrpc.server.erasure import erase_from_stored_models
 from recgrpc.server.errors import is_database_outage
 from recgrpc.server.group_commit import (
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-DATABASE_DOWN_FALLBACK = "database unavailable: served without the user's history"
+DATABASE_DOWN_FALLBACK = DATABASE_DOWN
 
 
 class ChurnPredictor(Protocol):
