@@ -28,6 +28,7 @@ from recgrpc.model.evaluation import temporal_holdout
 from recgrpc.model.features import build_interaction_data
 from recgrpc.model.recommender import HybridRecommender
 from recgrpc.model.training import params_from_settings, training_matrices
+from recgrpc.model.weights import EventWeights
 from recgrpc.records import TrainingRows
 
 
@@ -78,7 +79,7 @@ def main() -> None:
 
     def build() -> neighbour_artifact.NeighbourArrays:
         positives, events, texts = neighbour_artifact.training_inputs(
-            data, rows, titles, settings.interaction_weights
+            data, rows, titles, EventWeights.of(settings)
         )
         return neighbour_artifact.build_neighbours(
             "bench",
