@@ -22,7 +22,7 @@ from recgrpc.db import Database
 from recgrpc.db import models as m
 from recgrpc.server import RunningServer, create_server
 from recgrpc.server.db_guard import CircuitBreaker
-from recgrpc.server.handlers import DATABASE_DOWN_FALLBACK
+from recgrpc.server.errors import DATABASE_DOWN
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.conftest import POSTGRES_URL, _truncate_postgres
@@ -119,7 +119,7 @@ def test_stalled_database_keeps_health_and_fallback_answering_then_recovers(
                 reply.fallback_reason if isinstance(reply, pb.GetRecommendationsResponse) else ""
             )
             with lock:
-                outcomes[f"recommend {code.name} {reason == DATABASE_DOWN_FALLBACK}"] += 1
+                outcomes[f"recommend {code.name} {reason == DATABASE_DOWN}"] += 1
 
     threads = [threading.Thread(target=recommender) for _ in range(CLIENTS)]
     for thread in threads:
@@ -184,7 +184,7 @@ def test_stalled_database_keeps_health_and_fallback_answering_then_recovers(
         assert time.monotonic() < deadline, f"writes never recovered: {code}"
         time.sleep(0.2)
     reply = rec.GetRecommendations(pb.GetRecommendationsRequest(user_id="u1", limit=5), timeout=5)
-    assert reply.fallback_reason != DATABASE_DOWN_FALLBACK
+    assert reply.fallback_reason != DATABASE_DOWN
     assert ITEMS[0] not in {r.item_id for r in reply.recommendations}  # history counts again
     channel.close()
 

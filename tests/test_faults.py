@@ -24,7 +24,7 @@ from recgrpc.config import Settings
 from recgrpc.db import Database
 from recgrpc.db import models as m
 from recgrpc.server import RunningServer, create_server
-from recgrpc.server.handlers import DATABASE_DOWN_FALLBACK
+from recgrpc.server.errors import DATABASE_DOWN
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.conftest import POSTGRES_URL, _truncate_postgres
@@ -116,8 +116,7 @@ def proxy(postgres_url: str) -> Iterator[CuttableProxy]:
     running.close()
 
 
-@pytest.fixture
-def served(postgres_url: str, proxy: CuttableProxy) -> Iterator[RunningServer]:
+def serve_through(proxy: CuttableProxy, postgres_url: str) -> Iterator[RunningServer]:
     """A server whose only way to the database is through the proxy."""
     through_proxy = (
         make_url(postgres_url)
@@ -135,6 +134,11 @@ def served(postgres_url: str, proxy: CuttableProxy) -> Iterator[RunningServer]:
     assert running.wait_ready(30), "server never became ready"
     yield running
     running.stop(grace=1)
+
+
+@pytest.fixture
+def served(postgres_url: str, proxy: CuttableProxy) -> Iterator[RunningServer]:
+    yield from serve_through(proxy, postgres_url)
 
 
 @pytest.fixture
@@ -223,7 +227,7 @@ def test_cut_database_writes_unavailable_reads_fall_back_then_recover(
             reply = rec.GetRecommendations(
                 pb.GetRecommendationsRequest(user_id="u1", limit=5), timeout=20
             )
-            assert reply.fallback_reason == DATABASE_DOWN_FALLBACK
+            assert reply.fallback_reason == DATABASE_DOWN
             assert len(reply.recommendations) == 5
 
         proxy.restore()
@@ -246,7 +250,7 @@ def test_cut_database_writes_unavailable_reads_fall_back_then_recover(
 
         eventually(logs_again)
         reply = rec.GetRecommendations(pb.GetRecommendationsRequest(user_id="u1", limit=5))
-        assert reply.fallback_reason != DATABASE_DOWN_FALLBACK
+        assert reply.fallback_reason != DATABASE_DOWN
         # The user's history counts again: the item they liked is not recommended back.
         assert ITEMS[0] not in {r.item_id for r in reply.recommendations}
         assert (

@@ -9,17 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from sqlalchemy.engine import make_url
 
 from recgrpc.config import Settings
 from recgrpc.db import Database
 from recgrpc.jobs.train import train
-from recgrpc.server import RunningServer, create_server
-from recgrpc.server.discovery import DATABASE_DOWN
+from recgrpc.server import RunningServer
+from recgrpc.server.errors import DATABASE_DOWN
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import TasteData, load, taste_data
 from tests.rpc import stubs
-from tests.test_faults import CuttableProxy, eventually, postgres_url, proxy
+from tests.test_faults import CuttableProxy, eventually, postgres_url, proxy, serve_through
 
 __all__ = ["postgres_url", "proxy"]  # the fixtures this module borrows
 
@@ -44,18 +43,8 @@ def trained(postgres_url: str, taste: TasteData) -> str:
 
 @pytest.fixture
 def served(postgres_url: str, proxy: CuttableProxy, trained: str) -> Iterator[RunningServer]:
-    through_proxy = (
-        make_url(postgres_url)
-        .set(host="127.0.0.1", port=proxy.port)
-        .render_as_string(hide_password=False)
-    )
-    settings = Settings(
-        database_url=through_proxy, host="127.0.0.1", port=0, metrics_port=0, refresh_seconds=0.5
-    )
-    running = create_server(settings)
-    assert running.wait_ready(30), "server never became ready"
-    yield running
-    running.stop(grace=1)
+    """Started after training, so it loads the model and neighbour table at once."""
+    yield from serve_through(proxy, postgres_url)
 
 
 def test_similar_together_and_feed_answer_from_memory_while_the_database_is_cut(

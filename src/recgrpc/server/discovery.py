@@ -41,14 +41,13 @@ from recgrpc.server.discovery_types import (
     TogetherQuery,
     Unserved,
 )
-from recgrpc.server.errors import is_database_outage
+from recgrpc.server.errors import DATABASE_DOWN, is_database_outage
 from recgrpc.server.neighbour_keeper import TRENDING_FALLBACK, NeighbourIndexKeeper
 
 log = logging.getLogger(__name__)
 
 NO_RULES = "no frequently-together rules for these items: similar items instead"
 
-DATABASE_DOWN = "database unavailable: served without the user's history"
 T = TypeVar("T")
 
 

@@ -16,6 +16,9 @@ from sqlalchemy import exc as sa_exc
 
 from recgrpc.errors import InvalidArgument, ServiceError, Unavailable
 
+# Why a read was served from memory without the user's history (the database is unreachable).
+DATABASE_DOWN = "database unavailable: served without the user's history"
+
 log = logging.getLogger(__name__)
 
 DATABASE_UNAVAILABLE = "the database is unavailable; retry later"

@@ -26,9 +26,9 @@ from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
 from recgrpc.recset import Attribution, RecsetTokens
 from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
-from recgrpc.server.discovery import DATABASE_DOWN, Discovery
+from recgrpc.server.discovery import Discovery
 from recgrpc.server.erasure import erase_from_stored_models
-from recgrpc.server.errors import is_database_outage
+from recgrpc.server.errors import DATABASE_DOWN, is_database_outage
 from recgrpc.server.group_commit import (
     ChurnPredictionWriter,
     FeedbackWriter,
@@ -40,9 +40,6 @@ from recgrpc.server.search_history import SearchIndexKeeper
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-DATABASE_DOWN_FALLBACK = DATABASE_DOWN
-
 
 class ChurnPredictor(Protocol):
     """Scores one user's churn risk from the database as of a time (``jobs.churn_scoring``).
@@ -264,7 +261,7 @@ class Handlers:
                 items=ranking.items,
                 algorithm=ranking.algorithm,
                 model_version=ranking.model_version,
-                fallback_reason=DATABASE_DOWN_FALLBACK,
+                fallback_reason=DATABASE_DOWN,
             )
         return ranking, outage
 
