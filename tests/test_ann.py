@@ -4,13 +4,15 @@ a small catalogue, two real servers on one database give the same lists, filters
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import grpc
 import pytest
 
 from recgrpc.config import Settings
-from recgrpc.db import Database
+from recgrpc.db import Database, model_store
 from recgrpc.jobs.train import train
+from recgrpc.model import artifact
 from recgrpc.server import create_server
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import load, taste_data
@@ -26,6 +28,16 @@ def two_channels(database: Database, database_url: str) -> Iterator[tuple[grpc.C
     load(database, data)
     base = Settings(database_url=database_url, host="127.0.0.1", port=0, metrics_port=0)
     version = train(database, base, progress=False, epochs=10).version
+    # The index serves LightFM's scores alone (a model with an EASE part is ranked exactly), so
+    # the blend training may have chosen is taken out: both servers then rank LightFM alone.
+    with database.writer() as session:
+        stored = model_store.load_model(session, version)
+        assert stored is not None
+        arrays = artifact.decode(stored.artifact)
+        lightfm_only = replace(arrays, ease_items=None, ease_weights=None)
+        model_store.rewrite_artifact(
+            session, version, artifact.encode(lightfm_only), artifact.revision(arrays)
+        )
     servers = [create_server(base.replace(ann_min_items=n)) for n in (0, 1)]
     channels = []
     try:
@@ -50,10 +62,7 @@ def test_forced_approximate_index_gives_the_exact_top_10(
         want = recommend(exact, user, "HYBRID")
         got = recommend(approximate, user, "HYBRID")
         assert len(ids(want)) == 10
-        assert ids(got) == ids(want)
-        assert [r.score for r in got.recommendations] == pytest.approx(
-            [r.score for r in want.recommendations], rel=1e-4
-        )
+        assert_same_list(got, want)
         assert got.algorithm == pb.ALGORITHM_HYBRID
 
     # Filters stay exact: excluded items never come back, a category filter holds.
@@ -62,9 +71,22 @@ def test_forced_approximate_index_gives_the_exact_top_10(
     excluded = first[:5]
     want = recommend(exact, user, "HYBRID", exclude_item_ids=excluded)
     got = recommend(approximate, user, "HYBRID", exclude_item_ids=excluded)
-    assert ids(got) == ids(want)
+    assert_same_list(got, want)
     assert not set(excluded) & set(ids(got))
     want = recommend(exact, user, "HYBRID", categories=["c3"])
     got = recommend(approximate, user, "HYBRID", categories=["c3"])
-    assert ids(got) == ids(want)
+    assert_same_list(got, want)
     assert len(ids(got)) == 10
+
+
+def assert_same_list(
+    got: pb.GetRecommendationsResponse, want: pb.GetRecommendationsResponse
+) -> None:
+    """The same items in the same order, except that two items whose scores agree to float32
+    rounding may trade places (the index re-scores its candidates in a different summation
+    order than the whole-catalogue product)."""
+    assert len(got.recommendations) == len(want.recommendations)
+    for g, w in zip(got.recommendations, want.recommendations, strict=True):
+        assert g.score == pytest.approx(w.score, rel=1e-4)
+        if g.item_id != w.item_id:
+            assert g.score == pytest.approx(w.score, rel=1e-5, abs=1e-6), (ids(got), ids(want))

@@ -18,6 +18,9 @@ EXPANSION_ADD = 128
 """Candidate list while building (efConstruction)."""
 EXPANSION_SEARCH = 512
 """Candidate list while searching (efSearch); a search for more results widens it."""
+EXHAUSTIVE_SHARE = 0.25
+"""A search for at least this share of the index scans it exactly: the graph walk would visit
+about as many nodes and can still miss some (a multi-threaded build is not deterministic)."""
 
 
 def augmented_items(items: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -61,5 +64,6 @@ class ItemIndex:
         if count <= 0:
             return np.zeros(0, dtype=np.int64)
         query = np.append(vector.astype(np.float32), np.float32(0.0))
-        found = self._index.search(query, count, threads=1)
+        exact = count >= EXHAUSTIVE_SHARE * self.size
+        found = self._index.search(query, count, threads=1, exact=exact)
         return np.asarray(found.keys, dtype=np.int64)

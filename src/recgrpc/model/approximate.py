@@ -66,6 +66,8 @@ def approximate_hybrid(
             if fetch >= MAX_FETCH:
                 return None
             fetch *= 4
+        # Catalogue order, as exact ranking sees them: equal scores then break the same way.
+        candidates = np.sort(candidates)
     scores = score_items(model.hybrid[candidates], vector)
     scores[~model.scorable[candidates] | np.isin(candidates, blocked)] = -np.inf
     fresh = None if freshness is None else freshness[candidates]
