@@ -42,6 +42,12 @@ MAX_QUERY_LENGTH = 255
 """Characters in a search query once trimmed (SearchItems, SEARCH events)."""
 
 
+def before(when: datetime, span: timedelta) -> datetime:
+    """``when - span``, or ``MIN_TIME`` when that would fall before it (a window reaching back
+    from an event in year 1 has nothing earlier to hold, and datetime cannot go there)."""
+    return when - span if when - MIN_TIME > span else MIN_TIME
+
+
 @dataclass(frozen=True, slots=True)
 class RatingScale:
     """The one scale ratings are given on (``Settings.rating_min`` .. ``rating_max``)."""

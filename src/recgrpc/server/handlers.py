@@ -36,10 +36,12 @@ from recgrpc.server.group_commit import (
 )
 from recgrpc.server.impressions import ImpressionWriter
 from recgrpc.server.search_history import SearchIndexKeeper
+from recgrpc.validation import before
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
 
 class ChurnPredictor(Protocol):
     """Scores one user's churn risk from the database as of a time (``jobs.churn_scoring``).
@@ -112,7 +114,7 @@ def build_snapshot(
         # from years ago still has a popularity ranking), at the wall clock otherwise.
         newest = queries.newest_event_time(session)
         anchor = now if newest is None else min(now, newest)
-        since = anchor - timedelta(days=settings.trending_window_days)
+        since = before(anchor, timedelta(days=settings.trending_window_days))
         counts = queries.hourly_event_counts(session, since)
         stamp_of_model = model_store.active_model_stamp(session, model_store.RECOMMENDER)
         version, revision = stamp_of_model or (None, 0)
