@@ -10,6 +10,7 @@ with the reason, and the report header says so.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -75,6 +76,17 @@ def _dashboard_port_off() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RECGRPC_DASHBOARD_PORT", "0")
         yield
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A CLI command run in-process points logging at this test's captured stderr, which is
+    closed after it: later tests (and server threads still winding down) must not write there."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 # Tests share two CPUs with other suites, where a thread can wait longer than the server's
