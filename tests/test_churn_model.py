@@ -20,6 +20,7 @@ from recgrpc.jobs.churn_training import train_churn
 from recgrpc.jobs.demo import generate_demo, write_demo
 from recgrpc.model import churn_artifact
 from recgrpc.model.churn_features import FEATURE_NAMES
+from recgrpc.model.churn_linear import TREES
 from recgrpc.model.churn_predictor import risk_level
 from recgrpc.model.churn_trees import ChurnModel
 from tests import churn_history
@@ -36,8 +37,10 @@ def trained(
     """One generated history and trained model per backend, shared by this module's tests."""
     db = Database(module_database_url(request, tmp_path_factory, "churn"))
     history = churn_history.generate(db, END, users=120, days=150)
-    report = train_churn(db, as_of=END, horizon_days=30)
+    # The trees' own behaviour; choosing between families is tests/test_churn_selection.py.
+    report = train_churn(db, as_of=END, horizon_days=30, families=(TREES,))
     metrics = {"model": report.model_metrics, "baseline": report.baseline_metrics}
+    assert isinstance(report.model, ChurnModel)
     yield db, history, report.model, metrics
     db.dispose()
 
@@ -81,6 +84,8 @@ def test_stored_model_is_active_and_loads_without_pickle(trained) -> None:
     loaded = churn_artifact.decode(stored.artifact)
     sample = np.array([[3.0, 90, 2, 9, 30, 0.1, -0.2, 6, 4, 0.3, 0.2, 3, math.nan, 1]])
     np.testing.assert_array_equal(loaded.risk(sample), model.risk(sample))
+    assert isinstance(loaded, ChurnModel)
+    assert stored.params["family"] == "trees"
     assert stored.params["trees"] == len(loaded.tree_roots)
 
     # A retrain retires the previous model.

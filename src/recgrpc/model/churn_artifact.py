@@ -4,6 +4,9 @@ Nothing here is pickled: ``np.savez`` writes plain typed arrays, and :func:`deco
 ``allow_pickle=False``, which refuses object arrays, then checks shapes, index ranges and values.
 Loading a stored model can therefore only yield numbers and strings, never run code, whoever
 wrote the bytes; the trees are walked by our own numpy code, not by an unpickled estimator.
+
+Format 2 adds ``format`` and ``family`` (``trees`` or ``logistic``); an archive without them is a
+format-1 tree model, read as before.
 """
 
 from __future__ import annotations
@@ -14,14 +17,34 @@ import zipfile
 import numpy as np
 import numpy.typing as npt
 
+from recgrpc.model.churn_linear import LOGISTIC, TREES, AnyChurnModel, ChurnLinearModel
 from recgrpc.model.churn_trees import ChurnModel, FloatArray
 
+FORMAT = 2
 
-def encode(model: ChurnModel) -> bytes:
+
+def encode(model: AnyChurnModel) -> bytes:
     """Serialise ``model`` (see the module docstring); :func:`decode` reads it back."""
     buffer = io.BytesIO()
+    if isinstance(model, ChurnLinearModel):
+        np.savez(
+            buffer,
+            format=np.array([FORMAT], dtype=np.int64),
+            family=np.array(LOGISTIC),
+            version=np.array(model.version),
+            feature_names=np.array(model.feature_names, dtype=np.str_),
+            log_feature=model.log_feature,
+            mean=model.mean,
+            scale=model.scale,
+            coef=model.coef,
+            intercept=np.array([model.intercept]),
+            horizon_days=np.array([model.horizon_days], dtype=np.int64),
+        )
+        return buffer.getvalue()
     np.savez(
         buffer,
+        format=np.array([FORMAT], dtype=np.int64),
+        family=np.array(TREES),
         version=np.array(model.version),
         feature_names=np.array(model.feature_names, dtype=np.str_),
         reference=model.reference,
@@ -41,7 +64,7 @@ def encode(model: ChurnModel) -> bytes:
     return buffer.getvalue()
 
 
-def decode(data: bytes) -> ChurnModel:
+def decode(data: bytes) -> AnyChurnModel:
     """Load and validate an artifact written by :func:`encode` (no pickle allowed)."""
     try:
         model = _read(data)
@@ -51,9 +74,15 @@ def decode(data: bytes) -> ChurnModel:
     return model
 
 
-def _read(data: bytes) -> ChurnModel:
+def _read(data: bytes) -> AnyChurnModel:
     # np.load raises ValueError on object arrays: they would need pickle.
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        stored_format = int(npz["format"][0]) if "format" in npz.files else 1
+        if stored_format > FORMAT:
+            raise ValueError(f"format {stored_format} is newer than this server reads ({FORMAT})")
+        family = str(npz["family"]) if "family" in npz.files else TREES
+        if family not in (TREES, LOGISTIC):
+            raise ValueError(f"unknown model family {family!r}")
 
         def ints(key: str) -> npt.NDArray[np.int64]:
             return np.asarray(npz[key], dtype=np.int64)
@@ -64,6 +93,17 @@ def _read(data: bytes) -> ChurnModel:
         def flags(key: str) -> npt.NDArray[np.bool_]:
             return np.asarray(npz[key], dtype=np.bool_)
 
+        if family == LOGISTIC:
+            return ChurnLinearModel(
+                version=str(npz["version"]),
+                feature_names=tuple(str(n) for n in npz["feature_names"]),
+                log_feature=flags("log_feature"),
+                mean=floats("mean"),
+                scale=floats("scale"),
+                coef=floats("coef"),
+                intercept=float(npz["intercept"][0]),
+                horizon_days=int(npz["horizon_days"][0]),
+            )
         return ChurnModel(
             version=str(npz["version"]),
             feature_names=tuple(str(n) for n in npz["feature_names"]),

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from recgrpc import domain
 from recgrpc.model.churn_features import FeatureTable
-from recgrpc.model.churn_trees import ChurnModel
+from recgrpc.model.churn_linear import AnyChurnModel
 
 
 def risk_level(risk: float, medium: float, high: float) -> domain.RiskLevel:
@@ -19,7 +19,7 @@ def risk_level(risk: float, medium: float, high: float) -> domain.RiskLevel:
 
 
 def predictions(
-    model: ChurnModel,
+    model: AnyChurnModel,
     table: FeatureTable,
     *,
     medium_threshold: float,
