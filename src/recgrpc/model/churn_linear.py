@@ -15,9 +15,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize
 
-from recgrpc import domain
 from recgrpc.model.churn_features import FEATURE_NAMES, MONOTONE_EFFECT
-from recgrpc.model.churn_trees import ChurnModel, FloatArray, sigmoid, top_factors
+from recgrpc.model.churn_trees import ChurnModel, FloatArray, check_feature_names, sigmoid
 
 LOGISTIC = "logistic"
 TREES = "trees"
@@ -77,17 +76,9 @@ class ChurnLinearModel:
         contributions: FloatArray = self.standardise(raw) * self.coef
         return sigmoid(self.intercept + contributions.sum(axis=1)), contributions
 
-    def factors(
-        self, raw_row: FloatArray, contributions: FloatArray, top: int = 5
-    ) -> list[domain.ChurnFactor]:
-        return top_factors(self.feature_names, raw_row, contributions, top)
-
     def validate(self) -> None:
         """Refuse an artifact that would score garbage or break the factor directions."""
-        if self.feature_names != FEATURE_NAMES:
-            raise ValueError(
-                "churn model was trained on other features; retrain with `recgrpc train-churn`"
-            )
+        check_feature_names(self.feature_names)
         shape = (len(FEATURE_NAMES),)
         for name in ("log_feature", "mean", "scale", "coef"):
             if getattr(self, name).shape != shape:
@@ -102,7 +93,7 @@ class ChurnLinearModel:
 
 
 AnyChurnModel = ChurnModel | ChurnLinearModel
-"""Either family; both offer risk, explain, factors and validate."""
+"""Either family; both offer risk, explain and validate (factors: ``churn_trees.top_factors``)."""
 
 
 def family_of(model: AnyChurnModel) -> str:

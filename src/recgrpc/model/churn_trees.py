@@ -106,10 +106,7 @@ class ChurnModel:
 
     def validate(self) -> None:
         """Refuse an artifact that could not be walked safely or would score garbage."""
-        if self.feature_names != FEATURE_NAMES:
-            raise ValueError(
-                "churn model was trained on other features; retrain with `recgrpc train-churn`"
-            )
+        check_feature_names(self.feature_names)
         if self.reference.shape != (len(FEATURE_NAMES),):
             raise ValueError("churn model reference values have the wrong shape")
         nodes = self.node_value.shape
@@ -142,6 +139,13 @@ class ChurnModel:
             raise ValueError("churn model holds NaN or infinite values")
         if self.calib_slope <= 0 or self.horizon_days < 1:
             raise ValueError("churn model has a non-positive calibration slope or horizon")
+
+
+def check_feature_names(names: tuple[str, ...]) -> None:
+    if names != FEATURE_NAMES:
+        raise ValueError(
+            "churn model was trained on other features; retrain with `recgrpc train-churn`"
+        )
 
 
 def top_factors(
