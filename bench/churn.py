@@ -15,51 +15,35 @@ model (and train-churn's own report), and writes JSON.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from quality_data import Split, write_import_files
+import quality
+from quality_data import Split, read_ratings, write_import_files
 
 from recgrpc.db import Database, model_store
 
-CLI = (sys.executable, "-m", "recgrpc.cli")
 RESULTS = Path(__file__).resolve().parent / "results"
 ROWS = (("logistic", "logistic regression"), ("trees", "gradient-boosted trees, depth 3"))
 
 
 def run_cli(url: str, *args: str) -> str:
-    started = time.perf_counter()
-    done = subprocess.run(
-        [*CLI, "--database-url", url, "--log-level", "WARNING", *args],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"recgrpc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    print(f"  recgrpc {args[0]}: {time.perf_counter() - started:.1f}s", flush=True)
-    return done.stdout
+    return quality.run_cli(url, *args, env=dict(os.environ))
 
 
 def whole_history(folder: Path) -> Split:
     """Every rating of the data set (churn needs the whole history, no ranking split)."""
-    train: list[tuple[str, str, str, float, int]] = []
-    with (folder / "ratings.csv").open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            at = int(row["timestamp"])
-            train.append((row["userId"], row["movieId"], "RATING", float(row["rating"]), at))
-    items = []
-    with (folder / "movies.csv").open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            genres = "" if row["genres"].startswith("(no genres") else row["genres"]
-            items.append((row["movieId"], row["title"], genres))
+    items, by_user = read_ratings(folder)
+    train = [
+        (user, item, kind, value, at)
+        for user, events in by_user.items()
+        for at, item, kind, value in events
+    ]
     return Split(items=items, train=train, test_positives={})
 
 
