@@ -3,6 +3,7 @@ factors through a real server, and the demo world's churn that recency alone can
 
 from __future__ import annotations
 
+import io
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +22,7 @@ from recgrpc.jobs.demo import generate_demo, write_demo
 from recgrpc.model import churn_artifact
 from recgrpc.model.churn_features import FEATURE_NAMES
 from recgrpc.model.churn_linear import LOGISTIC, TREES, ChurnLinearModel
-from recgrpc.model.churn_selection import select_family
+from recgrpc.model.churn_selection import fit_family, select_family
 from recgrpc.server import create_server
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
@@ -150,3 +151,28 @@ def test_demo_churn_is_not_separable_by_recency_alone(database: Database) -> Non
     recency = report.baseline_metrics["roc_auc"]
     assert 0.7 < recency < 0.9
     assert report.model_metrics["roc_auc"] >= recency + 0.03
+
+
+def test_a_logistic_artifact_round_trips_and_a_tampered_one_is_refused() -> None:
+    rng = np.random.default_rng(5)
+    x, y = _world(rng, 800, "linear")
+    model = fit_family(LOGISTIC, x, y, horizon_days=30, version="churn-lr")
+    loaded = churn_artifact.decode(churn_artifact.encode(model))
+    assert isinstance(loaded, ChurnLinearModel)
+    np.testing.assert_array_equal(loaded.risk(x[:50]), model.risk(x[:50]))
+    with np.load(io.BytesIO(churn_artifact.encode(model)), allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    assert str(arrays["family"]) == LOGISTIC
+    silence = COLUMN["days_since_last_event"]
+    flipped = arrays["coef"].copy()
+    flipped[silence] = -abs(flipped[silence]) - 1.0  # a longer silence would lower the risk
+    for changes, message in (
+        ({"coef": flipped}, "monotone"),
+        ({"scale": np.zeros_like(arrays["scale"])}, "non-positive"),
+        ({"family": np.array("forest")}, "unknown model family"),
+        ({"format": np.array([99])}, "newer"),
+    ):
+        data = io.BytesIO()
+        np.savez(data, **{**arrays, **changes})
+        with pytest.raises(ValueError, match=message):
+            churn_artifact.decode(data.getvalue())
