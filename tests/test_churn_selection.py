@@ -176,3 +176,27 @@ def test_a_logistic_artifact_round_trips_and_a_tampered_one_is_refused() -> None
         np.savez(data, **{**arrays, **changes})
         with pytest.raises(ValueError, match=message):
             churn_artifact.decode(data.getvalue())
+
+
+def test_trees_stored_before_a_feature_was_added_keep_serving() -> None:
+    """A format-1 artifact over the older feature list loads, renumbered, with the same risks."""
+    rng = np.random.default_rng(8)
+    x, y = _world(rng, 800, "bump")
+    new = COLUMN["silence_vs_usual_gap"]
+    x[:, new] = 0.0  # constant: the trees never split on it, as if it did not exist
+    model = fit_family(TREES, x, y, horizon_days=30, version="churn-old")
+    with np.load(io.BytesIO(churn_artifact.encode(model)), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k not in ("format", "family")}
+    old_names = [n for n in FEATURE_NAMES if n != "silence_vs_usual_gap"]
+    inner = ~arrays["node_is_leaf"]
+    assert not np.any(arrays["node_feature"][inner] == new)
+    arrays["feature_names"] = np.array(old_names, dtype=np.str_)
+    arrays["node_feature"] = np.where(arrays["node_feature"] > new, arrays["node_feature"] - 1,
+                                      arrays["node_feature"])  # fmt: skip
+    arrays["reference"] = np.delete(arrays["reference"], new)
+    data = io.BytesIO()
+    np.savez(data, **arrays)
+    loaded = churn_artifact.decode(data.getvalue())
+    np.testing.assert_array_equal(loaded.risk(x[:100]), model.risk(x[:100]))
+    _risks, contributions = loaded.explain(x[:20])
+    assert not np.any(contributions[:, new])

@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 import numpy.typing as npt
 
+from recgrpc.model.churn_features import FEATURE_NAMES
 from recgrpc.model.churn_linear import LOGISTIC, TREES, AnyChurnModel, ChurnLinearModel
 from recgrpc.model.churn_trees import ChurnModel, FloatArray
 
@@ -74,6 +75,31 @@ def decode(data: bytes) -> AnyChurnModel:
     return model
 
 
+def _subset(names: tuple[str, ...]) -> bool:
+    return (
+        names != FEATURE_NAMES
+        and len(set(names)) == len(names) <= len(FEATURE_NAMES)
+        and (set(names) <= set(FEATURE_NAMES))
+    )
+
+
+# Trees trained before a feature was added never split on it: their nodes are renumbered to
+# today's feature order and the new feature's reference left undefined, so a stored model keeps
+# serving until the next train-churn instead of being refused.
+def _renumber(names: tuple[str, ...], node_feature: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    if not _subset(names) or np.any((node_feature < 0) | (node_feature >= len(names))):
+        return node_feature
+    return np.array([FEATURE_NAMES.index(n) for n in names], dtype=np.int64)[node_feature]
+
+
+def _widen(names: tuple[str, ...], reference: FloatArray) -> FloatArray:
+    if not _subset(names) or reference.shape != (len(names),):
+        return reference
+    wide = np.full(len(FEATURE_NAMES), np.nan)
+    wide[[FEATURE_NAMES.index(n) for n in names]] = reference
+    return wide
+
+
 def _read(data: bytes) -> AnyChurnModel:
     # np.load raises ValueError on object arrays: they would need pickle.
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
@@ -104,13 +130,14 @@ def _read(data: bytes) -> AnyChurnModel:
                 intercept=float(npz["intercept"][0]),
                 horizon_days=int(npz["horizon_days"][0]),
             )
+        names = tuple(str(n) for n in npz["feature_names"])
         return ChurnModel(
             version=str(npz["version"]),
-            feature_names=tuple(str(n) for n in npz["feature_names"]),
-            reference=floats("reference"),
+            feature_names=FEATURE_NAMES if _subset(names) else names,
+            reference=_widen(names, floats("reference")),
             baseline=float(npz["baseline"][0]),
             tree_roots=ints("tree_roots"),
-            node_feature=ints("node_feature"),
+            node_feature=_renumber(names, ints("node_feature")),
             node_threshold=floats("node_threshold"),
             node_missing_left=flags("node_missing_left"),
             node_left=ints("node_left"),
