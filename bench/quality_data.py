@@ -24,6 +24,8 @@ POSITIVE_STARS = 4.0
 TRAIN_SHARE = 0.8
 K = 10
 EASE_LAMBDA = 200.0
+Event = tuple[int, str, str, float]
+"""(unix seconds, item_id, type, value) of one event."""
 POSITIVE_TYPES = frozenset({"LIKE", "PURCHASE", "ADD_TO_CART", "BOOKMARK", "SHARE"})
 
 
@@ -68,9 +70,9 @@ def split_events(
     return Split(items=items, train=train, test_positives=test)
 
 
-def read_split(folder: Path) -> Split:
-    """Read ``ratings.csv`` and ``movies.csv`` and split them by the protocol."""
-    by_user: dict[str, list[tuple[int, str, str, float]]] = {}
+def read_ratings(folder: Path) -> tuple[list[tuple[str, str, str]], dict[str, list[Event]]]:
+    """``movies.csv`` as (item_id, title, genres) and ``ratings.csv`` by user, unsplit."""
+    by_user: dict[str, list[Event]] = {}
     with (folder / "ratings.csv").open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             by_user.setdefault(row["userId"], []).append(
@@ -81,7 +83,12 @@ def read_split(folder: Path) -> Split:
         for row in csv.DictReader(f):
             genres = "" if row["genres"].startswith("(no genres") else row["genres"]
             items.append((row["movieId"], row["title"], genres))
-    return split_events(items, by_user)
+    return items, by_user
+
+
+def read_split(folder: Path) -> Split:
+    """Read ``ratings.csv`` and ``movies.csv`` and split them by the protocol."""
+    return split_events(*read_ratings(folder))
 
 
 def write_import_files(split: Split, folder: Path) -> tuple[Path, Path]:

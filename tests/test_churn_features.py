@@ -103,6 +103,8 @@ def test_feature_values_for_a_known_user(database: Database) -> None:
     alice = dict(zip(FEATURE_NAMES, table.row("alice").tolist(), strict=True))
     assert alice["days_since_last_event"] == pytest.approx(1 / 24)
     assert alice["tenure_days"] == pytest.approx(40)
+    # silent an hour against a usual gap of 40 days / 5 events
+    assert alice["silence_vs_usual_gap"] == pytest.approx(math.log((1 / 24 + 1) / (8 + 1)))
     assert (alice["events_7d"], alice["events_30d"], alice["events_90d"]) == (3, 4, 5)
     # 3 events in the last week against 1 in the three weeks before (1/3 a week)
     assert alice["trend_7d_vs_prev_3w"] == pytest.approx(math.log(4 / (1 / 3 + 1)))

@@ -17,9 +17,9 @@ from recgrpc.db import Database, model_store
 from recgrpc.domain import RiskLevel
 from recgrpc.jobs.churn_scoring import churn_features
 from recgrpc.jobs.churn_training import train_churn
-from recgrpc.jobs.demo import generate_demo, write_demo
 from recgrpc.model import churn_artifact
 from recgrpc.model.churn_features import FEATURE_NAMES
+from recgrpc.model.churn_linear import TREES
 from recgrpc.model.churn_predictor import risk_level
 from recgrpc.model.churn_trees import ChurnModel
 from tests import churn_history
@@ -36,8 +36,10 @@ def trained(
     """One generated history and trained model per backend, shared by this module's tests."""
     db = Database(module_database_url(request, tmp_path_factory, "churn"))
     history = churn_history.generate(db, END, users=120, days=150)
-    report = train_churn(db, as_of=END, horizon_days=30)
+    # The trees' own behaviour; choosing between families is tests/test_churn_selection.py.
+    report = train_churn(db, as_of=END, horizon_days=30, families=(TREES,))
     metrics = {"model": report.model_metrics, "baseline": report.baseline_metrics}
+    assert isinstance(report.model, ChurnModel)
     yield db, history, report.model, metrics
     db.dispose()
 
@@ -79,8 +81,10 @@ def test_stored_model_is_active_and_loads_without_pickle(trained) -> None:
             header = archive.read(name)[:128].decode("latin-1")
             assert "'descr': '|O'" not in header
     loaded = churn_artifact.decode(stored.artifact)
-    sample = np.array([[3.0, 90, 2, 9, 30, 0.1, -0.2, 6, 4, 0.3, 0.2, 3, math.nan, 1]])
+    sample = np.array([[3.0, 0.5, 90, 2, 9, 30, 0.1, -0.2, 6, 4, 0.3, 0.2, 3, math.nan, 1]])
     np.testing.assert_array_equal(loaded.risk(sample), model.risk(sample))
+    assert isinstance(loaded, ChurnModel)
+    assert stored.params["family"] == "trees"
     assert stored.params["trees"] == len(loaded.tree_roots)
 
     # A retrain retires the previous model.
@@ -163,28 +167,3 @@ def test_a_long_silence_is_listed_as_raising_risk(trained) -> None:
 
 def _fields(model: ChurnModel) -> dict:
     return {name: getattr(model, name) for name in ChurnModel.__dataclass_fields__}
-
-
-def test_demo_churners_about_to_leave_rank_above_loyal_users(database: Database) -> None:
-    """On the project's demo world, churners in their last month before leaving score above
-    loyal users, better than recency alone does."""
-    now = datetime(2026, 6, 1, tzinfo=UTC)
-    data = generate_demo(seed=5, n_users=500, n_items=200, n_interactions=20_000, now=now)
-    write_demo(database, data, now=now)
-    model = train_churn(database, as_of=now, horizon_days=30).model
-    as_of = now - 60 * DAY
-    with database.reader() as session:
-        table = churn_features(session, as_of)
-    leaving = [
-        u
-        for u, p in data.profiles.items()
-        if p.churner and as_of < p.active_until <= as_of + 30 * DAY and u in table.user_ids
-    ]
-    loyal = [u for u, p in data.profiles.items() if not p.churner and u in table.user_ids]
-    assert len(leaving) >= 20
-    labels = [1] * len(leaving) + [0] * len(loyal)
-    rows = np.array([table.row(u) for u in leaving + loyal])
-    model_auc = roc_auc_score(labels, model.risk(rows))
-    recency_auc = roc_auc_score(labels, rows[:, FEATURE_NAMES.index("days_since_last_event")])
-    assert model_auc >= 0.75
-    assert model_auc > recency_auc

@@ -14,8 +14,8 @@ from recgrpc.domain import utcnow
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.model import churn_artifact
 from recgrpc.model.churn_features import FeatureTable, feature_table
+from recgrpc.model.churn_linear import AnyChurnModel
 from recgrpc.model.churn_predictor import predictions as churn_predictions
-from recgrpc.model.churn_trees import ChurnModel
 
 NO_CHURN_MODEL = "no churn model has been trained yet; run `recgrpc train-churn`"
 
@@ -59,7 +59,7 @@ class ActiveChurnModel:
         self,
         medium_threshold: float,
         high_threshold: float,
-        model: ChurnModel | None = None,
+        model: AnyChurnModel | None = None,
         clock: Callable[[], datetime] = utcnow,
         top_factors: int = 5,
     ) -> None:
@@ -122,7 +122,9 @@ class ActiveChurnModel:
         churn_data.record_predictions(session, [prediction_row(p) for p in predictions])
         return predictions
 
-    def _predictions(self, model: ChurnModel, table: FeatureTable) -> list[domain.ChurnPrediction]:
+    def _predictions(
+        self, model: AnyChurnModel, table: FeatureTable
+    ) -> list[domain.ChurnPrediction]:
         return churn_predictions(
             model,
             table,

@@ -1,7 +1,9 @@
-"""``recgrpc train-churn``: labelled snapshots from the database, fit, evaluate, store as active.
+"""``recgrpc train-churn``: labelled snapshots from the database, choose a model family on a
+later cut-off, refit the winner, store it as active.
 
-Training uses only outcomes known at the evaluation cut-off, as it would in production, so the
-evaluation is an honest forecast (see ``model.churn_fitting.training_cutoffs``).
+Candidates train only on outcomes known at the evaluation cut-off, as they would in production,
+so their evaluation is an honest forecast (see ``model.churn_fitting.training_cutoffs``); the
+winner is then refitted with the evaluation snapshot too (``model.churn_selection``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from recgrpc.domain import utcnow
 from recgrpc.jobs.churn_scoring import churn_features
 from recgrpc.model import churn_artifact
 from recgrpc.model.churn_features import FEATURE_NAMES
-from recgrpc.model.churn_fitting import (
-    classification_metrics,
-    fit_churn_model,
-    fit_recency_baseline,
-    new_version,
-    roc_auc,
-    training_cutoffs,
+from recgrpc.model.churn_fitting import new_version, training_cutoffs
+from recgrpc.model.churn_linear import AnyChurnModel
+from recgrpc.model.churn_selection import (
+    DESCRIPTION,
+    FAMILIES,
+    Selection,
+    fit_family,
+    select_family,
 )
 from recgrpc.model.churn_trees import ChurnModel
 
@@ -44,7 +47,9 @@ def churn_labels(
 class ChurnTrainingReport:
     """What one ``train-churn`` run fitted, on which snapshots, and how it evaluated."""
 
-    model: ChurnModel
+    model: AnyChurnModel
+    """The selected family refitted on every labelled snapshot (what is stored and served)."""
+    selection: Selection
     as_of: datetime
     evaluation_cutoff: datetime
     training_cutoffs: tuple[datetime, ...]
@@ -52,9 +57,17 @@ class ChurnTrainingReport:
     training_churn_rate: float
     evaluation_rows: int
     evaluation_churn_rate: float
-    model_metrics: dict[str, Any]
-    baseline_metrics: dict[str, Any]
     params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_metrics(self) -> dict[str, Any]:
+        """The selected family's metrics on the held-out cut-off (before the refit)."""
+        return self.selection.selected.metrics
+
+    @property
+    def baseline_metrics(self) -> dict[str, Any]:
+        """Recency alone on the held-out cut-off."""
+        return self.selection.recency.metrics
 
 
 def default_as_of(session: Session, now: datetime) -> datetime:
@@ -77,11 +90,12 @@ def train_churn(
     step_days: int = 14,
     max_cutoffs: int = 12,
     now: datetime | None = None,
+    families: tuple[str, ...] = FAMILIES,
 ) -> ChurnTrainingReport:
     """Build labelled snapshots, fit, evaluate on the latest unused cut-off, store as active.
 
     The evaluation cut-off is ``as_of - horizon_days`` (its label window ends at ``as_of``);
-    training uses earlier cut-offs every ``step_days``.
+    training uses earlier cut-offs every ``step_days``. ``families`` are the candidates.
     """
     if horizon_days < 1:
         raise ValueError("horizon_days must be at least 1")
@@ -120,16 +134,21 @@ def train_churn(
         raise ValueError("no users with history at the evaluation cut-off")
 
     version = new_version(trained_at)
-    model = fit_churn_model(x_train, y_train, horizon_days=horizon_days, version=version)
-    baseline = fit_recency_baseline(x_train, y_train)
-    model_risk = model.risk(evaluation.values)
-    baseline_risk = baseline(evaluation.values)
-    model_metrics = classification_metrics(evaluation_labels, model_risk)
-    baseline_metrics = classification_metrics(evaluation_labels, baseline_risk)
-    # Users silent for longer than the horizon are easy; report the rest on their own too.
-    recent = evaluation.values[:, FEATURE_NAMES.index("days_since_last_event")] <= horizon_days
-    for found, risk in ((model_metrics, model_risk), (baseline_metrics, baseline_risk)):
-        found["roc_auc_recently_active"] = roc_auc(evaluation_labels[recent], risk[recent])
+    selection = select_family(
+        (x_train, y_train),
+        (evaluation.values, evaluation_labels),
+        horizon_days=horizon_days,
+        version=version,
+        families=families,
+    )
+    family = selection.selected.family
+    model = fit_family(
+        family,
+        np.vstack([x_train, evaluation.values]),
+        np.concatenate([y_train, evaluation_labels]),
+        horizon_days=horizon_days,
+        version=version,
+    )
     params: dict[str, Any] = {
         "as_of": as_of.isoformat(),
         "horizon_days": horizon_days,
@@ -137,11 +156,15 @@ def train_churn(
         "evaluation_cutoff": evaluation_cutoff.isoformat(),
         "training_cutoffs": [c.isoformat() for c in cutoffs],
         "features": list(FEATURE_NAMES),
-        "classifier": "gradient-boosted trees + Platt scaling",
-        "trees": len(model.tree_roots),
+        "family": family,
+        "classifier": DESCRIPTION[family],
+        "refitted_with_evaluation_cutoff": True,
     }
+    if isinstance(model, ChurnModel):
+        params["trees"] = len(model.tree_roots)
     report = ChurnTrainingReport(
         model=model,
+        selection=selection,
         as_of=as_of,
         evaluation_cutoff=evaluation_cutoff,
         training_cutoffs=tuple(cutoffs),
@@ -149,13 +172,13 @@ def train_churn(
         training_churn_rate=float(y_train.mean()),
         evaluation_rows=len(evaluation_labels),
         evaluation_churn_rate=float(evaluation_labels.mean()),
-        model_metrics=model_metrics,
-        baseline_metrics=baseline_metrics,
         params=params,
     )
     metrics = {
-        **{k: _json_number(v) for k, v in model_metrics.items()},
-        "baseline": {k: _json_number(v) for k, v in baseline_metrics.items()},
+        **_json_metrics(report.model_metrics),
+        "family": family,
+        "baseline": _json_metrics(report.baseline_metrics),
+        "candidates": {c.family: _json_metrics(c.metrics) for c in selection.candidates},
         "training_rows": report.training_rows,
         "evaluation_rows": report.evaluation_rows,
         "evaluation_churn_rate": report.evaluation_churn_rate,
@@ -173,37 +196,44 @@ def train_churn(
     return report
 
 
-def _json_number(value: Any) -> Any:
+def _json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     # JSON has no NaN; a one-class evaluation has no AUC.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()
+    }
 
 
 def format_report(report: ChurnTrainingReport) -> str:
-    """The metrics table printed by ``recgrpc train-churn``."""
-    m, b = report.model_metrics, report.baseline_metrics
+    """The candidates table and the selected model's calibration, printed by ``train-churn``."""
+    selection = report.selection
+    m = report.model_metrics
+    horizon = report.model.horizon_days
     lines = [
-        f"churn model {report.model.version} (active), horizon {report.model.horizon_days} days",
+        f"churn model {report.model.version} (active), horizon {horizon} days, "
+        f"family {selection.selected.family}: {DESCRIPTION[selection.selected.family]}",
         f"training: {len(report.training_cutoffs)} cut-offs "
         f"{report.training_cutoffs[-1]:%Y-%m-%d}..{report.training_cutoffs[0]:%Y-%m-%d}, "
         f"{report.training_rows} user snapshots, churn rate {report.training_churn_rate:.3f}",
-        f"evaluation: cut-off {report.evaluation_cutoff:%Y-%m-%d %H:%M} UTC, "
+        f"held out: cut-off {report.evaluation_cutoff:%Y-%m-%d %H:%M} UTC, "
         f"{report.evaluation_rows} users, churn rate {report.evaluation_churn_rate:.3f}",
         "",
-        f"{'metric':<22}{'model':>10}{'recency-only':>14}",
+        f"{'candidate':<14}{'ROC-AUC':>9}{f'AUC active<={horizon}d':>17}{'log loss':>10}"
+        f"{'Brier':>8}{'vs recency':>12}",
     ]
-    for key, label in (
-        ("roc_auc", "ROC-AUC"),
-        ("roc_auc_recently_active", f"ROC-AUC active<={report.model.horizon_days}d"),
-        ("log_loss", "log loss"),
-        ("brier", "Brier score"),
-        ("calibration_error", "calibration error"),
-    ):
-        lines.append(f"{label:<22}{m[key]:>10.4f}{b[key]:>14.4f}")
+    recency_auc = selection.recency.metrics["roc_auc"]
+    for candidate in (*selection.candidates, selection.recency):
+        c = candidate.metrics
+        name = "recency-only" if candidate is selection.recency else candidate.family
+        mark = " <- selected" if candidate is selection.selected else ""
+        lines.append(
+            f"{name:<14}{c['roc_auc']:>9.4f}{c['roc_auc_recently_active']:>17.4f}"
+            f"{c['log_loss']:>10.4f}{c['brier']:>8.4f}{c['roc_auc'] - recency_auc:>+12.4f}{mark}"
+        )
     lines += [
+        f"selected {selection.selected.family} (best held-out ROC-AUC, log loss breaks ties), "
+        "refitted on every labelled cut-off",
         "",
-        "calibration (model, equal-count bins):",
+        f"calibration ({selection.selected.family} on the held-out cut-off, equal-count bins):",
         f"{'users':>8}{'predicted':>11}{'observed':>10}",
     ]
     lines += [

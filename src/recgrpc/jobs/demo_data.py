@@ -20,9 +20,12 @@ What is planted:
   are high on-taste and low off-taste.
 - Served lists (impressions) with feedback: on-taste items get clicked, off-taste ones dismissed.
 - ~30% of the users who stay take one break of 1-4 weeks (no activity) and come back.
-- ~25% of users churn: their activity fades over the last weeks (fewer clicks, more off-taste
-  views and dismissals) and stops at least ``churn_quiet_days`` (31) days before ``now``;
-  everyone else stays active until ``now``.
+- ~25% of users churn: most fade over their last weeks (fewer clicks, more off-taste views and
+  dismissals), 30% stop after steady activity; all stop at least ``churn_quiet_days`` (31) days
+  before ``now``; everyone else stays active until ``now``.
+- Activity is lumpy (``demo_rhythm``): busier weekends, week-to-week noise, and half of the
+  users who stay visit only in sessions 10-40 days apart, so recency alone cannot separate
+  churners.
 """
 
 from __future__ import annotations

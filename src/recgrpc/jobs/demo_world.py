@@ -25,6 +25,7 @@ from recgrpc.jobs.demo_data import (
     FloatArray,
     IntArray,
 )
+from recgrpc.jobs.demo_rhythm import Window, activity_grid
 
 
 class WorldSetup:
@@ -123,6 +124,8 @@ class WorldSetup:
         pref_fraction: float,
         quiet_days: float,
         break_fraction: float,
+        abrupt_fraction: float = 0.3,
+        sessions_fraction: float = 0.5,
     ) -> None:
         rng, n_cat, horizon = self.rng, self.n_cat, self.horizon
         self.user_ids = [f"user-{u:05d}" for u in range(n_users)]
@@ -185,6 +188,15 @@ class WorldSetup:
         self.user_platform: IntArray = rng.choice(3, n_users, p=PLATFORM_SHARE)
         countries = rng.choice(len(COUNTRIES), n_users, p=COUNTRY_SHARE)
         ages = rng.choice(len(AGE_BANDS), n_users, p=AGE_SHARE)
+        # Drawn last so the tastes and windows above stay those of earlier versions' seeds.
+        # Some churners stop after steady activity, with no fade to warn of it.
+        abrupt = churner & (rng.random(n_users) < abrupt_fraction)
+        self.fade_start = np.where(abrupt, end, fade_start)
+        # Some users who stay visit only in sessions ten days to six weeks apart: long silences
+        # that end in a return.
+        in_sessions = ~churner & (rng.random(n_users) < sessions_fraction)
+        self.session_gap: FloatArray = np.where(in_sessions, rng.uniform(10.0, 40.0, n_users), 0.0)
+        self.grid = activity_grid(rng, self.now, horizon, self._window())
         self.users = [
             domain.User(
                 user_id=self.user_ids[u],
@@ -223,9 +235,7 @@ class WorldSetup:
     # -- history --------------------------------------------------------------------------------
 
     def _activity_mass(self) -> FloatArray:
-        steady = self.fade_start - self.start - self.break_len
-        fading = (self.end - self.fade_start) / 2.0
-        mass: FloatArray = self.intensity * (steady + fading)
+        mass: FloatArray = self.intensity * self.grid.mass
         share: FloatArray = mass / mass.sum()
         return share
 
@@ -238,20 +248,18 @@ class WorldSetup:
         return counts
 
     def _sample_times(self, users: IntArray) -> FloatArray:
-        """Times within each user's window: steady (minus any break), then a linear fade to zero
-        (churners)."""
-        rng = self.rng
-        start, fade, end = self.start[users], self.fade_start[users], self.end[users]
-        gap, gap_at = self.break_len[users], self.break_at[users]
-        steady, fading = fade - gap - start, (end - fade) / 2.0
-        in_steady = rng.random(users.size) * (steady + fading) < steady
-        u = rng.random(users.size)
-        times: FloatArray = np.where(
-            in_steady, start + u * steady, fade + (end - fade) * (1.0 - np.sqrt(u))
+        """Times drawn by each user's daily activity (see ``demo_rhythm``)."""
+        return self.grid.sample(self.rng, users, self._window())
+
+    def _window(self) -> Window:
+        return Window(
+            start=self.start,
+            end=self.end,
+            fade_start=self.fade_start,
+            break_at=self.break_at,
+            break_len=self.break_len,
+            session_gap=self.session_gap,
         )
-        # Sampled with the break cut out; everything after its start moves past it.
-        times = np.where(in_steady & (times >= gap_at), times + gap, times)
-        return np.minimum(times, 0.0)
 
     def _severity(self, users: IntArray, times: FloatArray) -> FloatArray:
         """0 while active; 0.3 rising to 1 as a churner's activity fades out."""

@@ -22,6 +22,7 @@ FloatArray = npt.NDArray[np.float64]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "days_since_last_event",
+    "silence_vs_usual_gap",
     "tenure_days",
     "events_7d",
     "events_30d",
@@ -43,6 +44,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 # explanations plausible (a longer silence never lowers the risk).
 MONOTONE_EFFECT: dict[str, int] = {
     "days_since_last_event": 1,
+    "silence_vs_usual_gap": 1,
     "tenure_days": 0,
     "events_7d": -1,
     "events_30d": -1,
@@ -86,9 +88,15 @@ def features_from_aggregates(agg: UserAggregates, as_of: datetime) -> list[float
     prev_60d_monthly = (act.events_90d - act.events_30d) / 2.0
     exposure = max(agg.impressions_30d, fb.feedback_30d)
     nan = math.nan
+    silence = max((as_of - act.last_event_at).total_seconds(), 0.0) / DAY_SECONDS
+    tenure = max((as_of - act.first_event_at).total_seconds(), 0.0) / DAY_SECONDS
+    # A week's silence is alarming from a daily user and normal from one who visits monthly:
+    # the silence against the user's own mean gap between events over the last 90 days.
+    usual_gap = min(tenure, 90.0) / max(act.events_90d, 1)
     return [
-        max((as_of - act.last_event_at).total_seconds(), 0.0) / DAY_SECONDS,
-        max((as_of - act.first_event_at).total_seconds(), 0.0) / DAY_SECONDS,
+        silence,
+        math.log((silence + 1.0) / (usual_gap + 1.0)),
+        tenure,
         float(act.events_7d),
         float(act.events_30d),
         float(act.events_90d),

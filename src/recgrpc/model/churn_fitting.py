@@ -1,11 +1,10 @@
-"""Fitting the churn model: gradient-boosted trees (scikit-learn), Platt scaling on
-out-of-fold scores, the export to plain arrays, the recency baseline and the offline metrics."""
+"""Fitting the churn trees: gradient-boosted trees (scikit-learn, depth 3), Platt scaling on
+out-of-fold scores, the export to plain arrays, and the offline metrics."""
 
 from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,7 @@ from recgrpc.model.churn_trees import ChurnModel
 FloatArray = npt.NDArray[np.float64]
 
 BOOSTING_ROUNDS = 150
-MAX_LEAF_NODES = 7
+MAX_DEPTH = 3
 MIN_SAMPLES_LEAF = 20
 
 
@@ -37,7 +36,8 @@ def _classifier(seed: int) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(
         max_iter=BOOSTING_ROUNDS,
         learning_rate=0.05,
-        max_leaf_nodes=MAX_LEAF_NODES,
+        max_depth=MAX_DEPTH,
+        max_leaf_nodes=None,
         min_samples_leaf=MIN_SAMPLES_LEAF,
         l2_regularization=1.0,
         monotonic_cst=[MONOTONE_EFFECT[name] for name in FEATURE_NAMES],
@@ -191,25 +191,6 @@ def roc_auc(labels: npt.NDArray[np.int8], risk: FloatArray) -> float:
     if len(set(labels.tolist())) < 2:
         return float("nan")
     return float(roc_auc_score(labels, risk))
-
-
-def fit_recency_baseline(
-    values: FloatArray, labels: npt.NDArray[np.int8]
-) -> Callable[[FloatArray], FloatArray]:
-    """A logistic regression on log(days since last event) alone: the bar to beat."""
-    column = FEATURE_NAMES.index("days_since_last_event")
-
-    def recency(v: FloatArray) -> FloatArray:
-        feature: FloatArray = np.log1p(np.maximum(v[:, column], 0.0)).reshape(-1, 1)
-        return feature
-
-    baseline = LogisticRegression(max_iter=1000).fit(recency(values), labels)
-
-    def predict(v: FloatArray) -> FloatArray:
-        out: FloatArray = baseline.predict_proba(recency(v))[:, 1]
-        return out
-
-    return predict
 
 
 def training_cutoffs(

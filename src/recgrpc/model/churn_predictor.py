@@ -6,7 +6,8 @@ from datetime import datetime
 
 from recgrpc import domain
 from recgrpc.model.churn_features import FeatureTable
-from recgrpc.model.churn_trees import ChurnModel
+from recgrpc.model.churn_linear import AnyChurnModel
+from recgrpc.model.churn_trees import top_factors as factors
 
 
 def risk_level(risk: float, medium: float, high: float) -> domain.RiskLevel:
@@ -19,7 +20,7 @@ def risk_level(risk: float, medium: float, high: float) -> domain.RiskLevel:
 
 
 def predictions(
-    model: ChurnModel,
+    model: AnyChurnModel,
     table: FeatureTable,
     *,
     medium_threshold: float,
@@ -34,7 +35,7 @@ def predictions(
             user_id=user_id,
             risk=float(risks[i]),
             level=risk_level(float(risks[i]), medium_threshold, high_threshold),
-            factors=model.factors(table.values[i], contributions[i], top_factors),
+            factors=factors(model.feature_names, table.values[i], contributions[i], top_factors),
             model_version=model.version,
             predicted_at=predicted_at,
             as_of=table.as_of,

@@ -72,7 +72,7 @@ class ChurnModel:
 
     def risk(self, raw: FloatArray) -> FloatArray:
         """Calibrated churn probability per row of raw features."""
-        return _sigmoid(self.calib_slope * self.score(raw) + self.calib_intercept)
+        return sigmoid(self.calib_slope * self.score(raw) + self.calib_intercept)
 
     def explain(self, raw: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Risk per row, and each feature's contribution to it (rows x features).
@@ -102,29 +102,11 @@ class ChurnModel:
     def factors(
         self, raw_row: FloatArray, contributions: FloatArray, top: int = 5
     ) -> list[domain.ChurnFactor]:
-        """The ``top`` factors by the size of their contribution (see :meth:`explain`).
-
-        Undefined values (a rate without exposure) still count in the risk but are not
-        listed, having no value to show.
-        """
-        order = np.argsort(-np.abs(contributions), kind="stable")
-        listed = [
-            domain.ChurnFactor(
-                name=self.feature_names[j],
-                value=float(raw_row[j]),
-                contribution=float(contributions[j]),
-            )
-            for j in order
-            if contributions[j] != 0.0 and not math.isnan(raw_row[j])
-        ]
-        return listed[:top]
+        return top_factors(self.feature_names, raw_row, contributions, top)
 
     def validate(self) -> None:
         """Refuse an artifact that could not be walked safely or would score garbage."""
-        if self.feature_names != FEATURE_NAMES:
-            raise ValueError(
-                "churn model was trained on other features; retrain with `recgrpc train-churn`"
-            )
+        check_feature_names(self.feature_names)
         if self.reference.shape != (len(FEATURE_NAMES),):
             raise ValueError("churn model reference values have the wrong shape")
         nodes = self.node_value.shape
@@ -159,6 +141,32 @@ class ChurnModel:
             raise ValueError("churn model has a non-positive calibration slope or horizon")
 
 
-def _sigmoid(x: FloatArray) -> FloatArray:
+def check_feature_names(names: tuple[str, ...]) -> None:
+    if names != FEATURE_NAMES:
+        raise ValueError(
+            "churn model was trained on other features; retrain with `recgrpc train-churn`"
+        )
+
+
+def top_factors(
+    names: tuple[str, ...], raw_row: FloatArray, contributions: FloatArray, top: int
+) -> list[domain.ChurnFactor]:
+    """The ``top`` factors by the size of their contribution, for either model family.
+
+    Undefined values (a rate without exposure) still count in the risk but are not listed,
+    having no value to show.
+    """
+    order = np.argsort(-np.abs(contributions), kind="stable")
+    listed = [
+        domain.ChurnFactor(
+            name=names[j], value=float(raw_row[j]), contribution=float(contributions[j])
+        )
+        for j in order
+        if contributions[j] != 0.0 and not math.isnan(raw_row[j])
+    ]
+    return listed[:top]
+
+
+def sigmoid(x: FloatArray) -> FloatArray:
     out: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(x, -50.0, 50.0)))
     return out
