@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime
 
 import grpc
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from recgrpc.server import RunningServer
 from recgrpc.v1 import catalog_pb2_grpc, recommendation_pb2_grpc
+
+
+def target(server: RunningServer) -> str:
+    """The server's loopback address, for a client to connect to."""
+    return f"127.0.0.1:{server.port}"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def stubs(
