@@ -26,11 +26,7 @@ from recgrpc.jobs.churn_scoring import NO_CHURN_MODEL
 from recgrpc.server import RunningServer
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
-from tests.hostile_messages import (
-    KNOWN_ITEMS,
-    KNOWN_USER,
-    REQUESTS,
-)
+from tests.hostile_messages import KNOWN_ITEMS, KNOWN_USER, REQUESTS
 from tests.rpc import stubs
 
 ALLOWED = {
