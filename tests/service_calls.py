@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from sqlalchemy import func, select
 
@@ -23,11 +25,10 @@ ALL_TABLES = [
 ]
 
 
-def counts(db: Database) -> dict[str, int]:
+def counts(db: Database, tables: Sequence[type[m.Base]] = ALL_TABLES) -> dict[str, int]:
+    """Stored rows per table name."""
     with db.reader() as s:
-        return {
-            t.__tablename__: s.scalar(select(func.count()).select_from(t)) or 0 for t in ALL_TABLES
-        }
+        return {t.__tablename__: s.scalar(select(func.count()).select_from(t)) or 0 for t in tables}
 
 
 def seed_catalogue(channel: grpc.Channel, n: int = 6) -> None:

@@ -18,7 +18,6 @@ from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
 
 from recgrpc.db import Database
 from recgrpc.db import models as m
@@ -28,6 +27,7 @@ from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.hostile_messages import KNOWN_ITEMS, KNOWN_USER, REQUESTS
 from tests.rpc import stubs
+from tests.service_calls import ALL_TABLES, counts
 
 ALLOWED = {
     grpc.StatusCode.OK,
@@ -41,16 +41,7 @@ METHODS = [
     for service in file.services_by_name.values()
     for method in service.methods
 ]
-TABLES = [
-    m.User,
-    m.Item,
-    m.Preference,
-    m.Interaction,
-    m.Recommendation,
-    m.Impression,
-    m.Feedback,
-    m.ChurnPrediction,
-]
+TABLES = [t for t in ALL_TABLES if t is not m.ModelArtifact]
 # Random bodies per method: 1500 for each method of both services, per backend.
 BODIES_PER_METHOD = 1500
 IN_FLIGHT = 64
@@ -76,8 +67,7 @@ WRITES = {
 
 
 def row_counts(database: Database) -> dict[str, int]:
-    with database.reader() as s:
-        return {t.__tablename__: s.scalar(select(func.count()).select_from(t)) or 0 for t in TABLES}
+    return counts(database, TABLES)
 
 
 def seed(channel: grpc.Channel) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -28,22 +27,9 @@ from recgrpc.server.interceptors import TokenBuckets, load_tokens, peer_host
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
 from tests.rpc import REC_SERVICE, self_signed
+from tests.servers import start_server
 
-
-@pytest.fixture
-def start_server(settings: Settings) -> Iterator[object]:
-    """Start servers with changed settings; all are stopped at the end of the test."""
-    started: list[RunningServer] = []
-
-    def start(**changes: object) -> RunningServer:
-        running = create_server(settings.replace(**changes))
-        started.append(running)
-        assert running.wait_ready(30), "server never became ready"
-        return running
-
-    yield start
-    for running in started:
-        running.stop(grace=1)
+__all__ = ["start_server"]  # the fixture this module borrows
 
 
 # -- access logs -----------------------------------------------------------------------------
@@ -92,7 +78,7 @@ def test_bearer_tokens(start_server: object, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("# callers\ntoken-for-bff\n\ntoken-for-jobs\n")
     assert load_tokens(tokens) == {"token-for-bff", "token-for-jobs"}
-    running = start_server(auth_tokens_file=str(tokens))  # type: ignore[operator]
+    running = start_server(auth_tokens_file=str(tokens))
     target = f"127.0.0.1:{running.port}"
 
     with RecommendationClient(target, max_attempts=1) as anonymous:
@@ -142,7 +128,7 @@ def test_missing_tokens_file_content_is_refused(settings: Settings, tmp_path: Pa
 def test_rate_limit_per_caller(start_server: object, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("greedy\npolite\n")
-    running = start_server(  # type: ignore[operator]
+    running = start_server(
         auth_tokens_file=str(tokens), rate_limit_per_second=0.5, rate_limit_burst=3
     )
     target = f"127.0.0.1:{running.port}"
@@ -175,7 +161,7 @@ def test_tls_with_token(start_server: object, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     tokens = tmp_path / "tokens"
     tokens.write_text("tls-token\n")
-    running = start_server(  # type: ignore[operator]
+    running = start_server(
         tls_cert_file=str(cert), tls_key_file=str(key), auth_tokens_file=str(tokens)
     )
     target = f"127.0.0.1:{running.port}"
