@@ -3,7 +3,7 @@ once for both clients and sent by the blocking or the asyncio one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -34,15 +34,7 @@ class SyncSender:
 
     if TYPE_CHECKING:
         _recommendations: RecommendationServiceStub
-
-        def _call(
-            self,
-            method: Any,
-            request: Any,
-            timeout: float | None,
-            call_metadata: Metadata | None,
-            wait_for_ready: bool | None = None,
-        ) -> Any: ...
+        _call: Callable[[Any, Any, float | None, Metadata | None], Any]
 
     def _send(
         self, call: Call[Result], timeout: float | None, call_metadata: Metadata | None
@@ -56,15 +48,7 @@ class AsyncSender:
 
     if TYPE_CHECKING:
         _recommendations: RecommendationServiceAsyncStub
-
-        async def _call(
-            self,
-            method: Any,
-            request: Any,
-            timeout: float | None,
-            call_metadata: Metadata | None,
-            wait_for_ready: bool | None = None,
-        ) -> Any: ...
+        _call: Callable[[Any, Any, float | None, Metadata | None], Awaitable[Any]]
 
     async def _send(
         self, call: Call[Result], timeout: float | None, call_metadata: Metadata | None
