@@ -12,6 +12,7 @@ from recgrpc import domain
 from recgrpc.db import Database, queries
 
 EPOCH = datetime(2021, 3, 1, tzinfo=UTC)
+T0 = datetime(2019, 5, 1, tzinfo=UTC)  # years ago: decay must not depend on the wall clock
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,11 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv-lowest" / "bin" / "python"
-CLIENT_TESTS = ["tests/test_client.py", "tests/test_client_import.py"]
+CLIENT_TESTS = [
+    "tests/test_client.py",
+    "tests/test_client_transport.py",
+    "tests/test_client_import.py",
+]
 VERSIONS = (
     "import importlib.metadata as m, json, sys; "
     "print(json.dumps({d: m.version(d) for d in sys.argv[1:]}))"

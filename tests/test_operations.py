@@ -1,4 +1,4 @@
-"""Operating the server: metrics over HTTP, access logs, bearer tokens, rate limits, TLS.
+"""Operating the server: access logs, bearer tokens, rate limits, TLS.
 
 Every test runs a real server on a free loopback port and talks to it over gRPC (through the
 published client where it has the option, through raw stubs where the test needs the wire).
@@ -8,247 +8,28 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import subprocess
-import time
-import urllib.request
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
-from recgrpc import domain
 from recgrpc.client import (
-    InvalidArgumentError,
     Item,
     RecommendationClient,
     ResourceExhaustedError,
     UnauthenticatedError,
 )
 from recgrpc.config import Settings
-from recgrpc.db import Database
-from recgrpc.jobs.churn_training import train_churn
-from recgrpc.jobs.train import train
 from recgrpc.logs import JsonFormatter
 from recgrpc.server import RunningServer, create_server
 from recgrpc.server.interceptors import TokenBuckets, load_tokens, peer_host
-from recgrpc.server.metrics import (
-    LATENCY_BUCKETS,
-    BoundedLabel,
-    MetricsEndpoint,
-    ServerMetrics,
-    fallback_code,
-)
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
-from tests import churn_history
-from tests.recommender_data import load, taste_data
+from tests.rpc import REC_SERVICE, self_signed
+from tests.servers import start_server
 
-REC_SERVICE = "recgrpc.v1.RecommendationService"
-CATALOG_SERVICE = "recgrpc.v1.CatalogService"
-
-
-@pytest.fixture
-def start_server(settings: Settings) -> Iterator[object]:
-    """Start servers with changed settings; all are stopped at the end of the test."""
-    started: list[RunningServer] = []
-
-    def start(**changes: object) -> RunningServer:
-        running = create_server(settings.replace(**changes))
-        started.append(running)
-        assert running.wait_ready(30), "server never became ready"
-        return running
-
-    yield start
-    for running in started:
-        running.stop(grace=1)
-
-
-def scrape(port: int) -> dict[str, list[Sample]]:
-    """GET /metrics and parse it with prometheus-client's own parser: samples by metric name."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    return {f.name: f.samples for f in text_string_to_metric_families(text)}
-
-
-def value(samples: list[Sample], name: str, **labels: str) -> float:
-    """Sum of the samples called ``name`` whose labels include ``labels``."""
-    return sum(
-        s.value
-        for s in samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
-# -- metrics -------------------------------------------------------------------------------
-
-
-def test_metrics_endpoint_counts_real_calls_by_method_and_code(server: RunningServer) -> None:
-    endpoint = MetricsEndpoint(server.metrics.registry, 0, "127.0.0.1")
-    try:
-        with RecommendationClient(f"127.0.0.1:{server.port}") as client:
-            client.upsert_items([Item(item_id=f"item-{n}", categories=["news"]) for n in range(4)])
-            for n in range(3):
-                client.log_interaction(f"reader-{n}", "item-1", "click")
-            client.log_interaction("reader-0", "item-2", "view")
-            with pytest.raises(InvalidArgumentError):
-                client.get_recommendations("")  # an empty user id is the caller's fault
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # until the refresher has trending scores
-                recs = client.get_recommendations("reader-9", limit=3)
-                if recs.items:
-                    break
-                time.sleep(0.2)
-            assert recs.items
-            client.submit_feedback(
-                "reader-9", recs.items[0].item_id, recset_id=recs.recset_id, clicked=True
-            )
-            client.submit_feedback(
-                "reader-9",
-                recs.items[1].item_id,
-                recset_id=recs.recset_id,
-                dismissed=True,
-                rating=1.0,
-            )
-            assert client.check_health()
-
-        families = scrape(endpoint.port)
-    finally:
-        endpoint.close()
-
-    def handled(service: str, method: str, code: str) -> float:
-        return value(
-            families["grpc_server_handled"],
-            "grpc_server_handled_total",
-            grpc_type="unary",
-            grpc_service=service,
-            grpc_method=method,
-            grpc_code=code,
-        )
-
-    assert handled(REC_SERVICE, "GetRecommendations", "OK") >= 1
-    assert handled(REC_SERVICE, "GetRecommendations", "INVALID_ARGUMENT") == 1
-    assert handled(REC_SERVICE, "LogInteraction", "OK") == 4
-    assert handled(CATALOG_SERVICE, "UpsertItems", "OK") == 1
-    assert handled("grpc.health.v1.Health", "Check", "OK") >= 1
-    get_recs = {"grpc_service": REC_SERVICE, "grpc_method": "GetRecommendations"}
-    started = value(families["grpc_server_started"], "grpc_server_started_total", **get_recs)
-    total = value(families["grpc_server_handled"], "grpc_server_handled_total", **get_recs)
-    assert started == total
-
-    latency = families["grpc_server_handling_seconds"]
-    buckets = {
-        float(s.labels["le"])
-        for s in latency
-        if s.name.endswith("_bucket") and s.labels["grpc_method"] == "LogInteraction"
-    }
-    assert buckets == {*LATENCY_BUCKETS, float("inf")}
-    count = value(latency, "grpc_server_handling_seconds_count", grpc_method="LogInteraction")
-    assert count == 4
-    assert 0 < value(latency, "grpc_server_handling_seconds_sum", grpc_method="LogInteraction") < 4
-
-    assert value(families["recgrpc_interactions"], "recgrpc_interactions_total", type="CLICK") == 3
-    feedback = families["recgrpc_feedback"]
-    for kind in ("clicked", "dismissed", "rated"):
-        assert value(feedback, "recgrpc_feedback_total", kind=kind) == 1, kind
-    items = families["recgrpc_recommended_items"]
-    assert value(items, "recgrpc_recommended_items_total") >= len(recs.items)
-    lists = families["recgrpc_recommendation_lists"]
-    assert value(lists, "recgrpc_recommendation_lists_total") >= 1
-    # Feedback is attributed to the served list's source: online CTR per algorithm and version.
-    on_lists = families["recgrpc_list_feedback"]
-    source = {"algorithm": "POPULAR", "model_version": "none"}
-    assert value(lists, "recgrpc_recommendation_lists_total", **source) >= 1
-    assert value(on_lists, "recgrpc_list_feedback_total", kind="clicked", **source) == 1
-    assert value(on_lists, "recgrpc_list_feedback_total", kind="dismissed", **source) == 1
-    assert families["recgrpc_db_pool_size"][0].value >= 1
-    assert families["recgrpc_db_pool_checked_out"][0].value >= 0
-
-    # Never a user or item id in any label value.
-    for samples in families.values():
-        for sample in samples:
-            for label in sample.labels.values():
-                assert "reader-" not in label, sample
-                assert "item-" not in label, sample
-
-
-def test_domain_metrics_use_bounded_labels() -> None:
-    registry = CollectorRegistry()
-    metrics = ServerMetrics(registry, clock=lambda: 1_000_000.0)
-    now = datetime.fromtimestamp(1_000_000.0, UTC)
-    metrics.model_loaded(
-        "recommender",
-        "rec-20260101",
-        now - timedelta(hours=2),
-        {"precision@10": 0.25, "auc": 0.9, "note": "text is not exported", "flag": True},
-    )
-    reasons = [f"similar to item-{n}" for n in range(50)] + ["hybrid"] * 3 + ["trending"]
-    metrics.recommendations_served(
-        domain.RecommendationList(
-            items=[domain.ScoredItem(f"i{n}", 1.0, reason) for n, reason in enumerate(reasons)],
-            algorithm=domain.Algorithm.HYBRID,
-            model_version="rec-20260101",
-            fallback_reason="user u-123 is not in the model: served trending items",
-        )
-    )
-    metrics.churn_predicted(
-        domain.ChurnPrediction(
-            user_id="u-123",
-            risk=0.8,
-            level=domain.RiskLevel.HIGH,
-            factors=[],
-            model_version="churn-1",
-            predicted_at=now,
-            as_of=now,
-            horizon_days=30,
-        )
-    )
-    families = {
-        f.name: f.samples
-        for f in text_string_to_metric_families(generate_latest(registry).decode())
-    }
-    info = families["recgrpc_model_info"][0]
-    assert info.labels == {"kind": "recommender", "version": "rec-20260101"}
-    assert value(families["recgrpc_model_age_seconds"], "recgrpc_model_age_seconds") == 7200
-    training = {s.labels["metric"]: s.value for s in families["recgrpc_model_training_metric"]}
-    assert training == {"precision_10": 0.25, "auc": 0.9}
-    items = {
-        s.labels["reason"]: s.value
-        for s in families["recgrpc_recommended_items"]
-        if s.name.endswith("_total")
-    }
-    assert items == {"other": 50, "hybrid": 3, "trending": 1}
-    fallbacks = [
-        s.labels["reason"]
-        for s in families["recgrpc_recommendation_fallbacks"]
-        if s.name.endswith("_total")
-    ]
-    assert fallbacks == ["cold_start"]
-    churn = families["recgrpc_churn_predictions"]
-    assert value(churn, "recgrpc_churn_predictions_total", risk_level="HIGH") == 1
-
-
-def test_fallback_codes_and_bounded_label() -> None:
-    assert fallback_code("database unavailable: served without the user's history") == (
-        "database_unavailable"
-    )
-    assert fallback_code("no trained model is active") == "no_model"
-    assert fallback_code("something new from 'user-42'") == "other"
-    label = BoundedLabel(limit=2)
-    assert [label(v) for v in ("hybrid", "Trending", "content", "hybrid", "item 42!")] == [
-        "hybrid",
-        "trending",
-        "other",
-        "hybrid",
-        "other",
-    ]
+__all__ = ["start_server"]  # the fixture this module borrows
 
 
 # -- access logs -----------------------------------------------------------------------------
@@ -297,7 +78,7 @@ def test_bearer_tokens(start_server: object, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("# callers\ntoken-for-bff\n\ntoken-for-jobs\n")
     assert load_tokens(tokens) == {"token-for-bff", "token-for-jobs"}
-    running = start_server(auth_tokens_file=str(tokens))  # type: ignore[operator]
+    running = start_server(auth_tokens_file=str(tokens))
     target = f"127.0.0.1:{running.port}"
 
     with RecommendationClient(target, max_attempts=1) as anonymous:
@@ -347,7 +128,7 @@ def test_missing_tokens_file_content_is_refused(settings: Settings, tmp_path: Pa
 def test_rate_limit_per_caller(start_server: object, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("greedy\npolite\n")
-    running = start_server(  # type: ignore[operator]
+    running = start_server(
         auth_tokens_file=str(tokens), rate_limit_per_second=0.5, rate_limit_burst=3
     )
     target = f"127.0.0.1:{running.port}"
@@ -376,29 +157,11 @@ def test_token_bucket_refills_at_the_configured_rate() -> None:
     assert peer_host("ipv6:[::1]:50123") == "ipv6:[::1]"
 
 
-# -- TLS -------------------------------------------------------------------------------------
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=localhost"),
-            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 def test_tls_with_token(start_server: object, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     tokens = tmp_path / "tokens"
     tokens.write_text("tls-token\n")
-    running = start_server(  # type: ignore[operator]
+    running = start_server(
         tls_cert_file=str(cert), tls_key_file=str(key), auth_tokens_file=str(tokens)
     )
     target = f"127.0.0.1:{running.port}"
@@ -417,54 +180,3 @@ def test_tls_with_token(start_server: object, tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError) as refused:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-
-
-# -- model metrics from real training ----------------------------------------------------------
-
-
-def wait_for_model(running: RunningServer, kind: str, version: str) -> dict[str, list[Sample]]:
-    """Samples of the server's registry once the refresher reports ``version`` for ``kind``."""
-    deadline = time.monotonic() + 20
-    while True:
-        text = generate_latest(running.metrics.registry).decode()
-        families = {f.name: f.samples for f in text_string_to_metric_families(text)}
-        versions = {s.labels["kind"]: s.labels["version"] for s in families["recgrpc_model_info"]}
-        if versions.get(kind) == version:
-            return families
-        assert time.monotonic() < deadline, f"{kind} model {version} never reported"
-        time.sleep(0.1)
-
-
-def test_serving_recommender_model_is_exported(
-    server: RunningServer, database: Database, settings: Settings
-) -> None:
-    load(database, taste_data(n_users=60, n_items=40, events_per_user=12))
-    report = train(database, settings, progress=False, epochs=3)
-    assert report.promoted
-    families = wait_for_model(server, "recommender", report.version)
-    age = value(
-        families["recgrpc_model_age_seconds"], "recgrpc_model_age_seconds", kind="recommender"
-    )
-    assert 0 <= age < 600
-    training = {
-        s.labels["metric"]: s.value
-        for s in families["recgrpc_model_training_metric"]
-        if s.labels["kind"] == "recommender"
-    }
-    assert training["precision"] == pytest.approx(report.model.precision)
-    assert training["auc"] == pytest.approx(report.model.auc)
-
-
-def test_serving_churn_model_is_exported(server: RunningServer, database: Database) -> None:
-    end = datetime(2026, 6, 1, tzinfo=UTC)
-    churn_history.generate(database, end, users=60, days=120, seed=3)
-    trained = train_churn(database, as_of=end, horizon_days=30)
-    version = trained.model.version
-    families = wait_for_model(server, "churn", version)
-    metrics = {
-        s.labels["metric"]
-        for s in families["recgrpc_model_training_metric"]
-        if s.labels["kind"] == "churn"
-    }
-    assert metrics  # the evaluation numbers recorded at training
-    assert all(re.fullmatch(r"[a-zA-Z0-9_]+", name) for name in metrics)

@@ -45,7 +45,7 @@ from recgrpc.client._errors import (
     UnknownError,
     from_rpc_error,
 )
-from recgrpc.client._history import (
+from recgrpc.client._history_types import (
     ChurnPredictionPage,
     InteractionPage,
     InteractionRecord,

@@ -1,12 +1,13 @@
 """The discovery methods of both clients (mixed into ``RecommendationClient`` and
-``AsyncRecommendationClient``, which provide the stub and ``_call``)."""
+``AsyncRecommendationClient``, which provide the stub and ``_call``); each is a typed shell over
+the shared call of ``_discovery_convert``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 from recgrpc.client import _discovery_convert as convert
+from recgrpc.client._calls import AsyncSender, SyncSender
 from recgrpc.client._channel import Metadata
 from recgrpc.client._discovery_types import (
     FrequentlyTogether,
@@ -16,27 +17,9 @@ from recgrpc.client._discovery_types import (
     SimilarityMode,
 )
 
-if TYPE_CHECKING:
-    from recgrpc.v1.recommendation_pb2_grpc import (
-        RecommendationServiceAsyncStub,
-        RecommendationServiceStub,
-    )
 
-
-class DiscoveryCalls:
+class DiscoveryCalls(SyncSender):
     """GetSimilarItems, GetFrequentlyTogether and GetHomeFeed for the blocking client."""
-
-    if TYPE_CHECKING:
-        _recommendations: RecommendationServiceStub
-
-        def _call(
-            self,
-            method: Any,
-            request: Any,
-            timeout: float | None,
-            call_metadata: Metadata | None,
-            wait_for_ready: bool | None = None,
-        ) -> Any: ...
 
     def similar_items(
         self,
@@ -66,7 +49,7 @@ class DiscoveryCalls:
             timeout: Deadline in seconds for this call (default: the client's).
             call_metadata: Extra headers for this call.
         """
-        request = convert.similar_request(
+        call = convert.similar_items(
             item_id,
             limit=limit,
             mode=mode,
@@ -75,10 +58,7 @@ class DiscoveryCalls:
             categories=categories,
             platform=platform,
         )
-        response = self._call(
-            self._recommendations.GetSimilarItems, request, timeout, call_metadata
-        )
-        return convert.similar_items(response)
+        return self._send(call, timeout, call_metadata)
 
     def frequently_together(
         self,
@@ -106,7 +86,7 @@ class DiscoveryCalls:
             timeout: Deadline in seconds for this call (default: the client's).
             call_metadata: Extra headers for this call.
         """
-        request = convert.together_request(
+        call = convert.frequently_together(
             item_ids,
             limit=limit,
             user_id=user_id,
@@ -114,10 +94,7 @@ class DiscoveryCalls:
             categories=categories,
             platform=platform,
         )
-        response = self._call(
-            self._recommendations.GetFrequentlyTogether, request, timeout, call_metadata
-        )
-        return convert.frequently_together(response)
+        return self._send(call, timeout, call_metadata)
 
     def home_feed(
         self,
@@ -142,31 +119,18 @@ class DiscoveryCalls:
             timeout: Deadline in seconds for this call (default: the client's).
             call_metadata: Extra headers for this call.
         """
-        request = convert.home_feed_request(
+        call = convert.home_feed(
             user_id,
             shelf_size=shelf_size,
             shelves=shelves,
             exclude_item_ids=exclude_item_ids,
             platform=platform,
         )
-        response = self._call(self._recommendations.GetHomeFeed, request, timeout, call_metadata)
-        return convert.home_feed(response)
+        return self._send(call, timeout, call_metadata)
 
 
-class AsyncDiscoveryCalls:
+class AsyncDiscoveryCalls(AsyncSender):
     """The same calls as coroutines, for the asyncio client."""
-
-    if TYPE_CHECKING:
-        _recommendations: RecommendationServiceAsyncStub
-
-        async def _call(
-            self,
-            method: Any,
-            request: Any,
-            timeout: float | None,
-            call_metadata: Metadata | None,
-            wait_for_ready: bool | None = None,
-        ) -> Any: ...
 
     async def similar_items(
         self,
@@ -182,7 +146,7 @@ class AsyncDiscoveryCalls:
         call_metadata: Metadata | None = None,
     ) -> SimilarItems:
         """``DiscoveryCalls.similar_items`` as a coroutine."""
-        request = convert.similar_request(
+        call = convert.similar_items(
             item_id,
             limit=limit,
             mode=mode,
@@ -191,10 +155,7 @@ class AsyncDiscoveryCalls:
             categories=categories,
             platform=platform,
         )
-        response = await self._call(
-            self._recommendations.GetSimilarItems, request, timeout, call_metadata
-        )
-        return convert.similar_items(response)
+        return await self._send(call, timeout, call_metadata)
 
     async def frequently_together(
         self,
@@ -209,7 +170,7 @@ class AsyncDiscoveryCalls:
         call_metadata: Metadata | None = None,
     ) -> FrequentlyTogether:
         """``DiscoveryCalls.frequently_together`` as a coroutine."""
-        request = convert.together_request(
+        call = convert.frequently_together(
             item_ids,
             limit=limit,
             user_id=user_id,
@@ -217,10 +178,7 @@ class AsyncDiscoveryCalls:
             categories=categories,
             platform=platform,
         )
-        response = await self._call(
-            self._recommendations.GetFrequentlyTogether, request, timeout, call_metadata
-        )
-        return convert.frequently_together(response)
+        return await self._send(call, timeout, call_metadata)
 
     async def home_feed(
         self,
@@ -234,14 +192,11 @@ class AsyncDiscoveryCalls:
         call_metadata: Metadata | None = None,
     ) -> HomeFeed:
         """``DiscoveryCalls.home_feed`` as a coroutine."""
-        request = convert.home_feed_request(
+        call = convert.home_feed(
             user_id,
             shelf_size=shelf_size,
             shelves=shelves,
             exclude_item_ids=exclude_item_ids,
             platform=platform,
         )
-        response = await self._call(
-            self._recommendations.GetHomeFeed, request, timeout, call_metadata
-        )
-        return convert.home_feed(response)
+        return await self._send(call, timeout, call_metadata)

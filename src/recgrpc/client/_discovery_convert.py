@@ -1,4 +1,5 @@
-"""Python values <-> protobuf messages for the discovery calls (sync and asyncio clients)."""
+"""The discovery calls for both clients (sync and asyncio): each builds its request from the
+method's arguments and says how to turn the reply into the client's result types."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterable
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
+from recgrpc.client._calls import Call
 from recgrpc.client._convert import _datetime, _enum, _message, _strings
 from recgrpc.client._discovery_types import (
     FrequentlyTogether,
@@ -34,7 +36,7 @@ def _items(
     )
 
 
-def similar_request(
+def similar_items(
     item_id: str,
     *,
     limit: int,
@@ -43,8 +45,8 @@ def similar_request(
     exclude_item_ids: Iterable[str],
     categories: Iterable[str],
     platform: str,
-) -> pb.GetSimilarItemsRequest:
-    return _message(
+) -> Call[SimilarItems]:
+    request = _message(
         pb.GetSimilarItemsRequest,
         item_id=item_id,
         limit=limit,
@@ -54,9 +56,10 @@ def similar_request(
         categories=_strings("categories", categories),
         platform=platform,
     )
+    return Call("GetSimilarItems", request, _similar_items)
 
 
-def similar_items(response: pb.GetSimilarItemsResponse) -> SimilarItems:
+def _similar_items(response: pb.GetSimilarItemsResponse) -> SimilarItems:
     return SimilarItems(
         recset_id=response.recset_id,
         items=_items(response.items),
@@ -67,7 +70,7 @@ def similar_items(response: pb.GetSimilarItemsResponse) -> SimilarItems:
     )
 
 
-def together_request(
+def frequently_together(
     item_ids: Iterable[str] | str,
     *,
     limit: int,
@@ -75,8 +78,8 @@ def together_request(
     exclude_item_ids: Iterable[str],
     categories: Iterable[str],
     platform: str,
-) -> pb.GetFrequentlyTogetherRequest:
-    return _message(
+) -> Call[FrequentlyTogether]:
+    request = _message(
         pb.GetFrequentlyTogetherRequest,
         item_ids=_strings("item_ids", item_ids),
         limit=limit,
@@ -85,9 +88,10 @@ def together_request(
         categories=_strings("categories", categories),
         platform=platform,
     )
+    return Call("GetFrequentlyTogether", request, _frequently_together)
 
 
-def frequently_together(response: pb.GetFrequentlyTogetherResponse) -> FrequentlyTogether:
+def _frequently_together(response: pb.GetFrequentlyTogetherResponse) -> FrequentlyTogether:
     return FrequentlyTogether(
         recset_id=response.recset_id,
         items=_items(response.items),
@@ -97,16 +101,16 @@ def frequently_together(response: pb.GetFrequentlyTogetherResponse) -> Frequentl
     )
 
 
-def home_feed_request(
+def home_feed(
     user_id: str,
     *,
     shelf_size: int,
     shelves: Iterable[ShelfKind | str],
     exclude_item_ids: Iterable[str],
     platform: str,
-) -> pb.GetHomeFeedRequest:
+) -> Call[HomeFeed]:
     wanted = [shelves] if isinstance(shelves, str) else list(shelves)
-    return _message(
+    request = _message(
         pb.GetHomeFeedRequest,
         user_id=user_id,
         shelf_size=shelf_size,
@@ -116,9 +120,10 @@ def home_feed_request(
         exclude_item_ids=_strings("exclude_item_ids", exclude_item_ids),
         platform=platform,
     )
+    return Call("GetHomeFeed", request, _home_feed)
 
 
-def home_feed(response: pb.GetHomeFeedResponse) -> HomeFeed:
+def _home_feed(response: pb.GetHomeFeedResponse) -> HomeFeed:
     shelves = []
     for shelf in response.shelves:
         if shelf.kind not in _SHELVES:

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from sqlalchemy import Table, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
@@ -20,25 +19,30 @@ from sqlalchemy.orm import Session
 from recgrpc import domain
 from recgrpc.db import models as m
 from recgrpc.db.dialect import sql_of
+from recgrpc.db.postgres import PostgresSql
 from recgrpc.db.rows import (
     FEEDBACK_COLUMNS,
     INTERACTION_COLUMNS,
     feedback_row,
     interaction_row,
 )
+from recgrpc.db.sqlite import SqliteSql
 
 __all__ = ["FEEDBACK_COLUMNS", "INTERACTION_COLUMNS", "feedback_row", "interaction_row"]
+
+_DRIVER_REFUSALS = PostgresSql.driver_refusals + SqliteSql.driver_refusals
 
 
 def refused_by_database(exc: BaseException) -> str | None:
     """The database's reason when ``exc`` is the database refusing data (a constraint, a type,
     a length: SQLSTATE classes 22 and 23), or None for anything else (an outage, a bug).
 
-    COPY runs on the driver's own cursor, so its errors arrive unwrapped by SQLAlchemy.
+    Errors of SQL run on the driver's own cursor arrive unwrapped by SQLAlchemy: which of the
+    driver's exceptions are refusals is the dialect's (``SqlDialect.driver_refusals``).
     """
     cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
     refused = isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError) or isinstance(
-        cause, psycopg.DataError | psycopg.IntegrityError
+        cause, _DRIVER_REFUSALS
     )
     if not refused:
         return None

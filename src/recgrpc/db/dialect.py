@@ -65,6 +65,10 @@ class SqlDialect(abc.ABC):
     autocommit_batches: ClassVar[bool]
     """Whether a group-commit batch is one statement, committed by itself on an autocommit
     connection, rather than several statements in a write transaction."""
+    driver_refusals: ClassVar[tuple[type[Exception], ...]] = ()
+    """The driver's own exceptions for data the database refuses (a constraint, a type, a
+    length), which SQL run on the driver's cursor (``db.prepared``) raises unwrapped by
+    SQLAlchemy; ``bulk.refused_by_database`` tells them from an outage or a bug."""
 
     @abc.abstractmethod
     def configure(self, engine: Engine) -> None:

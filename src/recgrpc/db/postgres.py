@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import psycopg
 from sqlalchemy import (
     Connection,
     Date,
@@ -156,6 +157,10 @@ class PostgresSql(SqlDialect):
     name: ClassVar[str] = "postgresql"
     autocommit_batches: ClassVar[bool] = True
     writer_threads: ClassVar[int] = 2
+    driver_refusals: ClassVar[tuple[type[Exception], ...]] = (
+        psycopg.DataError,
+        psycopg.IntegrityError,
+    )
 
     def configure(self, engine: Engine) -> None:
         """Every session in UTC, whatever the server's default zone: times are rendered in the
