@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+
 class ChurnPredictor(Protocol):
     """Scores one user's churn risk from the database as of a time (``jobs.churn_scoring``).
 
