@@ -101,9 +101,7 @@ class World:
     def _neighbours(self, demo, catalog, user_ids):  # type: ignore[no-untyped-def]
         weights = EventWeights()
         user_pos = {u: n for n, u in enumerate(user_ids)}
-        positive = [
-            e for e in demo.interactions if weights.weight(e.type.value, e.value) > 0
-        ]
+        positive = [e for e in demo.interactions if weights.weight(e.type.value, e.value) > 0]
         users = np.array([user_pos[e.user_id] for e in positive], dtype=np.int64)
         items = np.array([catalog.position[e.item_id] for e in positive], dtype=np.int64)
         times = np.array([e.occurred_at.timestamp() for e in positive], dtype=np.float64)
