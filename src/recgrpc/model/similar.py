@@ -168,28 +168,56 @@ class SimilarityIndex:
         postings = self.postings
         if postings is None:  # built by ``build``; kept optional for a hand-made index
             postings = _postings(index.matrix, self.to_catalog, self.catalog_size)
-        picked = postings[np.asarray(terms, dtype=np.int64)]
-        return np.asarray(picked.T @ np.asarray(weights, dtype=np.float32), dtype=np.float32)
+        # The items of each of the item's few terms, weighted and summed per item.
+        spans = [
+            (int(postings.indptr[t]), int(postings.indptr[t + 1]), float(w))
+            for t, w in zip(terms.tolist(), weights.tolist(), strict=True)
+        ]
+        items = np.concatenate([postings.indices[a:b] for a, b, _ in spans])
+        values = np.concatenate([postings.data[a:b] * np.float32(w) for a, b, w in spans])
+        summed = np.bincount(items, weights=values, minlength=self.catalog_size)
+        return summed.astype(np.float32)
 
     def embedding(self, catalog_position: int | None) -> F32 | None:
-        if self.embeddings is None or catalog_position is None:
-            return None
-        vector = self.embeddings[catalog_position]
-        if not vector.any():
-            return None
-        scores: F32 = self.embeddings @ vector
-        return np.maximum(scores, 0.0)
+        return self.embeddings_of([catalog_position])[0]
+
+    def embeddings_of(self, catalog_positions: Sequence[int | None]) -> list[F32 | None]:
+        """Each position's cosine with every item (clipped at 0), in one pass over the item
+        vectors however many positions are asked for (a basket's items)."""
+        found: list[F32 | None] = [None] * len(catalog_positions)
+        if self.embeddings is None:
+            return found
+        wanted = [
+            (n, p)
+            for n, p in enumerate(catalog_positions)
+            if p is not None and self.embeddings[p].any()
+        ]
+        if not wanted:
+            return found
+        vectors = self.embeddings[[p for _, p in wanted]]
+        scores = self.embeddings @ vectors.T  # (items, len(wanted)): one matrix product
+        for column, (n, _) in enumerate(wanted):
+            found[n] = np.maximum(scores[:, column], np.float32(0.0))
+        return found
 
     def sources(self, item: ItemText, catalog_position: int | None) -> SourceScores:
-        found: dict[str, F32] = {}
-        for name, vector in (
-            ("behaviour", self.behaviour(item.item_id)),
-            ("content", self.content(item)),
-            ("embedding", self.embedding(catalog_position)),
-        ):
-            if vector is not None:
-                found[name] = vector
-        return SourceScores(found)
+        return self.sources_of([(item, catalog_position)])[0]
+
+    def sources_of(self, items: Sequence[tuple[ItemText, int | None]]) -> list[SourceScores]:
+        """``sources`` of several items (their embedding scores in one pass)."""
+        embedded = self.embeddings_of([p for _, p in items])
+        out = []
+        for (item, _), embedding in zip(items, embedded, strict=True):
+            found: dict[str, F32] = {}
+            for name, vector in (
+                ("behaviour", self.behaviour(item.item_id)),
+                ("content", self.content(item)),
+                ("embedding", embedding),
+            ):
+                if vector is not None:
+                    found[name] = vector
+            out.append(SourceScores(found))
+        return out
 
     def together(self, basket: Sequence[str]) -> F32 | None:
         rows = [self.artifact_position[i] for i in basket if i in self.artifact_position]

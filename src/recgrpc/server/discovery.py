@@ -21,6 +21,7 @@ from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database, discovery, queries
 from recgrpc.errors import NotFound, Unavailable
+from recgrpc.model.feed_orders import feed_orders
 from recgrpc.model.home_feed import HomeFeedQuery, build_feed, liked_anchor
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
 from recgrpc.model.similar import (
@@ -79,8 +80,10 @@ class Discovery:
     # -- the neighbour artifact, kept in step with the serving snapshot -------------------
 
     def refresh(self, snap: ServingSnapshot) -> None:
-        """Keep the neighbour table in step with ``snap`` (the refresher calls this)."""
+        """Keep the neighbour table in step with ``snap`` (the refresher calls this), and sort
+        the home feed's orders of the new snapshot before a request needs them."""
         self.neighbours.refresh(snap)
+        feed_orders(snap)
 
     # -- GetSimilarItems ------------------------------------------------------------------
 

@@ -82,13 +82,9 @@ def together_list(
     # No rule links the basket to anything allowed: the basket's blended neighbours.
     total = np.zeros(len(snap.catalog), dtype=np.float32)
     reasons: dict[int, str] = {}
-    for text in items:
-        listed = rank_similar(
-            index.sources(text, snap.catalog.position.get(text.item_id)),
-            SimilarityMode.AUTO,
-            allowed,
-            query.limit,
-        )
+    positions = snap.catalog.position
+    for sources in index.sources_of([(text, positions.get(text.item_id)) for text in items]):
+        listed = rank_similar(sources, SimilarityMode.AUTO, allowed, query.limit)
         for p, s, r in zip(
             listed.positions.tolist(), listed.scores.tolist(), listed.reasons, strict=True
         ):
