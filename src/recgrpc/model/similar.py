@@ -24,7 +24,7 @@ from scipy import sparse
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.neighbour_artifact import NeighbourArrays
 from recgrpc.model.neighbours import basket_scores
-from recgrpc.model.rerank import top_candidates
+from recgrpc.model.rerank import SAMPLE_STEP, top_candidates
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -124,7 +124,9 @@ class SimilarityIndex:
         if item_vectors is not None and item_vectors.shape[0] == len(catalog):
             norms = np.linalg.norm(item_vectors, axis=1, keepdims=True)
             norms[norms == 0] = 1.0
-            unit = np.ascontiguousarray(item_vectors / norms, dtype=np.float32)
+            # Column-major, as ModelView keeps its items: BLAS walks it faster for one
+            # matrix-vector product (bench/recommend_latency.py).
+            unit = np.asfortranarray(item_vectors / norms, dtype=np.float32)
         return cls(
             arrays=arrays,
             catalog_size=len(catalog),
@@ -182,8 +184,7 @@ class SimilarityIndex:
         return self.embeddings_of([catalog_position])[0]
 
     def embeddings_of(self, catalog_positions: Sequence[int | None]) -> list[F32 | None]:
-        """Each position's cosine with every item (clipped at 0), in one pass over the item
-        vectors however many positions are asked for (a basket's items)."""
+        """Each position's cosine with every item (clipped at 0)."""
         found: list[F32 | None] = [None] * len(catalog_positions)
         if self.embeddings is None:
             return found
@@ -194,17 +195,16 @@ class SimilarityIndex:
         ]
         if not wanted:
             return found
-        vectors = self.embeddings[[p for _, p in wanted]]
-        scores = self.embeddings @ vectors.T  # (items, len(wanted)): one matrix product
-        for column, (n, _) in enumerate(wanted):
-            found[n] = np.maximum(scores[:, column], np.float32(0.0))
+        for n, p in wanted:
+            scores: F32 = self.embeddings @ self.embeddings[p]
+            found[n] = np.maximum(scores, np.float32(0.0), out=scores)
         return found
 
     def sources(self, item: ItemText, catalog_position: int | None) -> SourceScores:
         return self.sources_of([(item, catalog_position)])[0]
 
     def sources_of(self, items: Sequence[tuple[ItemText, int | None]]) -> list[SourceScores]:
-        """``sources`` of several items (their embedding scores in one pass)."""
+        """``sources`` of several items (a basket's)."""
         embedded = self.embeddings_of([p for _, p in items])
         out = []
         for (item, _), embedding in zip(items, embedded, strict=True):
@@ -264,8 +264,7 @@ def rank_similar(
             np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), [], mode,
             "no neighbours: the item has no behaviour, known content or model vector",
         )  # fmt: skip
-    usable = allowed & (scores > 0)
-    pool = top_positions(scores, usable, max(MIN_POOL, POOL_FACTOR * limit))
+    pool = top_positions(scores, allowed, max(MIN_POOL, POOL_FACTOR * limit), positive=True)
     final = scores[pool]
     if personal is not None and pool.size:
         mine = personal(pool)
@@ -313,19 +312,33 @@ def _postings(matrix: sparse.csr_matrix, to_catalog: I64, catalog_size: int) -> 
     )
 
 
-def top_positions(scores: F32, allowed: npt.NDArray[np.bool_], k: int) -> I64:
-    """Positions of the ``k`` best allowed (finite) scores, best first, equal scores in
-    position order (as a stable sort of all of them would give). On a large catalogue only the
-    few candidates above a sampled threshold are partitioned (``rerank.top_candidates``)."""
+def top_positions(
+    scores: F32, allowed: npt.NDArray[np.bool_], k: int, *, positive: bool = False
+) -> I64:
+    """Positions of the ``k`` best allowed (finite; with ``positive``, above 0) scores, best
+    first, equal scores in position order (as a stable sort of all of them would give).
+
+    Only a few candidates are partitioned: those above a sampled threshold
+    (``rerank.top_candidates``). When ``allowed`` refuses few items (a user's seen and
+    dismissed ones), the best ``k`` plus that many are taken from ``scores`` as they are and
+    the refused ones dropped, so no masked copy of the catalogue is made.
+    """
     if k <= 0 or scores.size == 0:
         return np.zeros(0, dtype=np.int64)
-    masked = np.where(allowed, scores, np.float32(-np.inf)).astype(np.float32, copy=False)
-    candidates = top_candidates(masked, k)
-    values = masked[candidates]
+    refused = allowed.size - int(np.count_nonzero(allowed))
+    if scores.size > 16 * SAMPLE_STEP * (k + refused):
+        candidates = top_candidates(scores, k + refused)
+    else:
+        candidates = top_candidates(np.where(allowed, scores, np.float32(-np.inf)), k)
+    keep = allowed[candidates]
+    if positive:
+        keep &= scores[candidates] > 0
+    candidates = candidates[keep]
+    values = scores[candidates]
     if candidates.size > k:
         kth = values[np.argpartition(values, values.size - k)[values.size - k]]
         above = np.flatnonzero(values > kth)
         tied = np.flatnonzero(values == kth)[: k - above.size]
-        keep = np.sort(np.concatenate([above, tied]))
-        candidates, values = candidates[keep], values[keep]
+        chosen = np.sort(np.concatenate([above, tied]))
+        candidates, values = candidates[chosen], values[chosen]
     return candidates[np.argsort(-values, kind="stable")].astype(np.int64)

@@ -71,8 +71,12 @@ def together_list(
     if index is None:
         return trending_list(snap, allowed, query.limit, why_none, "TOGETHER_TRENDING")
     scores = index.together(query.item_ids)
-    if scores is not None and (allowed & (scores > 0)).any():
-        picked = top_positions(scores, allowed & (scores > 0), query.limit)
+    picked = (
+        np.zeros(0, dtype=np.int64)
+        if scores is None
+        else top_positions(scores, allowed, query.limit, positive=True)
+    )
+    if scores is not None and picked.size:
         ids = snap.catalog.item_ids
         found = [
             domain.ScoredItem(ids[p], float(scores[p]), "frequently_together")
@@ -90,7 +94,7 @@ def together_list(
         ):
             total[p] += s
             reasons.setdefault(p, r)
-    picked = top_positions(total, allowed & (total > 0), query.limit)
+    picked = top_positions(total, allowed, query.limit, positive=True)
     if picked.size == 0:
         return trending_list(
             snap,
@@ -149,7 +153,7 @@ def trending_list(
     why: str,
     source: str,
 ) -> Unserved:
-    picked = top_positions(snap.trending, allowed & (snap.trending > 0), limit)
+    picked = top_positions(snap.trending, allowed, limit, positive=True)
     ids = snap.catalog.item_ids
     items = [domain.ScoredItem(ids[p], float(snap.trending[p]), "trending") for p in picked]
     return Unserved(items, source, "", why)
