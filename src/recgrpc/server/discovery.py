@@ -1,8 +1,9 @@
 """The handler layer of the discovery RPCs: GetSimilarItems, GetFrequentlyTogether, GetHomeFeed.
 
-Reads the item and the user's context at the edge, ranks with ``model.similar`` and
-``model.home_feed`` over the serving snapshot, and records every served list as an impression
-(a group commit, like GetRecommendations'), so feedback and click-through work the same way.
+Reads the item and the user's context at the edge, ranks with ``server.discovery_lists``
+(``model.similar``) and ``model.home_feed`` over the serving snapshot, and records every served
+list as an impression (a group commit, like GetRecommendations'), so feedback and
+click-through work the same way.
 The neighbour artifact of the active recommender is loaded by the refresher, never by a request.
 """
 
