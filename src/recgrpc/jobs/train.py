@@ -52,6 +52,7 @@ from recgrpc.model.training_blend import (
     blend_params,
     full_history,
     holdout_history,
+    holdout_twin,
     selection_user_limit,
     with_ease,
 )
@@ -131,14 +132,15 @@ def train(
     selection_users = sample_users(holdout.users, selection_user_limit(data.n_items), seed=2)
     choice = choose_blend(rec.scores, holdout, data.n_users, data.n_items, selection_users)
     clock.lap("selection")
-    # The stored model is the one fitted without each user's newest positives: the gate then
-    # compares models that never saw the holdout, and serving folds those events back in
-    # (LightFM's fold-in, EASE's history of the newest events).
-    arrays = trained_arrays(
+    # LightFM is stored as fitted without each user's newest positives (serving folds those
+    # events back in). EASE is closed form: the stored model's is refitted on every positive
+    # pair, and the gate scores its holdout twin (EASE on the holdout's training pairs), for
+    # the new and the active model alike, so neither is scored on pairs it learned from.
+    lightfm_arrays = trained_arrays(
         rec, data, holdout, weight_scale=weight_scale, best_epoch=best_epoch, now=now,
         extra_params=blend_params(choice),
     )  # fmt: skip
-    arrays = with_ease(arrays, data, choice, holdout)
+    arrays = with_ease(lightfm_arrays, data, choice)
     version = arrays.version
     blob = artifact.encode(arrays)
     positives, events, texts = neighbour_artifact.training_inputs(
@@ -158,8 +160,8 @@ def train(
     # Both models are scored through the serving path on the same users and exclusions.
     final_users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
     rows_of_users = user_rows(rows, data)
-    view = ModelView.build(arrays, rows.items)
-    model_scores = view_scores(view, rows_of_users, holdout_history(view, data, holdout))
+    twin = ModelView.build(with_ease(lightfm_arrays, data, choice, holdout), rows.items)
+    model_scores = view_scores(twin, rows_of_users, holdout_history(twin, data, holdout))
     model_metrics = evaluate(model_scores, holdout, k=K, users=final_users)
     trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)
     trending_metrics = evaluate(constant_scores(trending), holdout, k=K, users=final_users)
@@ -167,7 +169,8 @@ def train(
     active_metrics: Metrics | None = None
     if active is not None:
         try:
-            active_view = ModelView.build(artifact.decode(active.artifact), rows.items)
+            active_arrays = holdout_twin(artifact.decode(active.artifact), data, holdout)
+            active_view = ModelView.build(active_arrays, rows.items)
             active_scores = view_scores(
                 active_view, rows_of_users, holdout_history(active_view, data, holdout)
             )
@@ -210,9 +213,10 @@ def train(
     clock.lap("store")
     written = 0
     if promoted and write_lists:
+        served = ModelView.build(arrays, rows.items)
         written = write_top_n(
-            db, view, data, rows_of_users, top_n=settings.top_n, now=now,
-            history=full_history(view, data),
+            db, served, data, rows_of_users, top_n=settings.top_n, now=now,
+            history=full_history(served, data),
         )  # fmt: skip
         clock.lap("top_n")
     return TrainingReport(
@@ -271,7 +275,9 @@ def evaluate_active(db: Database, settings: Settings) -> EvaluationReport:
     holdout = temporal_holdout(data)
     require_enough(data, holdout)
     users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
-    view = ModelView.build(artifact.decode(active.artifact), rows.items)
+    view = ModelView.build(
+        holdout_twin(artifact.decode(active.artifact), data, holdout), rows.items
+    )
     scores = view_scores(view, user_rows(rows, data), holdout_history(view, data, holdout))
     model_metrics = evaluate(scores, holdout, k=K, users=users)
     trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)
