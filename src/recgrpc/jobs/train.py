@@ -40,6 +40,7 @@ from recgrpc.model.selection import BlendChoice, choose_blend, selection_lines
 from recgrpc.model.training import (
     FINAL_EVALUATION_USERS,
     K,
+    fit_on_everything,
     fit_with_early_stopping,
     gate,
     metrics_table,
@@ -47,6 +48,7 @@ from recgrpc.model.training import (
     require_enough,
     trained_arrays,
     user_rows,
+    with_holdout_fit,
 )
 from recgrpc.model.training_blend import (
     blend_params,
@@ -132,15 +134,23 @@ def train(
     selection_users = sample_users(holdout.users, selection_user_limit(data.n_items), seed=2)
     choice = choose_blend(rec.scores, holdout, data.n_users, data.n_items, selection_users)
     clock.lap("selection")
-    # LightFM is stored as fitted without each user's newest positives (serving folds those
-    # events back in). EASE is closed form: the stored model's is refitted on every positive
-    # pair, and the gate scores its holdout twin (EASE on the holdout's training pairs), for
-    # the new and the active model alike, so neither is scored on pairs it learned from.
-    lightfm_arrays = trained_arrays(
+    # The selected configuration is refitted on every positive pair for serving (LightFM for
+    # the best epoch count, EASE in closed form). The holdout-fitted LightFM is stored beside
+    # it: the gate scores each model's holdout twin (that LightFM, EASE refitted on the
+    # holdout's training pairs), the new and the active alike, never pairs it learned from.
+    holdout_fit = trained_arrays(
         rec, data, holdout, weight_scale=weight_scale, best_epoch=best_epoch, now=now,
         extra_params=blend_params(choice),
     )  # fmt: skip
-    arrays = with_ease(lightfm_arrays, data, choice)
+    full_rec, everything = fit_on_everything(
+        data, params, epochs=best_epoch, weight_scale=weight_scale, num_threads=num_threads
+    )
+    served_fit = trained_arrays(
+        full_rec, data, everything, weight_scale=weight_scale, best_epoch=best_epoch, now=now,
+        extra_params=blend_params(choice),
+    )  # fmt: skip
+    arrays = with_ease(with_holdout_fit(served_fit, holdout_fit), data, choice)
+    clock.lap("refit")
     version = arrays.version
     blob = artifact.encode(arrays)
     positives, events, texts = neighbour_artifact.training_inputs(
@@ -160,7 +170,7 @@ def train(
     # Both models are scored through the serving path on the same users and exclusions.
     final_users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
     rows_of_users = user_rows(rows, data)
-    twin = ModelView.build(with_ease(lightfm_arrays, data, choice, holdout), rows.items)
+    twin = ModelView.build(holdout_twin(arrays, data, holdout), rows.items)
     model_scores = view_scores(twin, rows_of_users, holdout_history(twin, data, holdout))
     model_metrics = evaluate(model_scores, holdout, k=K, users=final_users)
     trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)

@@ -27,9 +27,9 @@ LAM_SCALES = (3.0, 9.0, 27.0)
 STRONG = 0.5
 """EASE may learn from strong positives only: pairs worth half a LIKE or more, undecayed (with
 the default weights a click, two views or a rating of 4 stars of 5; not one view or 3 stars)."""
-HALF_LIVES = (5.0, 15.0, 50.0, math.inf)
+HALF_LIVES = (3.0, 5.0, 15.0, 50.0, math.inf)
 """Recency half-lives of a user's history, in events (infinite: every event counts alike)."""
-ALPHAS = (1.0, 0.75, 0.5, 0.35, 0.2, 0.0)
+ALPHAS = (1.0, 0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.0)
 K = 10
 
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from recgrpc.model import ease
-from recgrpc.model.artifact import RecommenderArrays
+from recgrpc.model.artifact import RecommenderArrays, holdout_twin_lightfm
 from recgrpc.model.evaluation import Holdout
 from recgrpc.model.features import InteractionData
 from recgrpc.model.representations import ModelView
@@ -65,10 +65,11 @@ def with_ease(
 def holdout_twin(
     arrays: RecommenderArrays, data: InteractionData, holdout: Holdout
 ) -> RecommenderArrays:
-    """``arrays`` with its EASE part refitted, by its own stored choice, on the holdout's
-    training pairs only: how a model served with EASE fitted on everything is scored fairly on
-    a holdout it has seen (EASE is closed form, so the twin of the model just trained on the
-    same data is exactly the one ``recgrpc train`` evaluated)."""
+    """What the promotion gate scores of a model served as fitted on everything: its LightFM
+    arrays as fitted without the holdout (stored beside the served ones) and its EASE part
+    refitted, by its own stored choice, on the holdout's training pairs. EASE is closed form,
+    so on unchanged data the active model's twin scores exactly what its training reported."""
+    arrays = holdout_twin_lightfm(arrays)
     if arrays.ease_items is None:
         return arrays
     p = arrays.params
