@@ -1,9 +1,11 @@
 """``recgrpc train`` and ``recgrpc evaluate``: the database around the recommender's training.
 
 The flow: read the database in bulk -> features and weights -> per-user temporal holdout ->
-LightFM epochs with early stopping on holdout NDCG@10 -> metrics for the model and the trending
-baseline -> store the artifact as a candidate -> re-evaluate the active model on the SAME
-holdout -> promote only if not worse (or forced) -> write the top-N of every active user.
+LightFM epochs with early stopping on holdout NDCG@10 -> the EASE blend chosen on the holdout ->
+the chosen configuration refitted on every pair (the holdout-fitted LightFM kept as its twin) ->
+metrics for the model's twin and the trending baseline -> store the artifact as a candidate ->
+score the active model's twin on the SAME holdout -> promote only if not worse (or forced) ->
+write the top-N of every active user.
 Too little data raises ``NotEnoughData`` before anything is written.
 """
 
