@@ -1,10 +1,11 @@
 """PostgreSQL's feed of changed users: one LISTEN connection per server process.
 
 Writers announce each user whose stored context they changed with ``pg_notify(CHANNEL,
-user_id)`` inside their transaction (``PostgresSql.notify_users``, and the LogInteraction
-statement itself); PostgreSQL delivers it when, and only if, the transaction commits. Each
-server process keeps a dedicated autocommit connection that LISTENs on the channel and hands
-the user ids to its listener (``server.context_cache``). When that connection fails, the
+'<origin> <user_id>')`` inside their transaction (``PostgresSql.notify_users``, and the
+statement that stores events: LogInteraction's and imports'); PostgreSQL delivers it when, and
+only if, the transaction commits. Each server process keeps a dedicated autocommit connection
+that LISTENs on the channel and hands the user ids announced by other processes (other
+``Database.origin``s) to its listener (``server.context_cache``). When that connection fails, the
 listener is told at once (``lost``) and the feed reconnects every ``retry_seconds``; once it
 listens again the listener is told (``listening``): notifications sent meanwhile are gone.
 """
@@ -25,7 +26,7 @@ from recgrpc.db.dialect import ChangeListener
 log = logging.getLogger(__name__)
 
 CHANNEL = "recgrpc_user_changed"
-"""The NOTIFY channel; each payload is one user id."""
+"""The NOTIFY channel; each payload is the announcing Database's origin, a space, a user id."""
 
 POLL_SECONDS = 0.25
 """How often the listening thread looks up from the socket to see whether it should stop."""
@@ -49,9 +50,11 @@ class UserChangeFeed:
         url: URL,
         connect_args: Mapping[str, Any],
         listener: ChangeListener,
+        origin: str,
         *,
         retry_seconds: float = 1.0,
     ) -> None:
+        self._origin = origin
         self._conninfo = conninfo(url)
         self._connect_args = dict(connect_args)
         self._listener = listener
@@ -98,4 +101,6 @@ class UserChangeFeed:
             self._listened = True
             while not self._stopping.is_set():
                 for notice in conn.notifies(timeout=POLL_SECONDS):
-                    self._listener.changed((notice.payload,))
+                    origin, _, user_id = notice.payload.partition(" ")
+                    if origin != self._origin:  # this process evicted its own at commit
+                        self._listener.changed((user_id,))

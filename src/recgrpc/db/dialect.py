@@ -25,6 +25,9 @@ from recgrpc.db import models as m
 
 EXECUTION_OPTION = "recgrpc_sql"
 """The engine execution option that carries a Database's ``SqlDialect``."""
+ORIGIN_OPTION = "recgrpc_origin"
+"""The engine execution option naming the Database (one per process) in its announcements, so
+a process's change feed skips what the process announced itself (it evicted those already)."""
 
 UserContextRows = tuple[Any, list[Any], list[str], dict[str, float]]
 """(attributes, history newest first as (item_id, type, value, occurred_at), dismissed item ids,
@@ -61,6 +64,12 @@ def sql_of(executor: Session | Connection) -> SqlDialect:
     if sql is None:
         raise RuntimeError("this connection was not opened through recgrpc.db.Database")
     return sql
+
+
+def origin_of(conn: Connection) -> str:
+    """The announcing Database's name (``ORIGIN_OPTION``)."""
+    origin: str = conn.get_execution_options().get(ORIGIN_OPTION, "")
+    return origin
 
 
 def insert_for(dialect: str, table: type[m.Base] | Table) -> Any:
@@ -125,10 +134,10 @@ class SqlDialect(abc.ABC):
         (nothing where the backend has no change feed)."""
 
     def user_change_feed(
-        self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener
+        self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener, origin: str
     ) -> ChangeFeed | None:
-        """Start telling ``listener`` of other processes' announcements; None where the
-        backend has no such feed (caches then rely on expiry alone)."""
+        """Start telling ``listener`` of announcements by other origins than ``origin``; None
+        where the backend has no such feed (caches then rely on expiry alone)."""
         return None
 
     @abc.abstractmethod

@@ -43,6 +43,7 @@ from recgrpc.db.dialect import (
     ChangeListener,
     SqlDialect,
     UserContextRows,
+    origin_of,
     recommendations_upsert,
 )
 from recgrpc.db.prepared import Prepared
@@ -96,7 +97,7 @@ FROM ROWS FROM (
           recset_id, occurred_at, position)
 ORDER BY e.position
 ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id, pg_notify(:channel, user_id)
+RETURNING event_id, pg_notify(:channel, :origin || ' ' || user_id)
 """
     )
     .bindparams(
@@ -104,6 +105,7 @@ RETURNING event_id, pg_notify(:channel, user_id)
         bindparam("events", type_=Text()),
         bindparam("user_ids", type_=Text()),
         bindparam("channel", value=CHANNEL, type_=String()),
+        bindparam("origin", type_=String()),
     )
     .columns(event_id=String(), notified=Text())
 )
@@ -111,11 +113,13 @@ RETURNING event_id, pg_notify(:channel, user_id)
 # transaction's commit, and only then (each user once per transaction).
 _NOTIFY_USERS = Prepared(
     text(
-        "SELECT count(pg_notify(:channel, u))"
+        "SELECT count(pg_notify(:channel, :origin || ' ' || u))"
         " FROM json_array_elements_text(CAST(:user_ids AS JSON)) AS u"
     )
     .bindparams(
-        bindparam("user_ids", type_=Text()), bindparam("channel", value=CHANNEL, type_=String())
+        bindparam("user_ids", type_=Text()),
+        bindparam("channel", value=CHANNEL, type_=String()),
+        bindparam("origin", type_=String()),
     )
     .columns(notified=Integer())
 )
@@ -212,20 +216,21 @@ class PostgresSql(SqlDialect):
     def insert_new_interactions(
         self, conn: Connection, rows: list[dict[str, Any]], user_ids: list[str], now: datetime
     ) -> set[str]:
-        stored = _INSERT_EVENTS_AND_USERS.rows(
-            conn, {"events": json_rows(rows), "user_ids": json.dumps(user_ids), "now": now}
-        )
+        values = {"events": json_rows(rows), "user_ids": json.dumps(user_ids), "now": now}
+        stored = _INSERT_EVENTS_AND_USERS.rows(conn, {**values, "origin": origin_of(conn)})
         # Each stored event notified its user (db.change_feed), in the statement's transaction.
         return {event_id for event_id, _ in stored}
 
     def notify_users(self, conn: Connection, user_ids: Sequence[str]) -> None:
         if user_ids:
-            _NOTIFY_USERS.rows(conn, {"user_ids": json.dumps(list(user_ids))})
+            _NOTIFY_USERS.rows(
+                conn, {"user_ids": json.dumps(list(user_ids)), "origin": origin_of(conn)}
+            )
 
     def user_change_feed(
-        self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener
+        self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener, origin: str
     ) -> UserChangeFeed:
-        return UserChangeFeed(url, connect_args, listener)
+        return UserChangeFeed(url, connect_args, listener, origin)
 
     def user_context_rows(
         self, conn: Connection, user_id: str, recent_limit: int

@@ -257,7 +257,7 @@ class Handlers:
         outage = False
         try:
             with tracing.span("recgrpc.user_context"):
-                context = self.guard.run(lambda: self._user_context(query.user_id))
+                context = self._user_context(query.user_id)
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -275,7 +275,11 @@ class Handlers:
         return ranking, outage
 
     def _user_context(self, user_id: str) -> domain.UserContext:
-        return self.contexts.get(user_id, lambda: self._read_context(user_id))
+        # Only a miss reads, within the request's database budget: a hit is served at once,
+        # also while the database is away (it is at most the cache's TTL old).
+        return self.contexts.get(
+            user_id, lambda: self.guard.run(lambda: self._read_context(user_id))
+        )
 
     def _read_context(self, user_id: str) -> domain.UserContext:
         with self.db.connection() as conn:
