@@ -1,7 +1,7 @@
 """Two `recgrpc serve` processes on one PostgreSQL database, each caching user contexts: a write
 acknowledged by one is honoured by it at once and by the other within 1 s (LISTEN/NOTIFY), and
 with its listener connection killed the other serves from the database, never from a stale
-cache."""
+cache. An import (another Database) is honoured by both."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from recgrpc.db import Database
 from recgrpc.db.change_feed import CHANNEL, conninfo
 from recgrpc.db.engine import normalise_url
+from recgrpc.jobs.importer import ImportKind, import_file
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from tests.conftest import POSTGRES_SKIPPED, POSTGRES_URL, _truncate_postgres
 from tests.rpc import stubs
@@ -159,3 +162,20 @@ def test_with_its_listener_killed_a_process_serves_from_the_database(
     assert ITEMS[4] in listed(b, "u2")
     dismiss(a, "u2", ITEMS[4])
     honoured_within(b, "u2", ITEMS[4], NOTIFIED_WITHIN)
+
+
+def test_an_import_is_honoured_by_the_running_processes(
+    pair: tuple[grpc.Channel, grpc.Channel, int], tmp_path: Path
+) -> None:
+    a, b, _ = pair
+    assert ITEMS[5] in listed(a, "u3")
+    assert ITEMS[5] in listed(b, "u3")  # cached by both
+    path = tmp_path / "history.csv"
+    path.write_text(f"user_id,item_id,type,occurred_at\nu3,{ITEMS[5]},VIEW,2026-01-01T00:00:00Z\n")
+    db = Database(POSTGRES_URL)  # what `recgrpc import` does, in this process
+    try:
+        assert import_file(db, ImportKind.INTERACTIONS, path).new_rows == 1
+    finally:
+        db.dispose()
+    honoured_within(a, "u3", ITEMS[5], NOTIFIED_WITHIN)
+    honoured_within(b, "u3", ITEMS[5], NOTIFIED_WITHIN)
