@@ -85,7 +85,12 @@ def test_a_dismissal_is_honoured_by_the_very_next_call(
         assert "u" in server.handlers.contexts
         dismiss(channel, "u", item)
         assert item not in listed(channel, "u")
-    assert server.handlers.contexts.counts.hits > 0
+    registry = server.metrics.registry
+    assert (
+        registry.get_sample_value("recgrpc_context_cache_lookups_total", {"result": "hit"}) or 0
+    ) > 0
+    assert (registry.get_sample_value("recgrpc_context_cache_evictions_total") or 0) >= 4
+    assert registry.get_sample_value("recgrpc_context_cache_serving") == 1
 
 
 def test_a_logged_view_is_seen_by_the_very_next_call(

@@ -27,6 +27,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database
@@ -215,6 +218,43 @@ class ContextCache:
     def _drop(self, user_id: str) -> None:
         entry = self._entries.pop(user_id)
         self._bytes -= entry.size
+
+
+class CacheCollector(Collector):
+    """The cache's counters and size for Prometheus, read when it scrapes."""
+
+    def __init__(self, cache: ContextCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterable[Metric]:
+        cache, counts = self._cache, self._cache.counts
+        lookups = CounterMetricFamily(
+            "recgrpc_context_cache_lookups",
+            "User-context lookups by GetRecommendations: hit, miss (read and cached), bypassed "
+            "(read: the change feed is down).",
+            labels=["result"],
+        )
+        for result, value in (
+            ("hit", counts.hits), ("miss", counts.misses), ("bypassed", counts.bypassed)
+        ):  # fmt: skip
+            lookups.add_metric([result], value)
+        yield lookups
+        yield CounterMetricFamily(
+            "recgrpc_context_cache_evictions",
+            "Cached user contexts dropped because a write changed them.",
+            value=counts.evicted,
+        )
+        yield GaugeMetricFamily(
+            "recgrpc_context_cache_bytes", "Estimated memory of the cached contexts.", cache.bytes
+        )
+        yield GaugeMetricFamily(
+            "recgrpc_context_cache_serving",
+            "1 while the cache serves, 0 while it is off (change feed down, or disabled).",
+            value=1.0 if cache.serving else 0.0,
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # registering calls describe(); an empty answer avoids an early collect()
 
 
 def open_context_cache(settings: Settings, db: Database) -> ContextCache:

@@ -25,7 +25,7 @@ from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
 from recgrpc.recset import Attribution, RecsetTokens
-from recgrpc.server.context_cache import open_context_cache
+from recgrpc.server.context_cache import CacheCollector, open_context_cache
 from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
 from recgrpc.server.discovery import Discovery
 from recgrpc.server.erasure import erase_from_stored_models
@@ -190,6 +190,9 @@ class Handlers:
         # Users' contexts for GetRecommendations; every write of a user's context evicts it
         # after its commit (server.context_cache).
         self.contexts = open_context_cache(settings, db)
+        registry = getattr(metrics, "registry", None)  # ServerMetrics' Prometheus registry
+        if registry is not None:
+            registry.register(CacheCollector(self.contexts))
         evict = self.contexts.evict
         # Except LogInteraction's: on PostgreSQL a batch is a single autocommit statement, so
         # a second writer only splits batches (bench/group_commit.py: less CPU per event with
