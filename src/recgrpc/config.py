@@ -202,7 +202,8 @@ class Settings:
     process sees another process's writes (another worker, an import). Its own, at once."""
     context_cache_notified_ttl_seconds: float = 10.0
     """The same on PostgreSQL, where other processes' writes arrive by LISTEN/NOTIFY at once:
-    the bound for a write that sends none (an import) or a listener that died unnoticed."""
+    the bound for a write that sends none (a row changed by hand) or a listener that died
+    unnoticed."""
 
     interaction_weights: Mapping[str, float] = field(
         default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS

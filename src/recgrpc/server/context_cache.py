@@ -231,7 +231,7 @@ class CacheCollector(Collector):
         lookups = CounterMetricFamily(
             "recgrpc_context_cache_lookups",
             "User-context lookups by GetRecommendations: hit, miss (read and cached), bypassed "
-            "(read: the change feed is down).",
+            "(read: the cache is off, its change feed down or its size 0).",
             labels=["result"],
         )
         for result, value in (
