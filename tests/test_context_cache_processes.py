@@ -1,7 +1,7 @@
 """Two `recgrpc serve` processes on one PostgreSQL database, each caching user contexts: a write
 acknowledged by one is honoured by it at once and by the other within 1 s (LISTEN/NOTIFY), and
 with its listener connection killed the other serves from the database, never from a stale
-cache. An import (another Database) is honoured by both."""
+cache. An import (another Database) is honoured by both; so is a dismissal under `--workers 2`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from recgrpc.v1 import catalog_pb2 as cat_pb
 from tests.conftest import POSTGRES_SKIPPED, POSTGRES_URL, _truncate_postgres
 from tests.rpc import stubs
 from tests.test_context_cache import ITEMS, dismiss, listed, seed, view
-from tests.test_workers import free_port
+from tests.test_workers import children, free_port, serving
 
 pytestmark = [
     pytest.mark.slow,
@@ -179,3 +180,56 @@ def test_an_import_is_honoured_by_the_running_processes(
         db.dispose()
     honoured_within(a, "u3", ITEMS[5], NOTIFIED_WITHIN)
     honoured_within(b, "u3", ITEMS[5], NOTIFIED_WITHIN)
+
+
+def worker_lookups(metrics_port: int) -> float:
+    """GetRecommendations context lookups a worker answered (its own metrics endpoint)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("recgrpc_context_cache_lookups_total{")
+    )
+
+
+def test_serve_with_two_workers_honours_a_dismissal_in_both(postgres_migrated: str) -> None:
+    _truncate_postgres(postgres_migrated)
+    port, metrics = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECGRPC_")}
+    env.update(RECGRPC_REFRESH_SECONDS="0.5", RECGRPC_DB_DEADLINE_SECONDS="10")
+    command = [
+        sys.executable, "-m", "recgrpc.cli", "--database-url", postgres_migrated, "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics),
+        "--dashboard-port", "0", "--workers", "2",
+    ]  # fmt: skip
+    parent = subprocess.Popen(command, env=env)
+    # A connection of its own per channel (not gRPC's shared one), each to either worker.
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=own) for _ in range(12)]
+    try:
+        deadline = time.monotonic() + 60
+        while len(children(parent.pid)) < 2 or not all(serving(port) for _ in range(6)):
+            assert parent.poll() is None, "server exited"
+            assert time.monotonic() < deadline, "workers never became ready"
+            time.sleep(0.3)
+        for worker in children(parent.pid):
+            wait_for_feed(worker)
+        seed(channels[0])
+        for channel in channels:  # each connection lands on either worker; all cache u4
+            deadline = time.monotonic() + 10
+            while len(listed(channel, "nobody")) < len(ITEMS):
+                assert time.monotonic() < deadline, "a worker never listed the seeded items"
+                time.sleep(0.1)
+            assert ITEMS[6] in listed(channel, "u4")
+        assert worker_lookups(metrics) > 0
+        assert worker_lookups(metrics + 1) > 0  # both workers served
+        dismiss(channels[0], "u4", ITEMS[6])
+        assert ITEMS[6] not in listed(channels[0], "u4")  # the acknowledging worker: at once
+        for channel in channels:
+            honoured_within(channel, "u4", ITEMS[6], NOTIFIED_WITHIN)
+    finally:
+        for channel in channels:
+            channel.close()
+        parent.terminate()
+        parent.wait(60)
