@@ -110,9 +110,11 @@ def test_stalled_database_keeps_health_and_fallback_answering_then_recovers(
     def recommender() -> None:
         while not stop.is_set():
             # A 1.5 s deadline: an answer must come from memory well before the caller gives up.
+            # A user whose context is not cached (u1's would be served for up to the cache's
+            # TTL: test_context_cache).
             code, reply = code_of(
                 lambda: rec.GetRecommendations(
-                    pb.GetRecommendationsRequest(user_id="u1", limit=5), timeout=1.5
+                    pb.GetRecommendationsRequest(user_id="cold", limit=5), timeout=1.5
                 )
             )
             reason = (

@@ -192,6 +192,18 @@ class Settings:
     ann_min_items: int = 200_000
     """Catalogues this large are ranked from an approximate nearest-neighbour index (built at
     model load; filters stay exact); 0 never uses one."""
+    context_cache_megabytes: float = 128.0
+    """Memory (estimated) for the users' contexts GetRecommendations reads, least recently
+    used dropped first; 0 reads the database on every call. 128 MB holds about 3,500 users of
+    100 events or more (a history's newest 100 are kept whole), 30,000 of 10: the users of a
+    TTL's worth of traffic at several hundred calls a second."""
+    context_cache_ttl_seconds: float = 1.0
+    """Longest a cached user context is served without a change feed (SQLite): how late this
+    process sees another process's writes (another worker, an import). Its own, at once."""
+    context_cache_notified_ttl_seconds: float = 10.0
+    """The same on PostgreSQL, where other processes' writes arrive by LISTEN/NOTIFY at once:
+    the bound for a write that sends none (a row changed by hand) or a listener that died
+    unnoticed."""
 
     interaction_weights: Mapping[str, float] = field(
         default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS
@@ -281,6 +293,12 @@ class Settings:
         if self.impression_queue_size < 1 or not 0 < self.impression_flush_seconds <= 60:
             raise ValueError(
                 "need impression_queue_size >= 1 and 0 < impression_flush_seconds <= 60"
+            )
+        if self.context_cache_megabytes < 0 or not (
+            self.context_cache_ttl_seconds > 0 and self.context_cache_notified_ttl_seconds > 0
+        ):
+            raise ValueError(
+                "need context_cache_megabytes >= 0 and positive context_cache_*ttl_seconds"
             )
         if self.ann_min_items < 0:
             raise ValueError("ann_min_items (RECGRPC_ANN_MIN_ITEMS) must not be negative")

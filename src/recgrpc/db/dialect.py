@@ -14,9 +14,9 @@ import abc
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import Connection, Engine, Table
+from sqlalchemy import URL, Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -25,10 +25,32 @@ from recgrpc.db import models as m
 
 EXECUTION_OPTION = "recgrpc_sql"
 """The engine execution option that carries a Database's ``SqlDialect``."""
+ORIGIN_OPTION = "recgrpc_origin"
+"""The engine execution option naming the Database (one per process) in its announcements, so
+a process's change feed skips what the process announced itself (it evicted those already)."""
 
 UserContextRows = tuple[Any, list[Any], list[str], dict[str, float]]
 """(attributes, history newest first as (item_id, type, value, occurred_at), dismissed item ids,
 preferences) of one user, as ``SqlDialect.user_context_rows`` reads them."""
+
+
+class ChangeFeed(Protocol):
+    """A running feed of other processes' changes to users' stored context (``db.change_feed``)."""
+
+    def close(self) -> None: ...
+
+
+class ChangeListener(Protocol):
+    """Told by a change feed what other processes changed (``server.context_cache`` is one)."""
+
+    def changed(self, user_ids: Sequence[str]) -> None:
+        """These users' stored context changed (their write committed)."""
+
+    def listening(self) -> None:
+        """The feed listens (again): changes before now may have gone unannounced."""
+
+    def lost(self) -> None:
+        """The feed stopped listening: changes go unannounced until ``listening``."""
 
 
 def core_connection(executor: Session | Connection) -> Connection:
@@ -42,6 +64,12 @@ def sql_of(executor: Session | Connection) -> SqlDialect:
     if sql is None:
         raise RuntimeError("this connection was not opened through recgrpc.db.Database")
     return sql
+
+
+def origin_of(conn: Connection) -> str:
+    """The announcing Database's name (``ORIGIN_OPTION``)."""
+    origin: str = conn.get_execution_options().get(ORIGIN_OPTION, "")
+    return origin
 
 
 def insert_for(dialect: str, table: type[m.Base] | Table) -> Any:
@@ -105,12 +133,23 @@ class SqlDialect(abc.ABC):
     def refresh_statistics(self, conn: Connection, table: str) -> None:  # noqa: B027
         """Update the planner's statistics of ``table`` before a bulk rewrite of it."""
 
+    def notify_users(self, conn: Connection, user_ids: Sequence[str]) -> None:  # noqa: B027
+        """Announce, with this transaction's commit, that these users' stored context changed
+        (nothing where the backend has no change feed)."""
+
+    def user_change_feed(
+        self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener, origin: str
+    ) -> ChangeFeed | None:
+        """Start telling ``listener`` of announcements by other origins than ``origin``; None
+        where the backend has no such feed (caches then rely on expiry alone)."""
+        return None
+
     @abc.abstractmethod
     def insert_new_interactions(
         self, conn: Connection, rows: list[dict[str, Any]], user_ids: list[str], now: datetime
     ) -> set[str]:
         """Store interaction rows (and bare users for ``user_ids``, sorted) whose event_id is
-        new; returns the event_ids stored now."""
+        new, announcing their users (``notify_users``); returns the event_ids stored now."""
 
     @abc.abstractmethod
     def user_context_rows(

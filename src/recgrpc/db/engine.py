@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +14,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from recgrpc.config import Settings
-from recgrpc.db.dialect import EXECUTION_OPTION, SqlDialect
+from recgrpc.db.dialect import (
+    EXECUTION_OPTION,
+    ORIGIN_OPTION,
+    ChangeFeed,
+    ChangeListener,
+    SqlDialect,
+)
 from recgrpc.db.postgres import PostgresSql
 from recgrpc.db.sqlite import SqliteSql
 
@@ -118,8 +125,11 @@ class Database:
                 pool_size=pool_size, max_overflow=pool_size, pool_timeout=budgets.pool_timeout
             )
             kwargs["connect_args"] = budgets.connect_args()
+        self._connect_args: dict[str, Any] = kwargs.get("connect_args", {})
         self.sql: SqlDialect = SQLITE if self.is_sqlite else POSTGRES
-        options = {EXECUTION_OPTION: self.sql}
+        # Names this Database's announcements of changed users (db.change_feed).
+        self.origin = secrets.token_hex(4)
+        options = {EXECUTION_OPTION: self.sql, ORIGIN_OPTION: self.origin}
         engine = create_engine(self.url, **kwargs)
         self.sql.configure(engine)
         self.engine: Engine = engine.execution_options(**options)
@@ -190,6 +200,11 @@ class Database:
         """Whether a group-commit batch is one statement, its own transaction on an autocommit
         connection (PostgreSQL), rather than several in a write transaction (SQLite)."""
         return self.sql.autocommit_batches
+
+    def change_feed(self, listener: ChangeListener) -> ChangeFeed | None:
+        """Start telling ``listener`` which users other processes changed (PostgreSQL's
+        LISTEN/NOTIFY, ``db.change_feed``); None on SQLite, which has no such feed."""
+        return self.sql.user_change_feed(self.url, self._connect_args, listener, self.origin)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import psycopg
 from sqlalchemy import (
+    URL,
     Connection,
     Date,
     Engine,
@@ -37,10 +38,13 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
 from recgrpc.db import models as m
+from recgrpc.db.change_feed import CHANNEL, UserChangeFeed
 from recgrpc.db.dialect import (
     RECOMMENDATION_COLUMNS,
+    ChangeListener,
     SqlDialect,
     UserContextRows,
+    origin_of,
     recommendations_upsert,
 )
 from recgrpc.db.prepared import Prepared
@@ -94,15 +98,31 @@ FROM ROWS FROM (
           recset_id, occurred_at, position)
 ORDER BY e.position
 ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id
+RETURNING event_id, pg_notify(:channel, :origin || ' ' || user_id)
 """
     )
     .bindparams(
         bindparam("now", type_=m.UTCDateTime()),
         bindparam("events", type_=Text()),
         bindparam("user_ids", type_=Text()),
+        bindparam("channel", value=CHANNEL, type_=String()),
+        bindparam("origin", type_=String()),
     )
-    .columns(event_id=String())
+    .columns(event_id=String(), notified=Text())
+)
+# Other server processes evict these users' cached contexts (db.change_feed); sent with the
+# transaction's commit, and only then (each user once per transaction).
+_NOTIFY_USERS = Prepared(
+    text(
+        "SELECT count(pg_notify(:channel, :origin || ' ' || u))"
+        " FROM json_array_elements_text(CAST(:user_ids AS JSON)) AS u"
+    )
+    .bindparams(
+        bindparam("user_ids", type_=Text()),
+        bindparam("channel", value=CHANNEL, type_=String()),
+        bindparam("origin", type_=String()),
+    )
+    .columns(notified=Integer())
 )
 
 # One user's four reads in one statement: one round trip instead of four, and no per-row
@@ -201,10 +221,21 @@ class PostgresSql(SqlDialect):
     def insert_new_interactions(
         self, conn: Connection, rows: list[dict[str, Any]], user_ids: list[str], now: datetime
     ) -> set[str]:
-        stored = _INSERT_EVENTS_AND_USERS.rows(
-            conn, {"events": json_rows(rows), "user_ids": json.dumps(user_ids), "now": now}
-        )
-        return {event_id for (event_id,) in stored}
+        values = {"events": json_rows(rows), "user_ids": json.dumps(user_ids), "now": now}
+        stored = _INSERT_EVENTS_AND_USERS.rows(conn, {**values, "origin": origin_of(conn)})
+        # Each stored event notified its user (db.change_feed), in the statement's transaction.
+        return {event_id for event_id, _ in stored}
+
+    def notify_users(self, conn: Connection, user_ids: Sequence[str]) -> None:
+        if user_ids:
+            _NOTIFY_USERS.rows(
+                conn, {"user_ids": json.dumps(list(user_ids)), "origin": origin_of(conn)}
+            )
+
+    def user_change_feed(
+        self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener, origin: str
+    ) -> UserChangeFeed:
+        return UserChangeFeed(url, connect_args, listener, origin)
 
     def user_context_rows(
         self, conn: Connection, user_id: str, recent_limit: int

@@ -32,6 +32,7 @@ from recgrpc.db.serving import (
     impression_sources,
     load_user_context,
     lock_users,
+    notify_changed,
     record_impressions,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "lock_users",
     "model_summary",
     "newest_event_time",
+    "notify_changed",
     "record_feedback",
     "record_feedback_batch",
     "record_impressions",

@@ -44,6 +44,14 @@ def load_user_context(
     )
 
 
+def notify_changed(session: Session | Connection, user_ids: Iterable[str]) -> None:
+    """Tell other server processes, when this transaction commits, that these users' context
+    changed (PostgreSQL: ``db.change_feed``; SQLite's processes rely on their caches' expiry).
+    LogInteraction's statement announces its users itself."""
+    conn = core_connection(session)
+    sql_of(conn).notify_users(conn, sorted(set(user_ids)))
+
+
 def record_impressions(
     session: Session | Connection, served: Sequence[tuple[str, domain.ServedList, str]]
 ) -> None:

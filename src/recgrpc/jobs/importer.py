@@ -38,6 +38,7 @@ from recgrpc.db import bulk
 from recgrpc.db import models as m
 from recgrpc.db.dialect import sql_of
 from recgrpc.db.engine import Database
+from recgrpc.db.serving import notify_changed
 from recgrpc.domain import utcnow
 from recgrpc.jobs.import_rows import (
     FORMATS,
@@ -266,7 +267,12 @@ def import_file(
 
 
 def _write(session: Session, kind: ImportKind, batch: Sequence[Any], now: datetime) -> int:
-    """Store checked rows; returns how many were not stored before."""
+    """Store checked rows; returns how many were not stored before. Running servers are told
+    whose context changed when the import commits (``db.change_feed``, PostgreSQL)."""
+    if kind is ImportKind.PREFERENCES:
+        notify_changed(session, (user_id for user_id, _, _ in batch))
+    elif kind is not ImportKind.ITEMS:
+        notify_changed(session, (row.user_id for row in batch))
     if kind is ImportKind.INTERACTIONS:
         return bulk.insert_new(session, m.Interaction, _interaction_rows(batch, now), "event_id")
     if kind is ImportKind.ITEMS:

@@ -100,8 +100,12 @@ class GroupCommitter(Generic[T]):
         max_batch: int = MAX_BATCH,
         catalogued: Callable[[], Container[str]] = frozenset,
         guard: DatabaseGuard | None = None,
+        committed: Callable[[set[str]], None] | None = None,
     ) -> None:
         self._db = db
+        # Told the users whose stored context a batch changed, after its commit and before
+        # its callers are answered (the server's context cache evicts them).
+        self._committed = committed
         self._guard = guard
         self._clock = clock
         self._catalogued = catalogued
@@ -223,6 +227,10 @@ class GroupCommitter(Generic[T]):
     def _store(self, batch: Sequence[_Pending[T]]) -> None:
         raise NotImplementedError
 
+    def _changed(self, user_ids: set[str]) -> None:
+        if self._committed is not None and user_ids:
+            self._committed(user_ids)
+
     @contextmanager
     def _own_connection(self) -> Iterator[Connection]:
         """This writer thread's autocommit connection, kept from one batch to the next.
@@ -295,7 +303,9 @@ class InteractionWriter(GroupCommitter[domain.Interaction]):
             # Rows in event_id order: concurrent batches then lock keys in one order (no
             # deadlock when the same event_id is logged through two batches at once).
             events = sorted((p.item for p in accepted), key=lambda e: e.event_id)
+            # On PostgreSQL the statement also announces the users of the events it stored.
             stored = queries.insert_new_interactions(conn, events, now)
+        self._changed({e.user_id for e in events if e.event_id in stored})
         # Committed: now the answers can be given. The first of repeated ids in one batch is the
         # one stored; the rest are duplicates of it.
         answered: set[str] = set()
@@ -347,6 +357,9 @@ class FeedbackWriter(GroupCommitter[domain.Feedback]):
             stored = queries.record_feedback_batch(
                 conn, sorted(accepted, key=lambda f: (f.user_id, f.item_id)), now
             )
+            changed = {f.user_id for f in accepted if f.feedback_id in stored}
+            queries.notify_changed(conn, changed)
+        self._changed(changed)
         answered: set[str] = set()
         for pending in batch:
             if pending.error is None:

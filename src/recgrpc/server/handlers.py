@@ -25,6 +25,7 @@ from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import needs_load, refresh_view
 from recgrpc.model.trending import trending_scores
 from recgrpc.recset import Attribution, RecsetTokens
+from recgrpc.server.context_cache import CacheCollector, open_context_cache
 from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
 from recgrpc.server.discovery import Discovery
 from recgrpc.server.erasure import erase_from_stored_models
@@ -187,10 +188,19 @@ class Handlers:
         # leaving most of the connection pool (db_pool_size, doubled by overflow) to reads.
         writers = db.writer_threads
         catalogued = self._catalogued_items
+        # Users' contexts for GetRecommendations; every write of a user's context evicts it
+        # after its commit (server.context_cache).
+        self.contexts = open_context_cache(settings, db)
+        registry = getattr(metrics, "registry", None)  # ServerMetrics' Prometheus registry
+        if registry is not None:
+            registry.register(CacheCollector(self.contexts))
+        evict = self.contexts.evict
         # Except LogInteraction's: on PostgreSQL a batch is a single autocommit statement, so
         # a second writer only splits batches (bench/group_commit.py: less CPU per event with
         # one, for about the same rate).
-        self.interactions = InteractionWriter(db, clock, catalogued=catalogued, guard=guard)
+        self.interactions = InteractionWriter(
+            db, clock, catalogued=catalogued, guard=guard, committed=evict
+        )
         # Served lists are written behind (never waited for): server.impressions.
         self.served_lists = ImpressionWriter(
             db,
@@ -200,7 +210,7 @@ class Handlers:
         )
         self.recsets = RecsetTokens(settings.recset_key)
         self.feedback = FeedbackWriter(
-            db, clock, writers=writers, catalogued=catalogued, guard=guard
+            db, clock, writers=writers, catalogued=catalogued, guard=guard, committed=evict
         )
         self.predictions = ChurnPredictionWriter(db, writers=writers, guard=guard)
         # SearchItems' index, rebuilt by the refresher after the catalogue changes.
@@ -222,6 +232,7 @@ class Handlers:
         self.predictions.close()
         self.guard.close()
         self.discovery.close()
+        self.contexts.close()
 
     # -- RecommendationService ------------------------------------------------------------
 
@@ -250,7 +261,7 @@ class Handlers:
         outage = False
         try:
             with tracing.span("recgrpc.user_context"):
-                context = self.guard.run(lambda: self._user_context(query.user_id))
+                context = self._user_context(query.user_id)
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -268,6 +279,13 @@ class Handlers:
         return ranking, outage
 
     def _user_context(self, user_id: str) -> domain.UserContext:
+        # Only a miss reads, within the request's database budget: a hit is served at once,
+        # also while the database is away (it is at most the cache's TTL old).
+        return self.contexts.get(
+            user_id, lambda: self.guard.run(lambda: self._read_context(user_id))
+        )
+
+    def _read_context(self, user_id: str) -> domain.UserContext:
         with self.db.connection() as conn:
             context = queries.load_user_context(conn, user_id)
             return self.search.with_searches(conn, context)  # searches shape the profile
@@ -339,6 +357,8 @@ class Handlers:
         def write() -> None:
             with self.db.writer() as session:
                 queries.upsert_users(session, users, self.clock())
+                queries.notify_changed(session, (u.user_id for u in users))
+            self.contexts.evict(u.user_id for u in users)  # committed, even if past the deadline
 
         self.guard.run(write)
         return len(users)
@@ -353,7 +373,10 @@ class Handlers:
         def write() -> tuple[bool, int]:
             with self.db.writer() as session:
                 removed = queries.delete_user(session, user_id)
-                return removed, erase_from_stored_models(session, user_id)
+                erased = removed, erase_from_stored_models(session, user_id)
+                queries.notify_changed(session, [user_id])
+            self.contexts.evict([user_id])
+            return erased
 
         # Rewriting the stored artifacts takes longer than a row write: a budget of its own.
         removed, rewritten = self.guard.run(write, timeout=max(self.guard.timeout, ERASURE_SECONDS))

@@ -120,8 +120,11 @@ class ImpressionWriter:
             self._store(batch)
 
     def _store(self, batch: list[ServedListRecord]) -> None:
+        # On PostgreSQL the batch is one statement: on an autocommit connection it is its own
+        # transaction, without BEGIN and COMMIT round trips (SQLite: a write transaction).
+        scope = self._db.connection() if self._db.autocommit_batches else self._db.transaction()
         try:
-            with self._db.transaction() as conn:
+            with scope as conn:
                 queries.record_impressions(conn, [(r.user_id, r.served, r.platform) for r in batch])
         except Exception as exc:
             # Never retried: a list waiting for an outage to end would only delay the next.
