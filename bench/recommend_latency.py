@@ -24,6 +24,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -55,21 +56,41 @@ def build_engine(n_items: int, n_users: int, components: int, seed: int = 0) -> 
         item_cats = [cats[i % 30]] if i % 3 else [cats[i % 30], cats[(i + 7) % 30]]
         created = NOW - timedelta(days=float(rng.uniform(0, 365)))
         rows.append((f"item{i}", item_cats, [f"t{i % 50}", f"t{i % 7 + 50}"], created))
-    item_names = [f"item:{r[0]}" for r in rows] + [f"category:{c}" for c in cats]
-    item_names += [f"tag:t{t}" for t in range(57)]
-    user_names = [f"user:user{u}" for u in range(n_users)] + [f"preference:{c}" for c in cats]
+    tags = [f"t{t}" for t in range(57)]
+    arrays = random_arrays(rows, cats, tags, [f"user{u}" for u in range(n_users)], components, rng)
+    catalog = CatalogIndex.build(rows)
+    view = ModelView.build(arrays, rows)
+    trending = rng.pareto(1.5, n_items).astype(np.float32)
+    snapshot = ServingSnapshot.assemble(catalog, trending, NOW, model=view, config=RankingConfig())
+    return RankingEngine(snapshot)
+
+
+def random_arrays(
+    rows: Sequence[tuple[str, Sequence[str], Sequence[str], datetime]],
+    categories: Sequence[str],
+    tags: Sequence[str],
+    user_ids: Sequence[str],
+    components: int,
+    rng: np.random.Generator,
+) -> RecommenderArrays:
+    """A random recommender over ``rows`` (item identity, category and tag features; user
+    identity and preference features), trained on every item and user."""
+    n_users = len(user_ids)
+    item_names = [f"item:{r[0]}" for r in rows] + [f"category:{c}" for c in categories]
+    item_names += [f"tag:{t}" for t in tags]
+    user_names = [f"user:{u}" for u in user_ids] + [f"preference:{c}" for c in categories]
     index = {n: i for i, n in enumerate(item_names)}
     indptr, indices, data = [0], [], []
-    for item_id, item_cats, tags, _ in rows:
+    for item_id, item_cats, item_tags, _ in rows:
         cols = [index[f"item:{item_id}"]] + [index[f"category:{c}"] for c in item_cats]
-        cols += [index[f"tag:{t}"] for t in tags]
+        cols += [index[f"tag:{t}"] for t in item_tags]
         indices += cols
         data += [1.0 / len(cols)] * len(cols)
         indptr.append(len(indices))
-    arrays = RecommenderArrays(
+    return RecommenderArrays(
         version="bench",
         params={},
-        user_ids=np.array([f"user{u}" for u in range(n_users)]),
+        user_ids=np.array(list(user_ids)),
         item_ids=np.array([r[0] for r in rows]),
         user_feature_names=np.array(user_names),
         item_feature_names=np.array(item_names),
@@ -89,11 +110,6 @@ def build_engine(n_items: int, n_users: int, components: int, seed: int = 0) -> 
         typical_user_norm=1.0,
         newest_event=NOW.timestamp(),
     )
-    catalog = CatalogIndex.build(rows)
-    view = ModelView.build(arrays, rows)
-    trending = rng.pareto(1.5, n_items).astype(np.float32)
-    snapshot = ServingSnapshot.assemble(catalog, trending, NOW, model=view, config=RankingConfig())
-    return RankingEngine(snapshot)
 
 
 def build_artifact_and_rows(

@@ -1,9 +1,11 @@
 """``recgrpc train`` and ``recgrpc evaluate``: the database around the recommender's training.
 
 The flow: read the database in bulk -> features and weights -> per-user temporal holdout ->
-LightFM epochs with early stopping on holdout NDCG@10 -> metrics for the model and the trending
-baseline -> store the artifact as a candidate -> re-evaluate the active model on the SAME
-holdout -> promote only if not worse (or forced) -> write the top-N of every active user.
+LightFM epochs with early stopping on holdout NDCG@10 -> the EASE blend chosen on the holdout ->
+the chosen configuration refitted on every pair (the holdout-fitted LightFM kept as its twin) ->
+metrics for the model's twin and the trending baseline -> store the artifact as a candidate ->
+score the active model's twin on the SAME holdout -> promote only if not worse (or forced) ->
+write the top-N of every active user.
 Too little data raises ``NotEnoughData`` before anything is written.
 """
 
@@ -40,6 +42,7 @@ from recgrpc.model.selection import BlendChoice, choose_blend, selection_lines
 from recgrpc.model.training import (
     FINAL_EVALUATION_USERS,
     K,
+    fit_on_everything,
     fit_with_early_stopping,
     gate,
     metrics_table,
@@ -47,11 +50,13 @@ from recgrpc.model.training import (
     require_enough,
     trained_arrays,
     user_rows,
+    with_holdout_fit,
 )
 from recgrpc.model.training_blend import (
     blend_params,
     full_history,
     holdout_history,
+    holdout_twin,
     selection_user_limit,
     with_ease,
 )
@@ -131,14 +136,23 @@ def train(
     selection_users = sample_users(holdout.users, selection_user_limit(data.n_items), seed=2)
     choice = choose_blend(rec.scores, holdout, data.n_users, data.n_items, selection_users)
     clock.lap("selection")
-    # The stored model is the one fitted without each user's newest positives: the gate then
-    # compares models that never saw the holdout, and serving folds those events back in
-    # (LightFM's fold-in, EASE's history of the newest events).
-    arrays = trained_arrays(
+    # The selected configuration is refitted on every positive pair for serving (LightFM for
+    # the best epoch count, EASE in closed form). The holdout-fitted LightFM is stored beside
+    # it: the gate scores each model's holdout twin (that LightFM, EASE refitted on the
+    # holdout's training pairs), the new and the active alike, never pairs it learned from.
+    holdout_fit = trained_arrays(
         rec, data, holdout, weight_scale=weight_scale, best_epoch=best_epoch, now=now,
         extra_params=blend_params(choice),
     )  # fmt: skip
-    arrays = with_ease(arrays, data, choice, holdout)
+    full_rec, everything = fit_on_everything(
+        data, params, epochs=best_epoch, weight_scale=weight_scale, num_threads=num_threads
+    )
+    served_fit = trained_arrays(
+        full_rec, data, everything, weight_scale=weight_scale, best_epoch=best_epoch, now=now,
+        extra_params=blend_params(choice),
+    )  # fmt: skip
+    arrays = with_ease(with_holdout_fit(served_fit, holdout_fit), data, choice)
+    clock.lap("refit")
     version = arrays.version
     blob = artifact.encode(arrays)
     positives, events, texts = neighbour_artifact.training_inputs(
@@ -158,8 +172,8 @@ def train(
     # Both models are scored through the serving path on the same users and exclusions.
     final_users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
     rows_of_users = user_rows(rows, data)
-    view = ModelView.build(arrays, rows.items)
-    model_scores = view_scores(view, rows_of_users, holdout_history(view, data, holdout))
+    twin = ModelView.build(holdout_twin(arrays, data, holdout), rows.items)
+    model_scores = view_scores(twin, rows_of_users, holdout_history(twin, data, holdout))
     model_metrics = evaluate(model_scores, holdout, k=K, users=final_users)
     trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)
     trending_metrics = evaluate(constant_scores(trending), holdout, k=K, users=final_users)
@@ -167,7 +181,8 @@ def train(
     active_metrics: Metrics | None = None
     if active is not None:
         try:
-            active_view = ModelView.build(artifact.decode(active.artifact), rows.items)
+            active_arrays = holdout_twin(artifact.decode(active.artifact), data, holdout)
+            active_view = ModelView.build(active_arrays, rows.items)
             active_scores = view_scores(
                 active_view, rows_of_users, holdout_history(active_view, data, holdout)
             )
@@ -210,9 +225,10 @@ def train(
     clock.lap("store")
     written = 0
     if promoted and write_lists:
+        served = ModelView.build(arrays, rows.items)
         written = write_top_n(
-            db, view, data, rows_of_users, top_n=settings.top_n, now=now,
-            history=full_history(view, data),
+            db, served, data, rows_of_users, top_n=settings.top_n, now=now,
+            history=full_history(served, data),
         )  # fmt: skip
         clock.lap("top_n")
     return TrainingReport(
@@ -271,7 +287,9 @@ def evaluate_active(db: Database, settings: Settings) -> EvaluationReport:
     holdout = temporal_holdout(data)
     require_enough(data, holdout)
     users = sample_users(holdout.users, FINAL_EVALUATION_USERS, seed=1)
-    view = ModelView.build(artifact.decode(active.artifact), rows.items)
+    view = ModelView.build(
+        holdout_twin(artifact.decode(active.artifact), data, holdout), rows.items
+    )
     scores = view_scores(view, user_rows(rows, data), holdout_history(view, data, holdout))
     model_metrics = evaluate(scores, holdout, k=K, users=users)
     trending = trending_baseline(holdout, data.n_items, settings.trending_half_life_days)

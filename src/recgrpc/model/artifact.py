@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -59,6 +60,10 @@ class RecommenderArrays:
     """Item ids the EASE part of the blend covers (absent: LightFM only)."""
     ease_weights: F32 | None = None
     """``len(ease_items)`` square item-to-item weights of the EASE part."""
+    holdout_fit: dict[str, npt.NDArray[Any]] | None = None
+    """The LightFM arrays (``HOLDOUT_FIT`` names) of the same configuration fitted without each
+    user's newest positives, when the served ones were refitted on everything: the promotion
+    gate scores that twin on the holdout, which the served model has learned from."""
 
 
 _FLOAT32 = (
@@ -70,6 +75,16 @@ _FLOAT32 = (
     "user_train_weight",
 )
 _INT32 = ("item_features_indptr", "item_features_indices")
+HOLDOUT_FIT = (
+    "user_feature_embeddings",
+    "user_feature_biases",
+    "item_feature_embeddings",
+    "item_feature_biases",
+    "user_train_weight",
+    "user_trained_until",
+    "typical_user_norm",
+)
+_HOLDOUT = "holdout_"
 _STRINGS = ("user_ids", "item_ids", "user_feature_names", "item_feature_names")
 
 
@@ -93,6 +108,8 @@ def encode(arrays: RecommenderArrays) -> bytes:
     if arrays.ease_items is not None and arrays.ease_weights is not None:
         payload["ease_items"] = np.asarray(arrays.ease_items, dtype=np.str_)
         payload["ease_weights"] = np.ascontiguousarray(arrays.ease_weights, dtype=np.float32)
+    for name, value in (arrays.holdout_fit or {}).items():
+        payload[_HOLDOUT + name] = np.asarray(value)  # a 0-d scalar stays 0-d
     np.savez_compressed(buffer, **payload)
     return buffer.getvalue()
 
@@ -136,18 +153,13 @@ def decode(data: bytes) -> RecommenderArrays:
         item_ids=arrays["item_ids"],
         user_feature_names=arrays["user_feature_names"],
         item_feature_names=arrays["item_feature_names"],
-        user_feature_embeddings=arrays["user_feature_embeddings"].astype(np.float32, copy=False),
-        user_feature_biases=arrays["user_feature_biases"].astype(np.float32, copy=False),
-        item_feature_embeddings=arrays["item_feature_embeddings"].astype(np.float32, copy=False),
-        item_feature_biases=arrays["item_feature_biases"].astype(np.float32, copy=False),
+        **_fitted(arrays),
         item_features_indptr=arrays["item_features_indptr"].astype(np.int32, copy=False),
         item_features_indices=arrays["item_features_indices"].astype(np.int32, copy=False),
         item_features_data=arrays["item_features_data"].astype(np.float32, copy=False),
-        user_trained_until=arrays["user_trained_until"].astype(np.float64, copy=False),
-        user_train_weight=arrays["user_train_weight"].astype(np.float32, copy=False),
-        typical_user_norm=float(arrays["typical_user_norm"]),
         newest_event=float(arrays["newest_event"]),
         **_ease_arrays(arrays),
+        holdout_fit=_holdout_arrays(arrays),
     )
     validate(result)
     return result
@@ -166,6 +178,39 @@ def _ease_arrays(arrays: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
         "ease_items": arrays["ease_items"],
         "ease_weights": arrays["ease_weights"].astype(np.float32, copy=False),
     }
+
+
+def _holdout_arrays(arrays: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]] | None:
+    """The optional holdout twin: every ``HOLDOUT_FIT`` array or none (older artifacts)."""
+    present = {n for n in HOLDOUT_FIT if _HOLDOUT + n in arrays}
+    if not present:
+        return None
+    missing = sorted(set(HOLDOUT_FIT) - present)
+    if missing:
+        raise ValueError(f"recommender artifact's holdout twin lacks {', '.join(missing)}")
+    out = {}
+    for name in HOLDOUT_FIT:
+        _require_kind(_HOLDOUT + name, arrays[_HOLDOUT + name], "f")
+        out[name] = arrays[_HOLDOUT + name]
+    return out
+
+
+def holdout_twin_lightfm(a: RecommenderArrays) -> RecommenderArrays:
+    """``a`` with its LightFM arrays replaced by the holdout twin's (``a`` without one)."""
+    if a.holdout_fit is None:
+        return a
+    return replace(a, **_fitted(a.holdout_fit), holdout_fit=None)
+
+
+def _fitted(arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
+    """The ``HOLDOUT_FIT`` fields (what a LightFM fit learns) from arrays of those names."""
+    out: dict[str, Any] = {
+        name: arrays[name].astype(np.float64 if name == "user_trained_until" else np.float32,
+                                  copy=False)
+        for name in HOLDOUT_FIT if name != "typical_user_norm"
+    }  # fmt: skip
+    out["typical_user_norm"] = float(arrays["typical_user_norm"])
+    return out
 
 
 def _require_kind(name: str, array: npt.NDArray[Any], kinds: str) -> None:
@@ -232,6 +277,14 @@ def validate(a: RecommenderArrays) -> None:
             raise ValueError("ease_items are not unique trained item ids")
         if not np.isfinite(a.ease_weights).all():
             raise ValueError("ease_weights contain NaN or infinite values")
+    if a.holdout_fit is not None:
+        for name in HOLDOUT_FIT:
+            value, served = a.holdout_fit[name], np.asarray(getattr(a, name))
+            if value.shape != served.shape:
+                raise ValueError(f"holdout twin's {name} has shape {value.shape}")
+            finite = name == "user_trained_until" or np.isfinite(value).all()  # -inf: none
+            if np.isnan(value).any() or not finite:
+                raise ValueError(f"holdout twin's {name} contains NaN or infinite values")
 
 
 def revision(a: RecommenderArrays) -> int:
@@ -262,6 +315,23 @@ def without_user(a: RecommenderArrays, user_id: str) -> RecommenderArrays | None
         user_feature_biases=a.user_feature_biases[keep_features],
         user_trained_until=a.user_trained_until[keep_users],
         user_train_weight=a.user_train_weight[keep_users],
+        holdout_fit=_twin_without(a.holdout_fit, keep_users, keep_features),
     )
     validate(purged)
     return purged
+
+
+def _twin_without(
+    fit: dict[str, npt.NDArray[Any]] | None,
+    keep_users: npt.NDArray[np.bool_],
+    keep_features: npt.NDArray[np.bool_],
+) -> dict[str, npt.NDArray[Any]] | None:
+    """The holdout twin's arrays without the erased user's rows, like the served ones."""
+    if fit is None:
+        return None
+    out = dict(fit)
+    for name in ("user_feature_embeddings", "user_feature_biases"):
+        out[name] = fit[name][keep_features]
+    for name in ("user_trained_until", "user_train_weight"):
+        out[name] = fit[name][keep_users]
+    return out

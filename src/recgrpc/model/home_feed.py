@@ -18,11 +18,13 @@ import numpy.typing as npt
 
 from recgrpc import domain
 from recgrpc.domain import Algorithm
+from recgrpc.model.feed_orders import feed_orders, first_allowed
 from recgrpc.model.ranking import SOURCE_REASON, ServingSnapshot
 from recgrpc.model.rerank import FRESH_REASON, rerank
 from recgrpc.model.scoring import scores as score_items
 from recgrpc.model.similar import (
     ItemText,
+    PersonalScores,
     SimilarityIndex,
     SimilarityMode,
     rank_similar,
@@ -180,7 +182,11 @@ def build_feed(
             if position is not None:
                 mask[position] = False
             listed = rank_similar(
-                index.sources(anchor, position), SimilarityMode.AUTO, mask, size, personal
+                index.sources(anchor, position),
+                SimilarityMode.AUTO,
+                mask,
+                size,
+                None if personal is None else _pool_of(personal),
             )
             items = _scored(catalog.item_ids, listed.positions, listed.scores, listed.reasons)
             take(listed.positions)
@@ -205,8 +211,13 @@ def build_feed(
             reason = SOURCE_REASON[source] if personal is not None else "trending"
             made = 0
             for category in categories:  # strongest first; one with nothing left is skipped
-                mask = free() & catalog.category_mask([category]) & np.isfinite(scores)
-                picked = top_positions(scores, mask, size)
+                members = catalog.by_category.get(category)
+                if members is None:
+                    continue
+                values = scores[members]
+                picked = members[
+                    top_positions(values, allowed[members] & np.isfinite(values), size)
+                ]
                 if picked.size == 0:
                     continue
                 take(picked)
@@ -226,7 +237,7 @@ def build_feed(
             if made == 0:
                 omitted.append("top_categories left out: nothing unseen in the user's categories")
         elif kind == ShelfKind.TRENDING:
-            picked = top_positions(snap.trending, free() & (snap.trending > 0), size)
+            picked = first_allowed(feed_orders(snap).trending, allowed, size)
             why = "" if picked.size else "no events in the trending window"
             take(picked)
             items = _scored(
@@ -236,14 +247,17 @@ def build_feed(
                 ShelfList(kind, kind.value, "Trending now", items, "HOME_TRENDING", "", why)
             )
         elif kind == ShelfKind.NEW_ARRIVALS:
-            created = catalog.created_at.astype(np.float32)
-            picked = top_positions(created, free(), size)
+            picked = first_allowed(feed_orders(snap).created, allowed, size)
             take(picked)
-            fresh = snap.freshness if snap.freshness is not None else created
-            items = _scored(catalog.item_ids, picked, fresh[picked], ["new_arrival"] * picked.size)
+            fresh = (
+                snap.freshness[picked]
+                if snap.freshness is not None
+                else catalog.created_at[picked].astype(np.float32)
+            )
+            items = _scored(catalog.item_ids, picked, fresh, ["new_arrival"] * picked.size)
             shelves.append(ShelfList(kind, kind.value, "New arrivals", items, "HOME_NEW_ARRIVALS"))
         else:
-            picked, why = diverse_picks(context, snap, free(), size)
+            picked, why = diverse_picks(context, snap, allowed, size)
             take(picked)
             items = _scored(
                 catalog.item_ids, picked, snap.trending[picked], ["diverse"] * picked.size
@@ -273,8 +287,9 @@ def _personal_scores(
         vector = model.user_vector(source, context, snap.catalog.position, weights)
         if vector is not None:
             scores = score_items(model.items_for(source), vector)
-            usable = model.trained | model.has_content
-            return np.where(usable, scores, np.float32(-np.inf)).astype(np.float32), source
+            # Items neither trained on nor described by a known feature have no score.
+            scores[model.unscored_by(Algorithm.HYBRID)] = np.float32(-np.inf)
+            return scores, source
     return None, Algorithm.POPULAR
 
 
@@ -313,12 +328,10 @@ def diverse_picks(
     others = sorted(set(catalog.by_category) - engaged)
     if not others:
         return np.zeros(0, dtype=np.int64), "the user has engaged with every category"
-    queues = []
-    for category in others:
-        members = catalog.by_category[category]
-        # Only a category's best ``size`` can be picked: no need to sort the rest.
-        picked = top_positions(snap.trending[members], allowed[members], size)
-        queues.append(members[picked].tolist())
+    orders = feed_orders(snap).by_category
+    blocked = allowed.size - int(np.count_nonzero(allowed))
+    # Only a category's best ``size`` allowed items can be picked.
+    queues = [first_allowed(orders[c], allowed, size, blocked).tolist() for c in others]
     queues.sort(key=lambda q: -float(snap.trending[q[0]]) if q else 0.0)
     chosen: list[int] = []
     taken: set[int] = set()
@@ -331,6 +344,13 @@ def diverse_picks(
         depth += 1
     why = "" if chosen else "nothing left in the categories the user has not engaged with"
     return np.array(chosen, dtype=np.int64), why
+
+
+def _pool_of(scores: F32) -> PersonalScores:
+    def pool_scores(pool: npt.NDArray[np.int64]) -> F32:
+        return scores[pool]
+
+    return pool_scores
 
 
 def _scored(

@@ -278,6 +278,22 @@ class ContentIndex:
         norm = float(np.linalg.norm(out))
         return out / norm if norm > 0 else out
 
+    def sparse_vector(
+        self, title: str, categories: Sequence[str], tags: Sequence[str]
+    ) -> tuple[I64, F32]:
+        """``vector``'s non-zero terms and weights, without a vector over every term."""
+        cols = sorted(
+            {
+                c
+                for t in content_terms(title, categories, tags)
+                if (c := self.position.get(t)) is not None
+            }
+        )
+        terms = np.array(cols, dtype=np.int64)
+        weights = self.idf[terms].astype(np.float32)
+        norm = float(np.linalg.norm(weights))
+        return terms, weights / norm if norm > 0 else weights
+
     def scores(self, vector: F32) -> F32:
         """Cosine of every indexed item with a unit ``vector`` (one sparse product)."""
         nonzero = np.flatnonzero(vector)

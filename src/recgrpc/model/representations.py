@@ -117,7 +117,7 @@ class ModelView:
         # and results are the same either way.
         return cls(
             version=arrays.version,
-            arrays=arrays,
+            arrays=replace(arrays, holdout_fit=None),  # only the promotion gate reads it
             key=catalog_key(rows),
             hybrid=np.asfortranarray(hybrid),
             collaborative=np.asfortranarray(collaborative),

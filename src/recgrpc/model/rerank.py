@@ -61,24 +61,29 @@ def top_allowed(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64
     only the scores above it are partitioned. Exact: when at least ``k`` scores clear the
     threshold, every one of the ``k`` best does; otherwise all finite scores are candidates.
     """
-    n = scores.size
-    if k <= 0 or n == 0:
+    if k <= 0 or scores.size == 0:
         return np.zeros(0, dtype=np.int64)
-    candidates: npt.NDArray[np.intp] | None = None
+    candidates = top_candidates(scores, k)
+    if candidates.size > k:
+        part = np.argpartition(scores[candidates], candidates.size - k)[candidates.size - k :]
+        candidates = candidates[part]
+    return candidates[np.argsort(-scores[candidates], kind="stable")].astype(np.int64)
+
+
+def top_candidates(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
+    """Ascending positions holding every one of the ``k`` best finite ``scores`` (and all
+    that tie with the ``k``-th), from ``top_allowed``'s sampled threshold: about 3k of them on
+    a large vector, every finite one when that is too few."""
+    n = scores.size
     if n > 16 * SAMPLE_STEP * k:
         sample = scores[::SAMPLE_STEP]
         m = min(sample.size, 3 * k // SAMPLE_STEP + 1)
         threshold = np.partition(sample, sample.size - m)[sample.size - m]
         if threshold > -np.inf:
             candidates = np.flatnonzero(scores >= threshold)
-            if candidates.size < k:
-                candidates = None
-    if candidates is None:
-        candidates = np.flatnonzero(scores > -np.inf)
-    if candidates.size > k:
-        part = np.argpartition(scores[candidates], candidates.size - k)[candidates.size - k :]
-        candidates = candidates[part]
-    return candidates[np.argsort(-scores[candidates], kind="stable")].astype(np.int64)
+            if candidates.size >= k:
+                return candidates
+    return np.flatnonzero(scores > -np.inf)
 
 
 def _best_first(values: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:

@@ -27,9 +27,9 @@ LAM_SCALES = (3.0, 9.0, 27.0)
 STRONG = 0.5
 """EASE may learn from strong positives only: pairs worth half a LIKE or more, undecayed (with
 the default weights a click, two views or a rating of 4 stars of 5; not one view or 3 stars)."""
-HALF_LIVES = (5.0, 15.0, 50.0, math.inf)
+HALF_LIVES = (3.0, 5.0, 15.0, 50.0, math.inf)
 """Recency half-lives of a user's history, in events (infinite: every event counts alike)."""
-ALPHAS = (1.0, 0.75, 0.5, 0.35, 0.2, 0.0)
+ALPHAS = (1.0, 0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.0)
 K = 10
 
 
@@ -138,20 +138,43 @@ def _rows(scores: F32, row_of: dict[int, int]) -> ScoreFn:
 
 
 def selection_lines(choice: BlendChoice | None) -> list[str]:
-    """The chosen configuration and every candidate's holdout NDCG@10, for ``recgrpc train``."""
+    """The chosen configuration and a table of every candidate's holdout NDCG@10, the chosen
+    one marked, for ``recgrpc train``."""
     if choice is None:
         return []
-    lines = [f"selected on the holdout: {choice.describe()}", "candidates (holdout NDCG@10):"]
-    for c in choice.candidates:
-        if c["alpha"] >= 1.0:
-            what = "LightFM alone"
-        else:
-            hl = f"{c['half_life']:g} events" if c["half_life"] > 0 else "none"
-            kind = "EASE alone" if c["alpha"] <= 0 else f"blend alpha {c['alpha']:g}"
-            positives = "strong" if c["min_strength"] > 0 else "all"
-            what = f"{kind}, {positives} positives, lambda scale {c['lam_scale']:g}, half-life {hl}"
-        lines.append(f"  {what:<58}{c['ndcg']:.4f}")
+    header = ("candidate", "positives", "lambda scale", "half-life", "alpha", "NDCG@10")
+    rows = [_cells(c) for c in choice.candidates]
+    chosen = next((n for n, c in enumerate(choice.candidates) if _is_choice(c, choice)), -1)
+    widths = [max(len(r[col]) for r in [header, *rows]) for col in range(len(header))]
+
+    def line(cells: tuple[str, ...], mark: str = "") -> str:
+        text = "  ".join(
+            cell.ljust(w) if col == 0 else cell.rjust(w)
+            for col, (cell, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return f"  {text}{mark}".rstrip()
+
+    lines = [f"selected on the holdout: {choice.describe()}", "candidates on the holdout:"]
+    lines.append(line(header))
+    lines += [line(r, "  <- selected" if n == chosen else "") for n, r in enumerate(rows)]
     return lines
+
+
+def _cells(c: dict[str, float]) -> tuple[str, ...]:
+    if c["alpha"] >= 1.0:
+        return ("LightFM alone", "-", "-", "-", "1", f"{c['ndcg']:.4f}")
+    kind = "EASE alone" if c["alpha"] <= 0 else "LightFM + EASE"
+    positives = "strong" if c.get("min_strength", 0.0) > 0 else "all"
+    hl = f"{c['half_life']:g} events" if c["half_life"] > 0 else "none"
+    return (kind, positives, f"{c['lam_scale']:g}", hl, f"{c['alpha']:g}", f"{c['ndcg']:.4f}")
+
+
+def _is_choice(c: dict[str, float], choice: BlendChoice) -> bool:
+    if not choice.uses_ease:
+        return c["alpha"] >= 1.0
+    return (c["alpha"], c.get("min_strength", 0.0), c.get("lam_scale"), c.get("half_life")) == (
+        choice.alpha, choice.min_strength, choice.lam_scale, _stored(choice.half_life)
+    )  # fmt: skip
 
 
 def _stored(half_life: float) -> float:

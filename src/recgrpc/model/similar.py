@@ -14,18 +14,22 @@ and the usual masks (seen, dismissed, excluded, categories) apply. Modes:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
 
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.neighbour_artifact import NeighbourArrays
 from recgrpc.model.neighbours import basket_scores
+from recgrpc.model.rerank import SAMPLE_STEP, top_candidates
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+PersonalScores = Callable[[I64], F32]
+"""The user's model scores of the given catalogue positions (only a small pool is scored)."""
 
 AUTO_WEIGHTS = {"behaviour": 0.8, "embedding": 0.15, "content": 0.05}
 """Measured on MovieLens (bench/similar_quality.py): behaviour carries the blend; the other
@@ -68,18 +72,29 @@ class SourceScores:
 
     scores: dict[str, F32]
 
+    def top(self, source: str) -> float:
+        vector = self.scores[source]
+        return float(vector.max()) if vector.size else 0.0
+
     def blended(self, weights: dict[str, float]) -> tuple[F32, list[str]]:
         """Weighted sum of each source rescaled to its maximum, and the sources used."""
         used = [s for s in weights if s in self.scores]
         total: F32 | None = None
         for source in used:
             vector = self.scores[source]
-            top = float(vector.max()) if vector.size else 0.0
-            part = vector * np.float32(weights[source] / top) if top > 0 else vector * 0
-            total = part if total is None else total + part
+            top = self.top(source)
+            if top <= 0:
+                continue  # adds nothing (a zero vector)
+            factor = np.float32(weights[source] / top)
+            if total is None:
+                total = vector * factor
+            else:
+                total += vector * factor
         if total is None:
-            return np.zeros(0, dtype=np.float32), []
-        return total.astype(np.float32), used
+            if not used:
+                return np.zeros(0, dtype=np.float32), []
+            total = np.zeros_like(self.scores[used[0]])
+        return total.astype(np.float32, copy=False), used
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,9 @@ class SimilarityIndex:
     artifact_position: dict[str, int] = field(repr=False)
     embeddings: F32 | None = field(repr=False, default=None)
     """Unit-length item vectors aligned with the catalogue (rows of zeros for unknown items)."""
+    postings: sparse.csr_matrix | None = field(repr=False, default=None)
+    """The content index transposed (terms x catalogue positions): an item's content scores
+    read only the postings of its few terms, never a column of every item."""
 
     @classmethod
     def build(
@@ -106,13 +124,16 @@ class SimilarityIndex:
         if item_vectors is not None and item_vectors.shape[0] == len(catalog):
             norms = np.linalg.norm(item_vectors, axis=1, keepdims=True)
             norms[norms == 0] = 1.0
-            unit = np.ascontiguousarray(item_vectors / norms, dtype=np.float32)
+            # Column-major, as ModelView keeps its items: BLAS walks it faster for one
+            # matrix-vector product (bench/recommend_latency.py).
+            unit = np.asfortranarray(item_vectors / norms, dtype=np.float32)
         return cls(
             arrays=arrays,
             catalog_size=len(catalog),
             to_catalog=to_catalog,
             artifact_position={item: i for i, item in enumerate(arrays.item_ids)},
             embeddings=unit,
+            postings=_postings(arrays.content.matrix, to_catalog, len(catalog)),
         )
 
     @property
@@ -140,35 +161,63 @@ class SimilarityIndex:
         row = self.artifact_position.get(item.item_id)
         if row is not None:
             matrix = index.matrix
-            vector = np.zeros(matrix.shape[1], dtype=np.float32)
             start, end = matrix.indptr[row], matrix.indptr[row + 1]
-            vector[matrix.indices[start:end]] = matrix.data[start:end]
+            terms, weights = matrix.indices[start:end], matrix.data[start:end]
         else:
-            vector = index.vector(item.title, item.categories, item.tags)
-        if not vector.any():
+            terms, weights = index.sparse_vector(item.title, item.categories, item.tags)
+        if not weights.any():
             return None
-        scores = index.scores(vector)
-        return self._scatter(np.arange(scores.size), scores)
+        postings = self.postings
+        if postings is None:  # built by ``build``; kept optional for a hand-made index
+            postings = _postings(index.matrix, self.to_catalog, self.catalog_size)
+        # The items of each of the item's few terms, weighted and summed per item.
+        spans = [
+            (int(postings.indptr[t]), int(postings.indptr[t + 1]), float(w))
+            for t, w in zip(terms.tolist(), weights.tolist(), strict=True)
+        ]
+        items = np.concatenate([postings.indices[a:b] for a, b, _ in spans])
+        values = np.concatenate([postings.data[a:b] * np.float32(w) for a, b, w in spans])
+        summed = np.bincount(items, weights=values, minlength=self.catalog_size)
+        return summed.astype(np.float32)
 
     def embedding(self, catalog_position: int | None) -> F32 | None:
-        if self.embeddings is None or catalog_position is None:
-            return None
-        vector = self.embeddings[catalog_position]
-        if not vector.any():
-            return None
-        scores: F32 = self.embeddings @ vector
-        return np.maximum(scores, 0.0)
+        return self.embeddings_of([catalog_position])[0]
+
+    def embeddings_of(self, catalog_positions: Sequence[int | None]) -> list[F32 | None]:
+        """Each position's cosine with every item (clipped at 0)."""
+        found: list[F32 | None] = [None] * len(catalog_positions)
+        if self.embeddings is None:
+            return found
+        wanted = [
+            (n, p)
+            for n, p in enumerate(catalog_positions)
+            if p is not None and self.embeddings[p].any()
+        ]
+        if not wanted:
+            return found
+        for n, p in wanted:
+            scores: F32 = self.embeddings @ self.embeddings[p]
+            found[n] = np.maximum(scores, np.float32(0.0), out=scores)
+        return found
 
     def sources(self, item: ItemText, catalog_position: int | None) -> SourceScores:
-        found: dict[str, F32] = {}
-        for name, vector in (
-            ("behaviour", self.behaviour(item.item_id)),
-            ("content", self.content(item)),
-            ("embedding", self.embedding(catalog_position)),
-        ):
-            if vector is not None:
-                found[name] = vector
-        return SourceScores(found)
+        return self.sources_of([(item, catalog_position)])[0]
+
+    def sources_of(self, items: Sequence[tuple[ItemText, int | None]]) -> list[SourceScores]:
+        """``sources`` of several items (a basket's)."""
+        embedded = self.embeddings_of([p for _, p in items])
+        out = []
+        for (item, _), embedding in zip(items, embedded, strict=True):
+            found: dict[str, F32] = {}
+            for name, vector in (
+                ("behaviour", self.behaviour(item.item_id)),
+                ("content", self.content(item)),
+                ("embedding", embedding),
+            ):
+                if vector is not None:
+                    found[name] = vector
+            out.append(SourceScores(found))
+        return out
 
     def together(self, basket: Sequence[str]) -> F32 | None:
         rows = [self.artifact_position[i] for i in basket if i in self.artifact_position]
@@ -194,7 +243,7 @@ def rank_similar(
     mode: SimilarityMode,
     allowed: npt.NDArray[np.bool_],
     limit: int,
-    personal: F32 | None = None,
+    personal: PersonalScores | None = None,
 ) -> SimilarList:
     """The ``limit`` best allowed items for ``mode``; an impossible mode falls back to AUTO's
     blend of what exists, and ``fallback_reason`` says so."""
@@ -215,18 +264,17 @@ def rank_similar(
             np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), [], mode,
             "no neighbours: the item has no behaviour, known content or model vector",
         )  # fmt: skip
-    usable = allowed & (scores > 0)
-    pool = top_positions(scores, usable, max(MIN_POOL, POOL_FACTOR * limit))
+    pool = top_positions(scores, allowed, max(MIN_POOL, POOL_FACTOR * limit), positive=True)
     final = scores[pool]
     if personal is not None and pool.size:
-        mine = personal[pool]
+        mine = personal(pool)
         span = float(mine.max() - mine.min())
         if span > 0:
             top = float(final.max()) or 1.0
             final = (1 - PERSONAL_SHARE) * final + PERSONAL_SHARE * top * (mine - mine.min()) / span
     order = np.argsort(-final, kind="stable")[:limit]
     chosen = pool[order]
-    reasons = [_main_source(sources, weights, used, int(p)) for p in chosen.tolist()]
+    reasons = _main_sources(sources, weights, used, chosen)
     return SimilarList(chosen, final[order].astype(np.float32), reasons, mode, fallback)
 
 
@@ -237,24 +285,60 @@ NO_SOURCE = {
 }
 
 
-def _main_source(
-    sources: SourceScores, weights: dict[str, float], used: list[str], position: int
-) -> str:
-    best, best_value = used[0], -1.0
-    for source in used:
-        vector = sources.scores[source]
-        top = float(vector.max()) or 1.0
-        value = weights[source] * float(vector[position]) / top
-        if value > best_value:
-            best, best_value = source, value
-    return REASONS[best]
+def _main_sources(
+    sources: SourceScores, weights: dict[str, float], used: list[str], positions: I64
+) -> list[str]:
+    """Per position, the reason of the source contributing most to its blended score (the
+    first of ``used`` on a tie)."""
+    if positions.size == 0:
+        return []
+    parts = np.empty((len(used), positions.size), dtype=np.float64)
+    for n, source in enumerate(used):
+        top = sources.top(source) or 1.0
+        parts[n] = weights[source] * sources.scores[source][positions].astype(np.float64) / top
+    return [REASONS[used[n]] for n in parts.argmax(axis=0).tolist()]
 
 
-def top_positions(scores: F32, allowed: npt.NDArray[np.bool_], k: int) -> I64:
-    """Positions of the ``k`` best allowed scores, best first."""
-    candidates = np.flatnonzero(allowed)
-    if candidates.size == 0 or k <= 0:
+def _postings(matrix: sparse.csr_matrix, to_catalog: I64, catalog_size: int) -> sparse.csr_matrix:
+    """Terms x catalogue positions of ``matrix`` (artifact items x terms); items no longer in
+    the catalogue are left out."""
+    coo = matrix.tocoo()
+    position = to_catalog[coo.row]
+    keep = position >= 0
+    return sparse.csr_matrix(
+        (coo.data[keep], (coo.col[keep], position[keep])),
+        shape=(matrix.shape[1], catalog_size),
+        dtype=np.float32,
+    )
+
+
+def top_positions(
+    scores: F32, allowed: npt.NDArray[np.bool_], k: int, *, positive: bool = False
+) -> I64:
+    """Positions of the ``k`` best allowed (finite; with ``positive``, above 0) scores, best
+    first, equal scores in position order (as a stable sort of all of them would give).
+
+    Only a few candidates are partitioned: those above a sampled threshold
+    (``rerank.top_candidates``). When ``allowed`` refuses few items (a user's seen and
+    dismissed ones), the best ``k`` plus that many are taken from ``scores`` as they are and
+    the refused ones dropped, so no masked copy of the catalogue is made.
+    """
+    if k <= 0 or scores.size == 0:
         return np.zeros(0, dtype=np.int64)
+    refused = allowed.size - int(np.count_nonzero(allowed))
+    if scores.size > 16 * SAMPLE_STEP * (k + refused):
+        candidates = top_candidates(scores, k + refused)
+    else:
+        candidates = top_candidates(np.where(allowed, scores, np.float32(-np.inf)), k)
+    keep = allowed[candidates]
+    if positive:
+        keep &= scores[candidates] > 0
+    candidates = candidates[keep]
+    values = scores[candidates]
     if candidates.size > k:
-        candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
-    return candidates[np.argsort(-scores[candidates], kind="stable")].astype(np.int64)
+        kth = values[np.argpartition(values, values.size - k)[values.size - k]]
+        above = np.flatnonzero(values > kth)
+        tied = np.flatnonzero(values == kth)[: k - above.size]
+        chosen = np.sort(np.concatenate([above, tied]))
+        candidates, values = candidates[chosen], values[chosen]
+    return candidates[np.argsort(-values, kind="stable")].astype(np.int64)

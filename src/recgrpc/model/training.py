@@ -61,15 +61,7 @@ def fit_with_early_stopping(
     ``lap(phase)`` is called after each phase ("fit", "stopping") for the caller's timings,
     ``on_epoch(epoch, ndcg, best_ndcg)`` after each epoch (a progress bar).
     """
-    rec = HybridRecommender(
-        params,
-        data.user_ids,
-        data.item_ids,
-        user_feature_names=data.user_feature_names,
-        item_feature_names=data.item_feature_names,
-        item_features=data.item_features,
-        user_features=data.user_features,
-    )
+    rec = _recommender(data, params)
     weight_scale = float(holdout.train_weight.mean())
     interactions, weights = training_matrices(data, holdout, weight_scale, params.loss)
     stopping_users = sample_users(holdout.users, EARLY_STOPPING_USERS)
@@ -89,6 +81,44 @@ def fit_with_early_stopping(
     assert best_state is not None
     rec.restore_state(best_state)
     return rec, best_epoch, weight_scale
+
+
+def fit_on_everything(
+    data: InteractionData, params: TrainingParams, *, epochs: int, weight_scale: float,
+    num_threads: int,
+) -> tuple[HybridRecommender, Holdout]:  # fmt: skip
+    """The selected configuration refitted on every positive pair for ``epochs`` epochs (the
+    holdout's best), and the all-pairs "holdout" its per-user arrays are computed from."""
+    empty = sparse.csr_matrix((data.n_users, data.n_items), dtype=np.float32)
+    everything = Holdout(
+        train_user=data.pair_user, train_item=data.pair_item, train_weight=data.pair_weight,
+        train_time=data.pair_time, train_strength=data.pair_strength, test=empty, seen=empty,
+        users=np.zeros(0, dtype=np.int64),
+    )  # fmt: skip
+    rec = _recommender(data, params)
+    interactions, weights = training_matrices(data, everything, weight_scale, params.loss)
+    rec.fit_partial(interactions, weights, epochs=epochs, num_threads=num_threads)
+    return rec, everything
+
+
+def with_holdout_fit(
+    served: artifact.RecommenderArrays, twin: artifact.RecommenderArrays
+) -> artifact.RecommenderArrays:
+    """``served`` carrying ``twin``'s LightFM arrays (same users, items and features)."""
+    fit = {name: np.asarray(getattr(twin, name)) for name in artifact.HOLDOUT_FIT}
+    return replace(served, holdout_fit=fit)
+
+
+def _recommender(data: InteractionData, params: TrainingParams) -> HybridRecommender:
+    return HybridRecommender(
+        params,
+        data.user_ids,
+        data.item_ids,
+        user_feature_names=data.user_feature_names,
+        item_feature_names=data.item_feature_names,
+        item_features=data.item_features,
+        user_features=data.user_features,
+    )
 
 
 def trained_arrays(

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from recgrpc.model import ease
-from recgrpc.model.artifact import RecommenderArrays
+from recgrpc.model.artifact import RecommenderArrays, holdout_twin_lightfm
 from recgrpc.model.evaluation import Holdout
 from recgrpc.model.features import InteractionData
 from recgrpc.model.representations import ModelView
@@ -40,23 +40,59 @@ def blend_params(choice: BlendChoice) -> dict[str, Any]:
     }
 
 
-def with_ease(arrays: RecommenderArrays, data: InteractionData, choice: BlendChoice,
-              holdout: Holdout) -> RecommenderArrays:  # fmt: skip
-    """``arrays`` plus EASE fitted on the holdout's training pairs, when the choice uses EASE."""
+def with_ease(
+    arrays: RecommenderArrays,
+    data: InteractionData,
+    choice: BlendChoice,
+    holdout: Holdout | None = None,
+) -> RecommenderArrays:
+    """``arrays`` plus EASE fitted on the holdout's training pairs (every positive pair when
+    ``holdout`` is None), when the choice uses EASE."""
     if not choice.uses_ease:
         return arrays
-    keep = _pairs(holdout, choice.min_strength)
-    users, items = holdout.train_user[keep], holdout.train_item[keep]
+    if holdout is None:
+        strong = _strong(data.pair_strength, choice.min_strength)
+        users, items = data.pair_user[strong], data.pair_item[strong]
+    else:
+        keep = _pairs(holdout, choice.min_strength)
+        users, items = holdout.train_user[keep], holdout.train_item[keep]
     covered = covered_items(users, items, data.n_items)
     model = ease.fit(users, items, data.n_users, covered, choice.lam_scale)
     ids = np.array(data.item_ids, dtype=np.str_)[covered]
     return replace(arrays, ease_items=ids, ease_weights=model.weights)
 
 
+def holdout_twin(
+    arrays: RecommenderArrays, data: InteractionData, holdout: Holdout
+) -> RecommenderArrays:
+    """What the promotion gate scores of a model served as fitted on everything: its LightFM
+    arrays as fitted without the holdout (stored beside the served ones) and its EASE part
+    refitted, by its own stored choice, on the holdout's training pairs. EASE is closed form,
+    so on unchanged data the active model's twin scores exactly what its training reported."""
+    arrays = holdout_twin_lightfm(arrays)
+    if arrays.ease_items is None:
+        return arrays
+    p = arrays.params
+    choice = BlendChoice(
+        lam_scale=float(p.get("ease_lambda_scale", 1.0)),
+        half_life=float(p.get("ease_half_life", 0.0)) or math.inf,
+        alpha=float(p.get("blend_alpha", 1.0)),
+        ndcg=0.0,
+        min_strength=float(p.get("ease_min_strength", 0.0)),
+    )
+    return with_ease(arrays, data, choice, holdout)
+
+
+def _strong(strength: npt.NDArray[np.float32], min_strength: float) -> npt.NDArray[np.bool_]:
+    if min_strength <= 0:
+        return np.ones(strength.size, dtype=np.bool_)
+    return strength >= min_strength
+
+
 def _pairs(holdout: Holdout, min_strength: float) -> npt.NDArray[np.bool_]:
-    if holdout.train_strength is None or min_strength <= 0:
+    if holdout.train_strength is None:
         return np.ones(holdout.n_train, dtype=np.bool_)
-    return holdout.train_strength >= min_strength
+    return _strong(holdout.train_strength, min_strength)
 
 
 def ease_history(
@@ -70,7 +106,7 @@ def ease_history(
     min_strength: float,
 ) -> sparse.csr_matrix:
     """Users x items recency weights of the (strong) positive pairs, for scoring EASE in batch."""
-    keep = strength >= min_strength if min_strength > 0 else np.ones(users.size, dtype=np.bool_)
+    keep = _strong(strength, min_strength)
     shape = (data.n_users, data.n_items)
     return ease.history_matrix(users[keep], items[keep], times[keep], shape, half_life)
 

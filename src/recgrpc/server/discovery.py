@@ -1,8 +1,9 @@
 """The handler layer of the discovery RPCs: GetSimilarItems, GetFrequentlyTogether, GetHomeFeed.
 
-Reads the item and the user's context at the edge, ranks with ``model.similar`` and
-``model.home_feed`` over the serving snapshot, and records every served list as an impression
-(a group commit, like GetRecommendations'), so feedback and click-through work the same way.
+Reads the item and the user's context at the edge, ranks with ``server.discovery_lists``
+(``model.similar``) and ``model.home_feed`` over the serving snapshot, and records every served
+list as an impression (a group commit, like GetRecommendations'), so feedback and
+click-through work the same way.
 The neighbour artifact of the active recommender is loaded by the refresher, never by a request.
 """
 
@@ -15,24 +16,21 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy import Connection
 
 from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database, discovery, queries
 from recgrpc.errors import NotFound, Unavailable
+from recgrpc.model.feed_orders import feed_orders
 from recgrpc.model.home_feed import HomeFeedQuery, build_feed, liked_anchor
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
-from recgrpc.model.scoring import scores as score_items
 from recgrpc.model.similar import (
     ItemText,
     SimilarityMode,
-    rank_similar,
-    top_positions,
 )
 from recgrpc.server.db_guard import DatabaseGuard
+from recgrpc.server.discovery_lists import similar_list, together_list
 from recgrpc.server.discovery_types import (
     DiscoveryList,
     ImpressionWriter,
@@ -42,11 +40,9 @@ from recgrpc.server.discovery_types import (
     Unserved,
 )
 from recgrpc.server.errors import DATABASE_DOWN, is_database_outage
-from recgrpc.server.neighbour_keeper import TRENDING_FALLBACK, NeighbourIndexKeeper
+from recgrpc.server.neighbour_keeper import NeighbourIndexKeeper
 
 log = logging.getLogger(__name__)
-
-NO_RULES = "no frequently-together rules for these items: similar items instead"
 
 T = TypeVar("T")
 
@@ -85,8 +81,10 @@ class Discovery:
     # -- the neighbour artifact, kept in step with the serving snapshot -------------------
 
     def refresh(self, snap: ServingSnapshot) -> None:
-        """Keep the neighbour table in step with ``snap`` (the refresher calls this)."""
+        """Keep the neighbour table in step with ``snap`` (the refresher calls this), and sort
+        the home feed's orders of the new snapshot before a request needs them."""
         self.neighbours.refresh(snap)
+        feed_orders(snap)
 
     # -- GetSimilarItems ------------------------------------------------------------------
 
@@ -114,85 +112,18 @@ class Discovery:
         context: domain.UserContext | None,
     ) -> Unserved:
         index = self.neighbours.current(snap)
-        allowed = self._allowed(snap, context, query.exclude_item_ids, query.categories)
-        position = snap.catalog.position.get(item.item_id)
-        if position is not None:
-            allowed[position] = False  # never the item itself
-        if index is None:
-            why = self.neighbours.why_none(snap)
-            return self._trending(snap, allowed, query.limit, why, "SIMILAR_TRENDING")
-        personal = self._personal(snap, context) if context is not None else None
-        listed = rank_similar(
-            index.sources(item, position), query.mode, allowed, query.limit, personal
-        )
-        ids = snap.catalog.item_ids
-        items = [
-            domain.ScoredItem(ids[p], float(s), r)
-            for p, s, r in zip(
-                listed.positions.tolist(), listed.scores.tolist(), listed.reasons, strict=True
-            )
-        ]
-        source = f"SIMILAR_{listed.mode.value}"
-        return Unserved(items, source, snap.model_version, listed.fallback_reason, listed.mode)
+        why = self.neighbours.why_none(snap) if index is None else ""
+        return similar_list(snap, index, query, item, context, why_none=why)
 
     # -- GetFrequentlyTogether ------------------------------------------------------------
 
     def frequently_together(self, query: TogetherQuery) -> DiscoveryList:
         snap = self.engine.snapshot
         items, context, outage = self._read_many(snap, query.item_ids, query.user_id)
-        listed = self._together(snap, query, items, context)
-        return self._serve(query.user_id, query.platform, snap, _down(listed) if outage else listed)
-
-    def _together(
-        self,
-        snap: ServingSnapshot,
-        query: TogetherQuery,
-        items: list[ItemText],
-        context: domain.UserContext | None,
-    ) -> Unserved:
-        allowed = self._allowed(snap, context, query.exclude_item_ids, query.categories)
-        allowed[snap.catalog.indices(query.item_ids)] = False
         index = self.neighbours.current(snap)
-        if index is None:
-            return self._trending(
-                snap, allowed, query.limit, self.neighbours.why_none(snap), "TOGETHER_TRENDING"
-            )
-        scores = index.together(query.item_ids)
-        if scores is not None and (allowed & (scores > 0)).any():
-            picked = top_positions(scores, allowed & (scores > 0), query.limit)
-            ids = snap.catalog.item_ids
-            found = [
-                domain.ScoredItem(ids[p], float(scores[p]), "frequently_together")
-                for p in picked.tolist()
-            ]
-            return Unserved(found, "TOGETHER_RULES", snap.model_version)
-        # No rule links the basket to anything allowed: the basket's blended neighbours.
-        total = np.zeros(len(snap.catalog), dtype=np.float32)
-        reasons: dict[int, str] = {}
-        for text in items:
-            listed = rank_similar(
-                index.sources(text, snap.catalog.position.get(text.item_id)),
-                SimilarityMode.AUTO,
-                allowed,
-                query.limit,
-            )
-            for p, s, r in zip(
-                listed.positions.tolist(), listed.scores.tolist(), listed.reasons, strict=True
-            ):
-                total[p] += s
-                reasons.setdefault(p, r)
-        picked = top_positions(total, allowed & (total > 0), query.limit)
-        if picked.size == 0:
-            return self._trending(
-                snap,
-                allowed,
-                query.limit,
-                "no frequently-together rules or neighbours for these items" + TRENDING_FALLBACK,
-                "TOGETHER_TRENDING",
-            )
-        ids = snap.catalog.item_ids
-        found = [domain.ScoredItem(ids[p], float(total[p]), reasons[p]) for p in picked.tolist()]
-        return Unserved(found, "TOGETHER_SIMILAR", snap.model_version, NO_RULES)
+        why = self.neighbours.why_none(snap) if index is None else ""
+        listed = together_list(snap, index, query, items, context, why_none=why)
+        return self._serve(query.user_id, query.platform, snap, _down(listed) if outage else listed)
 
     # -- GetHomeFeed ----------------------------------------------------------------------
 
@@ -310,52 +241,6 @@ class Discovery:
             categories = snap.catalog.categories[position] if position is not None else ()
             texts.append(ItemText(item_id, "", categories, ()))
         return texts
-
-    @staticmethod
-    def _allowed(
-        snap: ServingSnapshot,
-        context: domain.UserContext | None,
-        excluded: frozenset[str],
-        categories: frozenset[str],
-    ) -> npt.NDArray[np.bool_]:
-        catalog = snap.catalog
-        if categories:
-            allowed = catalog.category_mask(categories)
-        else:
-            allowed = np.ones(len(catalog), dtype=np.bool_)
-        blocked = [excluded]
-        if context is not None:
-            blocked += [context.seen_item_ids, context.dismissed_item_ids]
-        for ids in blocked:
-            if ids:
-                allowed[catalog.indices(ids)] = False
-        return allowed
-
-    @staticmethod
-    def _personal(
-        snap: ServingSnapshot, context: domain.UserContext
-    ) -> npt.NDArray[np.float32] | None:
-        model = snap.model
-        if model is None:
-            return None
-        weights = snap.config.event_weights
-        vector = model.user_vector(domain.Algorithm.HYBRID, context, snap.catalog.position, weights)
-        if vector is None:
-            return None
-        return score_items(model.hybrid, vector)
-
-    @staticmethod
-    def _trending(
-        snap: ServingSnapshot,
-        allowed: npt.NDArray[np.bool_],
-        limit: int,
-        why: str,
-        source: str,
-    ) -> Unserved:
-        picked = top_positions(snap.trending, allowed & (snap.trending > 0), limit)
-        ids = snap.catalog.item_ids
-        items = [domain.ScoredItem(ids[p], float(snap.trending[p]), "trending") for p in picked]
-        return Unserved(items, source, "", why)
 
     def _serve(
         self, user_id: str, platform: str, snap: ServingSnapshot, listed: Unserved
