@@ -1,0 +1,1 @@
+"""The test suite; shared fixtures are in conftest.py, servers and RPC helpers beside it."""

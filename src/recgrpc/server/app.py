@@ -1,172 +1,41 @@
-"""Server factory and lifecycle: `create_server` for tests and embedding, `serve` for the CLI."""
+"""Server factory: `create_server` builds, binds and starts one server (tests, embedding, serve)."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import signal
 import threading
 import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2
 from opentelemetry.trace import TracerProvider
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from threadpoolctl import threadpool_limits
 
 from recgrpc import tracing
 from recgrpc.config import Settings
-from recgrpc.db import Database, queries
+from recgrpc.db import Database
 from recgrpc.db.engine import ConnectionBudgets
 from recgrpc.domain import utcnow
 from recgrpc.jobs.churn_scoring import ActiveChurnModel
 from recgrpc.model.ranking import RankingEngine, ServingSnapshot
-from recgrpc.model.representations import ModelView
 from recgrpc.server import ports
-from recgrpc.server.errors import is_database_outage
-from recgrpc.server.handlers import ChurnPredictor, Handlers, build_snapshot
+from recgrpc.server.handlers import ChurnPredictor, Handlers
 from recgrpc.server.health import SERVICE_NAME as HEALTH_SERVICE
 from recgrpc.server.health import HealthService
-from recgrpc.server.interceptors import TokenSet, load_tokens, standard_interceptors
-from recgrpc.server.metrics import MetricsEndpoint, ServerMetrics
+from recgrpc.server.interceptors import load_tokens, standard_interceptors
+from recgrpc.server.metrics import ServerMetrics
 from recgrpc.server.reflection import ReflectionService
+from recgrpc.server.refresher import SERVICE_NAMES, Refresher, set_serving
 from recgrpc.server.registry import service_handler
 from recgrpc.server.servicers import CatalogServicer, RecommendationServicer
 from recgrpc.server.tracing import ServerTracing
-from recgrpc.server.workers import serve_workers
 from recgrpc.v1 import catalog_pb2, recommendation_pb2
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAMES = (
-    recommendation_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
-    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
-)
-
-
-class Refresher(threading.Thread):
-    """Rebuilds the serving snapshot periodically (and at once after catalogue writes).
-
-    The first successful build flips health to SERVING; failures keep the last snapshot.
-    """
-
-    def __init__(self, handlers: Handlers, health_servicer: HealthService, interval: float) -> None:
-        super().__init__(name="recgrpc-refresher", daemon=True)
-        self.handlers = handlers
-        self.health = health_servicer
-        self.interval = interval
-        self.stopping = threading.Event()
-        self.ready = threading.Event()
-
-    def refresh_once(self) -> bool:
-        h = self.handlers
-        refresh_churn_model(h)
-        try:
-            with h.snapshot_lock:
-                previous = h.engine.snapshot
-                h.engine.swap(build_snapshot(h.db, h.settings, h.clock(), previous))
-            h.search.refresh(h.db, h.engine.snapshot)
-        except Exception as exc:
-            if not is_database_outage(exc):
-                log.exception("serving snapshot refresh failed; keeping the previous one")
-                return False
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            log.warning("database unavailable (%s); retrying in %.0fs", reason, self.interval)
-            return False
-        log_model_change(previous.model, h.engine.snapshot)
-        try:
-            h.discovery.refresh(h.engine.snapshot)
-        except Exception as exc:  # similar items fall back to trending meanwhile
-            if not is_database_outage(exc):
-                log.exception("neighbour table refresh failed; retrying next refresh")
-        report_serving_models(h)
-        if not self.ready.is_set():
-            self.ready.set()
-            set_serving(self.health, True)
-        return True
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            self.refresh_once()
-            self.handlers.catalog_changed.wait(self.interval)
-            self.handlers.catalog_changed.clear()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.handlers.catalog_changed.set()
-
-
-def refresh_churn_model(handlers: Handlers) -> None:
-    """Pick up a newly trained churn model; on failure the one in use stays."""
-    if handlers.churn is None:
-        return
-    try:
-        if handlers.churn.refresh(handlers.db):
-            log.info("churn model %s loaded", handlers.churn.version)
-    except Exception as exc:
-        if not is_database_outage(exc):  # an outage: the snapshot refresh says so, once
-            log.exception("churn model refresh failed; keeping the previous one")
-
-
-def log_model_change(previous: ModelView | None, snapshot: ServingSnapshot) -> None:
-    """One line when the serving recommender model is loaded, hot-swapped or gone."""
-    model = snapshot.model
-    if model is None:
-        if previous is not None:
-            log.info("recommender model %s is no longer active; serving trending", previous.version)
-        return
-    if previous is not None and previous.version == model.version:
-        return
-    log.info(
-        "recommender model %s %s: %d users and %d items trained, %d catalogue items served",
-        model.version,
-        "loaded" if previous is None else f"hot-swapped in for {previous.version}",
-        len(model.user_index),
-        int(model.trained.sum()),
-        len(snapshot.catalog),
-    )
-
-
-def report_serving_models(handlers: Handlers) -> None:
-    """Export the serving models' versions, ages and training metrics when a version changes."""
-    metrics = handlers.metrics
-    if metrics is None:
-        return
-    serving: dict[str, str] = {}
-    view = handlers.engine.snapshot.model
-    if view is not None:
-        serving["recommender"] = view.version
-    churn_version = handlers.churn.version if handlers.churn is not None else None
-    if churn_version:
-        serving["churn"] = churn_version
-    known = metrics.models()
-    changed = {k: v for k, v in serving.items() if k not in known or known[k].version != v}
-    if not changed:
-        return
-    try:
-        with handlers.db.reader() as session:
-            summaries = {k: queries.model_summary(session, v) for k, v in changed.items()}
-    except Exception:
-        log.warning("model metadata for metrics not read; retrying next refresh", exc_info=True)
-        return
-    for kind, summary in summaries.items():
-        if summary is not None:
-            metrics.model_loaded(kind, changed[kind], *summary)
-
-
-def set_serving(health_servicer: HealthService, serving: bool) -> None:
-    status = (
-        health_pb2.HealthCheckResponse.SERVING
-        if serving
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, status)
 
 
 @dataclass
@@ -356,109 +225,6 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve beyond this machine
 
 
-def _transport(settings: Settings) -> str:
-    """How callers reach the server, for the start-up line."""
-    parts = ["TLS" if settings.tls_cert_file else "plaintext"]
-    if settings.auth_tokens_file:
-        parts.append("bearer tokens")
-    if settings.rate_limit_per_second > 0:
-        parts.append(f"{settings.rate_limit_per_second:g} calls/s per caller")
-    return ", ".join(parts)
-
-
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT, then drain in-flight calls for ``grace_seconds``.
-
-    With ``settings.workers > 1``, forks that many processes sharing the port (server.workers).
-    Raises ``ports.PortUnavailable`` before any start-up work when a port is taken.
-    """
-    ports.ensure_free("gRPC", settings.host, settings.port, "port")
-    if settings.metrics_port:
-        for index in range(settings.workers):
-            port = settings.metrics_port + index
-            ports.ensure_free("metrics", settings.host, port, "metrics_port")
-    if settings.dashboard_port:
-        host = settings.dashboard_host or settings.host
-        for index in range(settings.workers):
-            port = settings.dashboard_port + index
-            ports.ensure_free("dashboard", host, port, "dashboard_port")
-    if settings.workers > 1:
-        return serve_workers(settings, _serve_one)
-    return _serve_one(settings)
-
-
-def _serve_one(settings: Settings) -> int:
-    metrics = ServerMetrics()
-    for collector in (ProcessCollector, PlatformCollector, GCCollector):
-        collector(registry=metrics.registry)
-    endpoint = None
-    if settings.metrics_port:
-        try:
-            endpoint = MetricsEndpoint(metrics.registry, settings.metrics_port, settings.host)
-        except OSError as exc:
-            reason = ports.REASONS.get(exc.errno or 0, exc.strerror or "not available")
-            raise ports.PortUnavailable(
-                "metrics", settings.host, settings.metrics_port, reason, "metrics_port"
-            ) from exc
-    try:
-        running = create_server(settings, metrics=metrics)
-    except BaseException:
-        if endpoint is not None:
-            endpoint.close()
-        raise
-    dashboard = None
-    if settings.dashboard_port:
-        # Imported here: the dashboard sits on top of the handlers and imports server modules.
-        from recgrpc.dashboard import Capabilities, DashboardServer  # noqa: PLC0415
-
-        tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
-        try:
-            dashboard = DashboardServer(
-                running.handlers,
-                settings.dashboard_host or settings.host,
-                settings.dashboard_port,
-                tokens=None if tokens is None else TokenSet(tokens),
-                capabilities=Capabilities(similar_items=running.handlers.discovery.preview_similar),
-            )
-        except OSError as exc:
-            running.stop(0)
-            if endpoint is not None:
-                endpoint.close()
-            reason = ports.REASONS.get(exc.errno or 0, exc.strerror or "not available")
-            raise ports.PortUnavailable(
-                "dashboard", settings.host, settings.dashboard_port, reason, "dashboard_port"
-            ) from exc
-    done = threading.Event()
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d received: draining for up to %.1fs", signum, settings.grace_seconds)
-        done.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    while not done.is_set():  # woken every 0.2 s so a signal before readiness is not missed
-        if running.wait_ready(0.2):
-            metrics_at = (
-                f"metrics on {settings.host}:{endpoint.port}/metrics" if endpoint else "metrics off"
-            )
-            log.info(
-                "serving on %s:%d (%s; %s)",
-                settings.host,
-                running.port,
-                _transport(settings),
-                metrics_at,
-            )
-            break
-    done.wait()
-    running.stop(settings.grace_seconds, drain_delay=settings.drain_delay_seconds)
-    if endpoint is not None:
-        endpoint.close()
-    if dashboard is not None:
-        dashboard.close()
-    log.info("server stopped")
-    return 0

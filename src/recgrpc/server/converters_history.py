@@ -9,7 +9,8 @@ from datetime import datetime
 from recgrpc import domain, validation
 from recgrpc.db.user_history import EventRow, PredictionRow, UserNumbers
 from recgrpc.server.converters import _INTERACTION_TYPES, _RISK_LEVELS, _Checker, _timestamp
-from recgrpc.server.search_history import HistoryQuery, Page, SearchQuery, SearchResult
+from recgrpc.server.history_queries import HistoryQuery, Page
+from recgrpc.server.search_items import SearchQuery, SearchResult
 from recgrpc.v1 import recommendation_pb2 as pb
 
 DEFAULT_PAGE_SIZE = 50

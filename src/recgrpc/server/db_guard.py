@@ -139,3 +139,8 @@ class DatabaseGuard:
 
 
 __all__ = ["CircuitBreaker", "DatabaseGuard", "DatabaseStalled"]
+
+
+def bounded(guard: DatabaseGuard | None, work: Callable[[], T]) -> T:
+    """``work()`` within the request's database budget, when a guard is set."""
+    return work() if guard is None else guard.run(work)

@@ -62,7 +62,7 @@ class Discovery:
         guard: DatabaseGuard | None = None,
     ) -> None:
         """``profile`` adds to a user's context what else shapes their taste (their searches,
-        see ``server.search_history``); the home feed ranks with it."""
+        see ``server.search_index``); the home feed ranks with it."""
         self.settings = settings
         self.db = db
         self.engine = engine

@@ -36,7 +36,7 @@ from recgrpc.server.group_commit import (
     InteractionWriter,
 )
 from recgrpc.server.impressions import ImpressionWriter
-from recgrpc.server.search_history import SearchIndexKeeper
+from recgrpc.server.search_index import SearchIndexKeeper
 from recgrpc.validation import before
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import grpc
 from recgrpc.server import converters as conv
 from recgrpc.server.discovery_api import DiscoveryServicer
 from recgrpc.server.handlers import Handlers
-from recgrpc.server.servicers_history import SearchAndHistoryMethods, search_and_history
+from recgrpc.server.servicers_history import SearchAndHistoryMethods, item_search, user_history
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import catalog_pb2_grpc as cat_grpc
 from recgrpc.v1 import recommendation_pb2 as pb
@@ -20,7 +20,8 @@ class RecommendationServicer(
 ):
     def __init__(self, handlers: Handlers) -> None:
         self._h = handlers
-        self._history = search_and_history(handlers)
+        self._search = item_search(handlers)
+        self._history = user_history(handlers)
         self._ratings = RatingScale.of(handlers.settings)
 
     def GetRecommendations(

@@ -6,12 +6,13 @@ import grpc
 
 from recgrpc.server import converters_history as conv
 from recgrpc.server.handlers import Handlers
-from recgrpc.server.search_history import SearchAndHistory
+from recgrpc.server.history_queries import UserHistory
+from recgrpc.server.search_items import ItemSearch
 from recgrpc.v1 import recommendation_pb2 as pb
 
 
-def search_and_history(handlers: Handlers) -> SearchAndHistory:
-    return SearchAndHistory(
+def item_search(handlers: Handlers) -> ItemSearch:
+    return ItemSearch(
         handlers.settings,
         handlers.db,
         lambda: handlers.engine.snapshot,
@@ -22,17 +23,22 @@ def search_and_history(handlers: Handlers) -> SearchAndHistory:
     )
 
 
-class SearchAndHistoryMethods:
-    """Mixed into ``RecommendationServicer``, which sets ``_history``."""
+def user_history(handlers: Handlers) -> UserHistory:
+    return UserHistory(handlers.settings, handlers.db, handlers.clock, guard=handlers.guard)
 
-    _history: SearchAndHistory
+
+class SearchAndHistoryMethods:
+    """Mixed into ``RecommendationServicer``, which sets ``_search`` and ``_history``."""
+
+    _search: ItemSearch
+    _history: UserHistory
 
     def SearchItems(
         self, request: pb.SearchItemsRequest, context: grpc.ServicerContext
     ) -> pb.SearchItemsResponse:
-        settings = self._history.settings
+        settings = self._search.settings
         query = conv.search_query(request, settings.default_limit, settings.max_limit)
-        return conv.search_response(self._history.search(query))
+        return conv.search_response(self._search.search(query))
 
     def GetUserStats(
         self, request: pb.GetUserStatsRequest, context: grpc.ServicerContext
