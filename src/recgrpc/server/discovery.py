@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -29,7 +29,7 @@ from recgrpc.model.similar import (
     ItemText,
     SimilarityMode,
 )
-from recgrpc.server.db_guard import DatabaseGuard
+from recgrpc.server.db_guard import DatabaseGuard, bounded
 from recgrpc.server.discovery_lists import similar_list, together_list
 from recgrpc.server.discovery_types import (
     DiscoveryList,
@@ -43,8 +43,6 @@ from recgrpc.server.errors import DATABASE_DOWN, is_database_outage
 from recgrpc.server.neighbour_keeper import NeighbourIndexKeeper
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class Discovery:
@@ -144,7 +142,7 @@ class Discovery:
 
         outage = False
         try:
-            context, anchor_id, texts = self._bounded(read)
+            context, anchor_id, texts = bounded(self._guard, read)
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -191,10 +189,6 @@ class Discovery:
 
     # -- shared ---------------------------------------------------------------------------
 
-    def _bounded(self, work: Callable[[], T]) -> T:
-        """``work()`` within the request's database budget (server.db_guard), when one is set."""
-        return work() if self._guard is None else self._guard.run(work)
-
     def _read(
         self, snap: ServingSnapshot, item_id: str, user_id: str
     ) -> tuple[ItemText, domain.UserContext | None, bool]:
@@ -218,7 +212,7 @@ class Discovery:
                 return found, queries.load_user_context(conn, user_id) if user_id else None
 
         try:
-            found, context = self._bounded(read)
+            found, context = bounded(self._guard, read)
         except NotFound:
             raise
         except Exception as exc:
