@@ -103,6 +103,30 @@ def test_a_logged_view_is_seen_by_the_very_next_call(
         assert item not in listed(channel, "u")  # seen items are not recommended
 
 
+def test_the_home_feed_reads_the_same_cache_and_honours_a_dismissal_at_once(
+    channel: grpc.Channel, server: RunningServer
+) -> None:
+    seed(channel)
+    rec, _ = stubs(channel)
+
+    def shelved() -> set[str]:
+        feed = rec.GetHomeFeed(pb.GetHomeFeedRequest(user_id="u", shelf_size=50), timeout=10)
+        return {item.item_id for shelf in feed.shelves for item in shelf.items}
+
+    registry = server.metrics.registry
+
+    def hits() -> float:
+        found = registry.get_sample_value("recgrpc_context_cache_lookups_total", {"result": "hit"})
+        return found or 0.0
+
+    assert ITEMS[0] in shelved()
+    before = hits()
+    assert ITEMS[0] in shelved()
+    assert hits() > before  # the second feed found the user's context cached
+    dismiss(channel, "u", ITEMS[0])
+    assert ITEMS[0] not in shelved()
+
+
 def test_delete_user_leaves_nothing_cached(channel: grpc.Channel, server: RunningServer) -> None:
     seed(channel)
     view(channel, "gone", ITEMS[0])

@@ -16,8 +16,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database, discovery, queries
@@ -56,17 +54,18 @@ class Discovery:
         clock: Callable[[], datetime],
         observer: Callable[[str, str, int], None] | None = None,
         *,
-        profile: Callable[[Connection, domain.UserContext], domain.UserContext] | None = None,
+        context_of: Callable[[str], domain.UserContext],
         guard: DatabaseGuard | None = None,
     ) -> None:
-        """``profile`` adds to a user's context what else shapes their taste (their searches,
-        see ``server.search_index``); the home feed ranks with it."""
+        """``context_of`` is the user's context as GetRecommendations reads it (the process's
+        cache, else the database within the request's budget; their searches included, see
+        ``server.search_index``); the home feed ranks with it."""
         self.settings = settings
         self.db = db
         self.engine = engine
         self.clock = clock
         self.observer = observer
-        self.profile = profile
+        self.context_of = context_of
         self._guard = guard
         self.neighbours = NeighbourIndexKeeper(db)
         self.impressions = ImpressionWriter(
@@ -129,20 +128,20 @@ class Discovery:
         snap = self.engine.snapshot
 
         def read() -> tuple[domain.UserContext, str | None, dict[str, Any]]:
-            with self.db.connection() as conn:
-                context = queries.load_user_context(conn, query.user_id)
-                if self.profile is not None:
-                    context = self.profile(conn, context)
-                anchor_id = liked_anchor(context, snap.config.event_weights)
-                return (
-                    context,
-                    anchor_id,
-                    discovery.item_texts(conn, [anchor_id] if anchor_id else []),
-                )
+            context = self.context_of(query.user_id)
+            anchor_id = liked_anchor(context, snap.config.event_weights)
+            if anchor_id is None:
+                return context, None, {}
+
+            def anchor_text() -> dict[str, Any]:
+                with self.db.connection() as conn:
+                    return discovery.item_texts(conn, [anchor_id])
+
+            return context, anchor_id, bounded(self._guard, anchor_text)
 
         outage = False
         try:
-            context, anchor_id, texts = bounded(self._guard, read)
+            context, anchor_id, texts = read()
         except Exception as exc:
             if not is_database_outage(exc):
                 raise

@@ -217,7 +217,7 @@ class Handlers:
         self.search = SearchIndexKeeper(settings)
         observe = None if metrics is None else metrics.discovery_served
         self.discovery = Discovery(
-            settings, db, engine, clock, observe, profile=self.search.with_searches, guard=guard
+            settings, db, engine, clock, observe, context_of=self._user_context, guard=guard
         )
 
     def _catalogued_items(self) -> Container[str]:
