@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 CatalogRows = Sequence[tuple[str, Sequence[str], Sequence[str], datetime]]
 
+_ONE = np.ones(1, dtype=np.float32)
+"""The leading 1 of a user vector (``[1 | user]``), which adds the item's bias."""
+
 PRIOR_WEIGHT_WITHOUT_HISTORY = 1.0
 """How much a user's preferences weigh against folded-in events when the model never saw them."""
 
@@ -234,6 +237,8 @@ class ModelView:
         model's identity for the user does not); otherwise only those after the user's
         newest training event (or all, for a user the model does not know).
         """
+        if not context.recent:
+            return None, 0.0
         items = self.items_for(algorithm)
         row = self.model_row(context)
         cutoff = -np.inf
@@ -294,7 +299,7 @@ class ModelView:
                 share = new_weight / (new_weight + prior)
                 base_norm = float(np.linalg.norm(base)) or typical
                 user = (1.0 - share) * base + share * fold * (base_norm / fold_norm)
-        return np.concatenate([np.ones(1, dtype=np.float32), user.astype(np.float32)])
+        return np.concatenate((_ONE, user), dtype=np.float32)
 
 
 def _ann_index(items: F32, min_items: int) -> ItemIndex | None:
