@@ -34,51 +34,67 @@ from recgrpc.model.ranking import RankingEngine, mask_blocked
 from recgrpc.model.rerank import rerank
 from recgrpc.model.scoring import scores as score_items
 
+Step = tuple[Callable[[], object], Callable[[], object]]
+"""(setup, call): only ``call`` is timed; ``setup`` leaves the shared buffer as the engine
+would have it at that point of a request."""
 
-def cpu_us(calls: list[Callable[[], object]]) -> np.ndarray:
-    """Thread CPU time of each call, in microseconds."""
-    out = np.empty(len(calls))
-    for k, call in enumerate(calls):
-        start = time.thread_time_ns()
-        call()
-        out[k] = (time.thread_time_ns() - start) / 1000
-    return out
+
+def cpu_us(step: Step) -> float:
+    """Thread CPU time of one call, in microseconds."""
+    setup, call = step
+    setup()
+    start = time.thread_time_ns()
+    call()
+    return (time.thread_time_ns() - start) / 1000
+
+
+def nothing() -> None:
+    pass
 
 
 def steps(
-    engine: RankingEngine, ctx: domain.UserContext, algorithm: Algorithm
-) -> dict[str, Callable[[], object]]:
-    """The whole call and its steps, for one request (HYBRID's steps for AUTO's pick)."""
+    engine: RankingEngine, ctx: domain.UserContext, algorithm: Algorithm, work: np.ndarray
+) -> dict[str, Step]:
+    """The whole call and its steps, for one request (HYBRID's steps for AUTO's pick), the
+    steps working in ``work`` as the engine works in its reused buffer."""
     snap = engine.snapshot
     model = snap.model
     assert model is not None
     query = domain.RecommendationQuery(ctx.user_id, 10, algorithm)
-    out: dict[str, Callable[[], object]] = {"recommend": lambda: engine.recommend(ctx, query)}
+    out: dict[str, Step] = {"recommend": (nothing, lambda: engine.recommend(ctx, query))}
     if algorithm == Algorithm.POPULAR:
-        source = Algorithm.POPULAR
-        scores = snap.trending.copy()
+
+        def scored() -> None:
+            np.copyto(work, snap.trending)
     else:
         source = Algorithm.HYBRID if algorithm == Algorithm.AUTO else algorithm
-        weights = snap.config.event_weights
-        vector = model.user_vector(source, ctx, snap.catalog.position, weights)
+        weights, position = snap.config.event_weights, snap.catalog.position
+        vector = model.user_vector(source, ctx, position, weights)
         assert vector is not None
-        items = model.items_for(source)
-        buffer = np.empty(len(snap.catalog), dtype=np.float32)
-        position = snap.catalog.position
-        out["user_vector"] = lambda: model.user_vector(source, ctx, position, weights)
-        out["score"] = lambda: score_items(items, vector, out=buffer)
-        scores = score_items(items, vector)
-        scores[model.unscored_by(source)] = -np.inf
-    masked = scores.copy()
-    mask_blocked(masked, snap.catalog, ctx, query)
-    out["mask"] = lambda: mask_blocked(scores, snap.catalog, ctx, query)
-    out["rerank"] = lambda: rerank(
+        items, unscored = model.items_for(source), model.unscored_by(source)
+
+        def scored() -> None:
+            score_items(items, vector, out=work)
+            work[unscored] = -np.inf
+
+        out["user_vector"] = (nothing, lambda: model.user_vector(source, ctx, position, weights))
+        out["score"] = (nothing, lambda: score_items(items, vector, out=work))
+
+    def masked() -> None:
+        scored()
+        mask_blocked(work, snap.catalog, ctx, query)
+
+    out["mask"] = (scored, lambda: mask_blocked(work, snap.catalog, ctx, query))
+    out["rerank"] = (
         masked,
-        10,
-        categories=snap.catalog.categories,
-        fresh=snap.freshness,
-        fresh_items=snap.fresh_items,
-        config=snap.config.rerank,
+        lambda: rerank(
+            work,
+            10,
+            categories=snap.catalog.categories,
+            fresh=snap.freshness,
+            fresh_items=snap.fresh_items,
+            config=snap.config.rerank,
+        ),
     )
     return out
 
@@ -94,19 +110,20 @@ def main() -> None:
     threadpool_limits(limits=1, user_api="blas")
     engine = build_engine(args.items, args.users, args.components)
     cases = contexts(args.items, args.users, args.requests)
-    per_case = [(algorithm.value, steps(engine, ctx, algorithm)) for ctx, algorithm in cases]
+    work = np.empty(args.items, dtype=np.float32)
+    per_case = [(a.value, steps(engine, ctx, a, work)) for ctx, a in cases]
     names = ["recommend", "user_vector", "score", "mask", "rerank"]
     print(f"{args.items} items, {args.components} components; load {os.getloadavg()[0]:.1f}")
     print(f"{'round':>5} {'source':>14} " + " ".join(f"{n:>16}" for n in names))
     print(f"{'':>5} {'':>14} " + " ".join(f"{'p50/p99 us':>16}" for _ in names))
-    for call in [c for _, s in per_case[:100] for c in s.values()]:  # warm-up
-        call()
+    for step in [c for _, s in per_case[:100] for c in s.values()]:  # warm-up
+        cpu_us(step)
     for r in range(args.rounds):
         results: dict[tuple[str, str], list[float]] = {}
         for name in names:
             for source, calls in per_case:
                 if name in calls:
-                    (took,) = cpu_us([calls[name]])
+                    took = cpu_us(calls[name])
                     results.setdefault((source, name), []).append(took)
                     results.setdefault(("all", name), []).append(took)
         for source in [*dict.fromkeys(s for s, _ in per_case), "all"]:
