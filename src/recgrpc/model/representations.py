@@ -237,8 +237,6 @@ class ModelView:
         model's identity for the user does not); otherwise only those after the user's
         newest training event (or all, for a user the model does not know).
         """
-        if not context.recent:
-            return None, 0.0
         items = self.items_for(algorithm)
         row = self.model_row(context)
         cutoff = -np.inf
@@ -280,7 +278,9 @@ class ModelView:
             context.attributes,
             use_identity=context.known,
         )
-        fold, new_weight = self.fold_in(algorithm, context, positions, weights)
+        fold, new_weight = (
+            self.fold_in(algorithm, context, positions, weights) if context.recent else (None, 0.0)
+        )
         if fold is None and base is None:
             return None
         typical = self.arrays.typical_user_norm or 1.0

@@ -128,7 +128,8 @@ def rerank(
         if extra.size:
             tied = raw[outside] == lo
             if tied.any():
-                members = set(pool.tolist())
+                # Only the pool's entries at its floor can equal a tied candidate.
+                members = set(pool[pool_scores == lo].tolist())
                 keep = [
                     not (t and p in members)
                     for t, p in zip(tied.tolist(), extra.tolist(), strict=True)
