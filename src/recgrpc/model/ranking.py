@@ -157,31 +157,19 @@ def mask_blocked(
     catalog: CatalogIndex,
     context: domain.UserContext,
     query: domain.RecommendationQuery,
+    *,
+    spare: bool = False,
 ) -> None:
-    """Set ``-inf`` in place wherever ``allowed_mask`` is False (what ranking reads)."""
-    if query.categories:
-        np.copyto(scores, NEG_INF, where=~catalog.category_mask(query.categories))
-    blocked = itertools.chain(
-        context.seen_item_ids, context.dismissed_item_ids, query.exclude_item_ids
-    )
-    scores[catalog.indices(blocked)] = NEG_INF
-
-
-def _mask_with_spare(
-    spare: npt.NDArray[np.float32],
-    catalog: CatalogIndex,
-    context: domain.UserContext,
-    query: domain.RecommendationQuery,
-) -> None:
-    """``mask_blocked`` on a buffer one slot longer than the catalogue: unknown ids set the
-    spare last slot instead of being filtered out."""
+    """Set ``-inf`` in place wherever ``allowed_mask`` is False (what ranking reads). With
+    ``spare``, ``scores`` has one slot past the catalogue that unknown ids mark instead of
+    being filtered out."""
     n = len(catalog)
     if query.categories:
-        np.copyto(spare[:n], NEG_INF, where=~catalog.category_mask(query.categories))
+        np.copyto(scores[:n], NEG_INF, where=~catalog.category_mask(query.categories))
     blocked = itertools.chain(
         context.seen_item_ids, context.dismissed_item_ids, query.exclude_item_ids
     )
-    spare[catalog.positions_or(blocked, n)] = NEG_INF
+    scores[catalog.positions_or(blocked, n) if spare else catalog.indices(blocked)] = NEG_INF
 
 
 def _candidate_sources(
@@ -242,7 +230,7 @@ class RankingEngine:
 
     def _scores_buffer(self, n: int) -> npt.NDArray[np.float32]:
         """This thread's reusable score vector: scoring writes into it, masking sets -inf. It is
-        a view of the first ``n`` slots of a buffer with a spare one (``_mask_with_spare``)."""
+        a view of the first ``n`` slots of a buffer with one more (``mask_blocked(spare=True)``)."""
         buffer: npt.NDArray[np.float32] | None = getattr(self._local, "scores", None)
         if buffer is None or buffer.size != n:
             buffer = np.empty(n + 1, dtype=np.float32)[:n]
@@ -322,9 +310,9 @@ class RankingEngine:
         *,
         fallback: str,
     ) -> domain.RecommendationList:
-        spare = scores.base
-        assert isinstance(spare, np.ndarray)  # the view of _scores_buffer
-        _mask_with_spare(spare, snap.catalog, context, query)
+        full = scores.base
+        assert isinstance(full, np.ndarray)  # the view of _scores_buffer
+        mask_blocked(full, snap.catalog, context, query, spare=True)
         with self._span("recgrpc.rerank", _SPAN_ATTRIBUTES[source]):
             result = rerank(
                 scores,
