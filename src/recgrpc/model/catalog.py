@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -45,8 +46,13 @@ class CatalogIndex:
 
     def indices(self, item_ids: Iterable[str]) -> npt.NDArray[np.int64]:
         """Positions of the given ids that are in the catalogue (unknown ids are skipped)."""
-        pos = self.position
-        return np.array([pos[i] for i in item_ids if i in pos], dtype=np.int64)
+        found = self.positions_or(item_ids, -1)
+        return found[found >= 0]
+
+    def positions_or(self, item_ids: Iterable[str], missing: int) -> npt.NDArray[np.int64]:
+        """Positions of the given ids, ``missing`` for each id not in the catalogue (one dict
+        lookup per id, no Python loop: ranking points unknown ids at a spare score slot)."""
+        return np.fromiter(map(self.position.get, item_ids, repeat(missing)), dtype=np.int64)
 
     def category_mask(self, categories: Iterable[str]) -> npt.NDArray[np.bool_]:
         """True for items in at least one of ``categories``."""

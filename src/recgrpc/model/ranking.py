@@ -5,9 +5,10 @@ ranks items nobody touched), POPULAR (trending). AUTO picks trending for a user 
 CONTENT for a user with preferences only and HYBRID otherwise. When a requested personalised
 source is impossible for this user, the next meaningful one is used and ``fallback_reason``
 says why. Scoring is one matrix-vector product over precomputed float32 item representations,
-written into a reused per-thread buffer (or, for large catalogues, re-scoring of an
-approximate index's candidates: model.approximate), masked in place with -inf, then a thresholded
-argpartition and re-ranking of a small pool (model.rerank).
+written into a reused per-thread buffer with one spare slot past the catalogue (or, for large
+catalogues, re-scoring of an approximate index's candidates: model.approximate), masked in place
+with -inf (an id not in the catalogue masks the spare slot, so no per-id Python test), then a
+thresholded argpartition and re-ranking of a small pool (model.rerank).
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ SOURCE_REASON = {
     Algorithm.COLLABORATIVE: "collaborative",
     Algorithm.CONTENT: "content",
     Algorithm.POPULAR: TRENDING_REASON,
+}
+_REASONS = {source: (reason, FRESH_REASON) for source, reason in SOURCE_REASON.items()}
+"""Per source, an item's reason indexed by whether the freshness boost brought it in."""
+_SPAN_ATTRIBUTES: Mapping[Algorithm, Mapping[str, str]] = {
+    source: {"recgrpc.algorithm": source.value} for source in Algorithm
 }
 
 
@@ -151,14 +157,19 @@ def mask_blocked(
     catalog: CatalogIndex,
     context: domain.UserContext,
     query: domain.RecommendationQuery,
+    *,
+    spare: bool = False,
 ) -> None:
-    """Set ``-inf`` in place wherever ``allowed_mask`` is False (what ranking reads)."""
+    """Set ``-inf`` in place wherever ``allowed_mask`` is False (what ranking reads). With
+    ``spare``, ``scores`` has one slot past the catalogue that unknown ids mark instead of
+    being filtered out."""
+    n = len(catalog)
     if query.categories:
-        np.copyto(scores, NEG_INF, where=~catalog.category_mask(query.categories))
+        np.copyto(scores[:n], NEG_INF, where=~catalog.category_mask(query.categories))
     blocked = itertools.chain(
         context.seen_item_ids, context.dismissed_item_ids, query.exclude_item_ids
     )
-    scores[catalog.indices(blocked)] = NEG_INF
+    scores[catalog.positions_or(blocked, n) if spare else catalog.indices(blocked)] = NEG_INF
 
 
 def _candidate_sources(
@@ -218,10 +229,11 @@ class RankingEngine:
         return replace(ranking, fallback_reason=reason)
 
     def _scores_buffer(self, n: int) -> npt.NDArray[np.float32]:
-        """This thread's reusable score vector: scoring writes into it, masking sets -inf."""
+        """This thread's reusable score vector: scoring writes into it, masking sets -inf. It is
+        a view of the first ``n`` slots of a buffer with one more (``mask_blocked(spare=True)``)."""
         buffer: npt.NDArray[np.float32] | None = getattr(self._local, "scores", None)
         if buffer is None or buffer.size != n:
-            buffer = np.empty(n, dtype=np.float32)
+            buffer = np.empty(n + 1, dtype=np.float32)[:n]
             self._local.scores = buffer
         return buffer
 
@@ -260,7 +272,7 @@ class RankingEngine:
                 if picked is not None:
                     return _listed(snap, source, picked, fallback)
             scores = self._scores_buffer(len(snap.catalog))
-            with self._span("recgrpc.score", {"recgrpc.algorithm": source.value}):
+            with self._span("recgrpc.score", _SPAN_ATTRIBUTES[source]):
                 # BLAS sgemv into the reused buffer; the server pins BLAS to one thread
                 # (``server.app``), since its worker threads would only spin against the RPC
                 # threads for a single matrix-vector product.
@@ -268,7 +280,9 @@ class RankingEngine:
                 if model.ease is not None and source != Algorithm.CONTENT:
                     model.ease.blend_into(scores, context, snap.catalog.position, weights)
                 # Items this source cannot score (never trained on, no known feature).
-                scores[model.unscored_by(source)] = NEG_INF
+                unscored = model.unscored_by(source)
+                if unscored.size:
+                    scores[unscored] = NEG_INF
             return self._ranked(snap, source, context, query, scores, fallback=fallback)
         why = _why_not_personalised(context, snap.catalog.position)
         if query.algorithm != Algorithm.AUTO:
@@ -296,8 +310,10 @@ class RankingEngine:
         *,
         fallback: str,
     ) -> domain.RecommendationList:
-        mask_blocked(scores, snap.catalog, context, query)
-        with self._span("recgrpc.rerank", {"recgrpc.algorithm": source.value}):
+        full = scores.base
+        assert isinstance(full, np.ndarray)  # the view of _scores_buffer
+        mask_blocked(full, snap.catalog, context, query, spare=True)
+        with self._span("recgrpc.rerank", _SPAN_ATTRIBUTES[source]):
             result = rerank(
                 scores,
                 query.limit,
@@ -312,10 +328,9 @@ class RankingEngine:
 def _listed(
     snap: ServingSnapshot, source: Algorithm, result: Reranked, fallback: str
 ) -> domain.RecommendationList:
-    reason = SOURCE_REASON[source]
-    ids = snap.catalog.item_ids
+    reasons, ids, scored = _REASONS[source], snap.catalog.item_ids, domain.ScoredItem
     items = [
-        domain.ScoredItem(ids[i], s, FRESH_REASON if fresh else reason)
+        scored(ids[i], s, reasons[fresh])
         for i, s, fresh in zip(
             result.indices.tolist(), result.scores.tolist(), result.fresh.tolist(), strict=True
         )

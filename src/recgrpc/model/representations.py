@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 CatalogRows = Sequence[tuple[str, Sequence[str], Sequence[str], datetime]]
 
+_ONE = np.ones(1, dtype=np.float32)
+"""The leading 1 of a user vector (``[1 | user]``), which adds the item's bias."""
+
 PRIOR_WEIGHT_WITHOUT_HISTORY = 1.0
 """How much a user's preferences weigh against folded-in events when the model never saw them."""
 
@@ -275,7 +278,9 @@ class ModelView:
             context.attributes,
             use_identity=context.known,
         )
-        fold, new_weight = self.fold_in(algorithm, context, positions, weights)
+        fold, new_weight = (
+            self.fold_in(algorithm, context, positions, weights) if context.recent else (None, 0.0)
+        )
         if fold is None and base is None:
             return None
         typical = self.arrays.typical_user_norm or 1.0
@@ -294,7 +299,7 @@ class ModelView:
                 share = new_weight / (new_weight + prior)
                 base_norm = float(np.linalg.norm(base)) or typical
                 user = (1.0 - share) * base + share * fold * (base_norm / fold_norm)
-        return np.concatenate([np.ones(1, dtype=np.float32), user.astype(np.float32)])
+        return np.concatenate((_ONE, user), dtype=np.float32)
 
 
 def _ann_index(items: F32, min_items: int) -> ItemIndex | None:

@@ -89,12 +89,11 @@ def top_candidates(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.in
 def _best_first(values: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
     """Positions of the ``k`` largest ``values``, best first, equal values in position order
     (as a stable sort of all of them would give, without sorting all of them)."""
-    if values.size > k:
-        part = np.argpartition(values, values.size - k)[values.size - k :]
-        part.sort()
-    else:
-        part = np.arange(values.size)
-    return part[np.argsort(-values[part], kind="stable")]
+    if values.size <= k:
+        return (-values).argsort(kind="stable")
+    part = values.argpartition(values.size - k)[values.size - k :]
+    part.sort()
+    return part[(-values[part]).argsort(kind="stable")]
 
 
 def rerank(
@@ -114,19 +113,15 @@ def rerank(
     ``fresh_items`` the positions where it is significant, both precomputed with the snapshot
     so a request touches only the pool.
     """
-    empty = Reranked(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.bool_))
-    if limit <= 0:
-        return empty
     pool_size = max(MIN_POOL, POOL_FACTOR * limit)
-    pool = top_allowed(scores, pool_size)
-    if pool.size == 0:
-        return empty
-    lo, hi = float(scores[pool[-1]]), float(scores[pool[0]])
+    pool = top_allowed(scores, pool_size) if limit > 0 else None
+    if pool is None or pool.size == 0:
+        return Reranked(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.bool_))
+    pool_scores = scores[pool]
+    lo, hi = float(pool_scores[-1]), float(pool_scores[0])
     span = hi - lo if hi > lo else 1.0
 
-    pool_scores = scores[pool]
     bonus_unit = config.freshness_boost * span
-    is_fresh = np.zeros(pool.size, dtype=np.bool_)
     if bonus_unit > 0 and fresh is not None and fresh_items is not None and fresh_items.size:
         # Only fresh items whose boosted score clears the pool's floor can enter it (a masked
         # item's -inf never does).
@@ -138,7 +133,8 @@ def rerank(
         if extra.size:
             tied = raw[outside] == lo
             if tied.any():
-                members = set(pool.tolist())
+                # Only the pool's entries at its floor can equal a tied candidate.
+                members = set(pool[pool_scores == lo].tolist())
                 keep = [
                     not (t and p in members)
                     for t, p in zip(tied.tolist(), extra.tolist(), strict=True)
@@ -153,19 +149,20 @@ def rerank(
         # In the list because of the boost: not among the unboosted top ``limit`` (the first
         # ``limit`` of ``merged``), and fresh enough to say so.
         is_fresh = (order >= limit) & (fresh[pool] >= FRESH_SIGNIFICANT)
+    else:
+        is_fresh = np.zeros(pool.size, dtype=np.bool_)
 
     if config.diversity <= 0 or pool.size <= 1:
-        picked = np.arange(min(limit, pool.size))
-    else:
-        picked = _diversify(
-            pool,
-            pool_scores,
-            lo=lo,
-            span=span,
-            limit=limit,
-            categories=categories,
-            diversity=config.diversity,
-        )
+        return Reranked(pool[:limit], pool_scores[:limit], is_fresh[:limit])
+    picked = _diversify(
+        pool,
+        pool_scores,
+        lo=lo,
+        span=span,
+        limit=limit,
+        categories=categories,
+        diversity=config.diversity,
+    )
     return Reranked(pool[picked], pool_scores[picked], is_fresh[picked])
 
 
