@@ -164,7 +164,10 @@ FROM json_array_elements(CAST(:impressions AS JSON)) AS i
 """
     ).bindparams(bindparam("impressions", type_=Text()))
 )
-_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+# served_at, the only datetime, in ISO 8601 with its offset (read back as TIMESTAMPTZ).
+_encode = json.JSONEncoder(
+    allow_nan=False, separators=(",", ":"), default=datetime.isoformat
+).encode
 _UPSERT_RECOMMENDATIONS = text(
     recommendations_upsert(_recordset("rows", "recommendations", RECOMMENDATION_COLUMNS, "t"))
 ).bindparams(bindparam("rows", type_=Text()))
@@ -261,9 +264,7 @@ class PostgresSql(SqlDialect):
         return attributes, recent + history[recent_limit:], list(dismissed or ()), preferences
 
     def record_impressions(self, conn: Connection, impressions: Sequence[tuple[Any, ...]]) -> None:
-        # served_at (the last field) in ISO 8601 with its offset, read back as TIMESTAMPTZ.
-        rows = [(*r[:-1], r[-1].isoformat()) for r in impressions]
-        _RECORD_IMPRESSIONS.execute(conn, {"impressions": _encode(rows)})
+        _RECORD_IMPRESSIONS.execute(conn, {"impressions": _encode(impressions)})
 
     def insert_new(
         self,
