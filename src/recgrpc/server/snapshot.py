@@ -5,6 +5,8 @@ from __future__ import annotations
 import weakref
 from datetime import datetime, timedelta
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy.orm import Session
 
 from recgrpc.config import Settings
@@ -53,9 +55,7 @@ def build_snapshot(
         old_view, rejected, version, None if stored is None else stored.artifact, rows,
         ann_min_items=settings.ann_min_items,
     )  # fmt: skip
-    trending = trending_scores(
-        counts, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
-    )
+    trending = _trending(db, settings, counts, catalog, anchor)
     return ServingSnapshot.assemble(
         catalog,
         trending,
@@ -84,3 +84,26 @@ def _trending_counts(
     counts = queries.hourly_event_counts(session, since)
     _COUNTS[db] = (stamp, counts)
     return counts
+
+
+# The scores of the counts kept above, while neither they, the catalogue nor the anchor moved.
+_SCORED: weakref.WeakKeyDictionary[
+    Database, tuple[object, CatalogIndex, object, npt.NDArray[np.float32]]
+] = weakref.WeakKeyDictionary()
+
+
+def _trending(
+    db: Database,
+    settings: Settings,
+    counts: list[tuple[str, str, int, int]],
+    catalog: CatalogIndex,
+    anchor: datetime,
+) -> npt.NDArray[np.float32]:
+    half_life, weights = settings.trending_half_life_days, settings.interaction_weights
+    key = (anchor, half_life, tuple(weights.items()))
+    kept = _SCORED.get(db)
+    if kept is not None and kept[0] == key and kept[1] is catalog and kept[2] is counts:
+        return kept[3]
+    trending = trending_scores(counts, catalog, anchor, half_life, weights)
+    _SCORED[db] = (key, catalog, counts, trending)
+    return trending
