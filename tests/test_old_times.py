@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from recgrpc.config import Settings
 from recgrpc.db import Database, queries
 from recgrpc.jobs.importer import ImportKind, import_file
-from recgrpc.server.handlers import build_snapshot
+from recgrpc.server.snapshot import build_snapshot
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.rpc import bad_fields, stubs, ts

@@ -19,7 +19,7 @@ from recgrpc.jobs.online_metrics import online_metrics_since
 from recgrpc.jobs.train import train
 from recgrpc.model.recommender import TrainingParams
 from recgrpc.server import RunningServer
-from recgrpc.server.handlers import build_snapshot
+from recgrpc.server.snapshot import build_snapshot
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import TasteData, load, taste_data
@@ -351,3 +351,29 @@ def test_a_refresh_reads_the_catalogue_again_only_after_it_changed(
     assert "i-brand-new" in changed.catalog.position
     assert changed.model is not None
     assert changed.model.hybrid.shape[0] == len(changed.catalog)  # re-aligned with it
+
+
+def test_a_refresh_counts_trending_events_again_only_after_they_changed(
+    trained: str, database: Database, settings: Settings
+) -> None:
+    first = build_snapshot(database, settings, datetime.now(UTC))
+    at = int(first.trending.argmin())
+    item = first.catalog.item_ids[at]
+    before = float(first.trending[at])
+    again = build_snapshot(database, settings, datetime.now(UTC), first)
+    assert float(again.trending[at]) == pytest.approx(before)
+
+    now = datetime.now(UTC)
+    events = [
+        domain.Interaction(f"e-trend-{n}", "u-trend", item, domain.InteractionType.PURCHASE, now)
+        for n in range(5)
+    ]
+    with database.writer() as session:
+        queries.insert_interactions(session, events, now)
+    risen = build_snapshot(database, settings, datetime.now(UTC), again)
+    assert float(risen.trending[at]) > before
+
+    with database.writer() as session:
+        queries.delete_user(session, "u-trend")
+    fallen = build_snapshot(database, settings, datetime.now(UTC), risen)
+    assert float(fallen.trending[at]) == pytest.approx(before)

@@ -158,8 +158,9 @@ class SqlDialect(abc.ABC):
         """One user's stored context, None when the user is unknown."""
 
     @abc.abstractmethod
-    def record_impressions(self, conn: Connection, impressions: list[dict[str, Any]]) -> None:
-        """Insert the served lists' impressions (the stored top-N is training's, untouched)."""
+    def record_impressions(self, conn: Connection, impressions: Sequence[tuple[Any, ...]]) -> None:
+        """Insert the served lists' impressions, each a tuple in ``IMPRESSION_COLUMNS`` order
+        (the stored top-N is training's, untouched)."""
 
     @abc.abstractmethod
     def insert_new(
@@ -179,6 +180,12 @@ class SqlDialect(abc.ABC):
         """Write stored top-N rows given column by column (``RECOMMENDATION_COLUMNS`` keys,
         equal lengths); a stored (user_id, item_id) is updated."""
 
+
+IMPRESSION_COLUMNS = (
+    "recset_id", "user_id", "algorithm", "model_version", "fallback_reason", "item_ids",
+    "platform", "served_at",
+)  # fmt: skip
+"""The columns of an impression, in the order ``record_impressions`` takes them."""
 
 RECOMMENDATION_COLUMNS = (
     "user_id", "item_id", "rank", "score", "algorithm", "model_version", "recset_id",

@@ -121,7 +121,8 @@ def hourly_event_counts(session: Session, since: datetime) -> list[tuple[str, st
     """
     occurred = m.Interaction.occurred_at
     hour: Any = sql_of(session).epoch_bucket(occurred, 3600)
-    rows = session.execute(
+    # Core, not the ORM's result machinery: the window can hold tens of thousands of groups.
+    rows = core_connection(session).execute(
         select(m.Interaction.item_id, m.Interaction.type, hour, func.count())
         .where(occurred >= since)
         .group_by(m.Interaction.item_id, m.Interaction.type, hour)
@@ -133,3 +134,16 @@ def newest_event_time(session: Session) -> datetime | None:
     """The latest ``occurred_at`` stored, None without events."""
     value: datetime | None = session.scalar(select(func.max(m.Interaction.occurred_at)))
     return value
+
+
+def event_window_stamp(session: Session, since: datetime) -> tuple[int, int, datetime | None]:
+    """(events, largest id, newest ``received_at``) of the events since ``since``: unchanged
+    while the window's events are, so a refresh can keep the counts it read last time. Every
+    insert raises the id or, where SQLite reuses the id of a deleted last row, ``received_at``;
+    a deletion or an event leaving the window lowers the count. One indexed range scan in the
+    database instead of every group's row in Python."""
+    i = m.Interaction
+    count, largest, received = session.execute(
+        select(func.count(), func.max(i.id), func.max(i.received_at)).where(i.occurred_at >= since)
+    ).one()
+    return int(count), int(largest or 0), received

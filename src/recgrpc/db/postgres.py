@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from recgrpc.db import models as m
 from recgrpc.db.change_feed import CHANNEL, UserChangeFeed
 from recgrpc.db.dialect import (
+    IMPRESSION_COLUMNS,
     RECOMMENDATION_COLUMNS,
     ChangeListener,
     SqlDialect,
@@ -145,20 +146,28 @@ WHERE u.user_id = :user_id
 )
 
 # The served lists in one round trip. The stored top-N (recommendations) is training's and is
-# not touched here.
-_IMPRESSION_COLUMNS = (
-    "recset_id", "user_id", "algorithm", "model_version", "fallback_reason", "item_ids",
-    "platform", "served_at",
+# not touched here. Each list travels as a JSON array in IMPRESSION_COLUMNS order rather than an
+# object: the writer thread encodes every served list, and arrays spare it the keys.
+_IMPRESSIONS = m.Base.metadata.tables["impressions"]
+_PG = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]  # untyped upstream
+_IMPRESSION_FIELDS = ", ".join(
+    f"i -> {n}" if c == "item_ids"
+    else f"CAST(i ->> {n} AS {_IMPRESSIONS.c[c].type.dialect_impl(_PG).compile(dialect=_PG)})"
+    for n, c in enumerate(IMPRESSION_COLUMNS)
 )  # fmt: skip
 _RECORD_IMPRESSIONS = Prepared(
     text(
         f"""
-INSERT INTO impressions ({", ".join(_IMPRESSION_COLUMNS)})
-SELECT {", ".join(_IMPRESSION_COLUMNS)}
-FROM {_recordset("impressions", "impressions", _IMPRESSION_COLUMNS, "i")}
+INSERT INTO impressions ({", ".join(IMPRESSION_COLUMNS)})
+SELECT {_IMPRESSION_FIELDS}
+FROM json_array_elements(CAST(:impressions AS JSON)) AS i
 """
     ).bindparams(bindparam("impressions", type_=Text()))
 )
+# served_at, the only datetime, in ISO 8601 with its offset (read back as TIMESTAMPTZ).
+_encode = json.JSONEncoder(
+    allow_nan=False, separators=(",", ":"), default=datetime.isoformat
+).encode
 _UPSERT_RECOMMENDATIONS = text(
     recommendations_upsert(_recordset("rows", "recommendations", RECOMMENDATION_COLUMNS, "t"))
 ).bindparams(bindparam("rows", type_=Text()))
@@ -254,8 +263,8 @@ class PostgresSql(SqlDialect):
         preferences = {category: float(score) for category, score in (preferences or {}).items()}
         return attributes, recent + history[recent_limit:], list(dismissed or ()), preferences
 
-    def record_impressions(self, conn: Connection, impressions: list[dict[str, Any]]) -> None:
-        _RECORD_IMPRESSIONS.execute(conn, {"impressions": json_rows(impressions)})
+    def record_impressions(self, conn: Connection, impressions: Sequence[tuple[Any, ...]]) -> None:
+        _RECORD_IMPRESSIONS.execute(conn, {"impressions": _encode(impressions)})
 
     def insert_new(
         self,

@@ -18,6 +18,7 @@ from recgrpc.db.catalogue import (
 from recgrpc.db.dialect import core_connection
 from recgrpc.db.events import (
     ensure_users,
+    event_window_stamp,
     existing_item_ids,
     hourly_event_counts,
     insert_interactions,
@@ -43,6 +44,7 @@ __all__ = [
     "count_rows",
     "delete_user",
     "ensure_users",
+    "event_window_stamp",
     "existing_item_ids",
     "hourly_event_counts",
     "impression_sources",

@@ -8,7 +8,6 @@ is ``db.dialect``'s.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
@@ -63,17 +62,17 @@ def record_impressions(
     if not served:
         return
     conn = core_connection(session)
-    impressions: list[dict[str, Any]] = [
-        {
-            "recset_id": listed.recset_id,
-            "user_id": user_id,
-            "algorithm": listed.ranking.algorithm.value,
-            "model_version": listed.ranking.model_version,
-            "fallback_reason": listed.ranking.fallback_reason,
-            "item_ids": [it.item_id for it in listed.ranking.items],
-            "platform": platform,
-            "served_at": listed.generated_at,
-        }
+    impressions = [  # in IMPRESSION_COLUMNS order
+        (
+            listed.recset_id,
+            user_id,
+            listed.ranking.algorithm.value,
+            listed.ranking.model_version,
+            listed.ranking.fallback_reason,
+            [it.item_id for it in listed.ranking.items],
+            platform,
+            listed.generated_at,
+        )
         for user_id, listed, platform in served
     ]
     sql_of(conn).record_impressions(conn, impressions)

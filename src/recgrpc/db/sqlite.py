@@ -30,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from recgrpc.db import models as m
 from recgrpc.db.dialect import (
+    IMPRESSION_COLUMNS,
     RECOMMENDATION_COLUMNS,
     SqlDialect,
     UserContextRows,
@@ -72,11 +73,7 @@ _INSERT_NEW_INTERACTIONS = PreparedInsert(
     INTERACTION_COLUMNS,
 )
 _RECOMMENDATIONS = table_of(m.Recommendation)
-_IMPRESSION_COLUMNS = (
-    "recset_id", "user_id", "algorithm", "model_version", "fallback_reason", "item_ids",
-    "platform", "served_at",
-)  # fmt: skip
-_INSERT_IMPRESSION = PreparedInsert(lambda _: insert(table_of(m.Impression)), _IMPRESSION_COLUMNS)
+_INSERT_IMPRESSION = PreparedInsert(lambda _: insert(table_of(m.Impression)), IMPRESSION_COLUMNS)
 # The one recommendations upsert, from one row of positional parameters per execution.
 _UPSERT_ROW = recommendations_upsert(
     "(SELECT " + ", ".join(f"? AS {c}" for c in RECOMMENDATION_COLUMNS) + ")"
@@ -156,8 +153,10 @@ class SqliteSql(SqlDialect):
         dismissed = [item_id for (item_id,) in _DISMISSED_ITEMS.rows(conn, params)]
         return found[0][0], history, dismissed, dict(_PREFERENCES.rows(conn, params))
 
-    def record_impressions(self, conn: Connection, impressions: list[dict[str, Any]]) -> None:
-        _INSERT_IMPRESSION.insert(conn, impressions)
+    def record_impressions(self, conn: Connection, impressions: Sequence[tuple[Any, ...]]) -> None:
+        _INSERT_IMPRESSION.insert(
+            conn, [dict(zip(IMPRESSION_COLUMNS, r, strict=True)) for r in impressions]
+        )
 
     def insert_new(
         self,

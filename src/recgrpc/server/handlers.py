@@ -9,21 +9,18 @@ import logging
 import threading
 from collections.abc import Callable, Container, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from recgrpc import domain, recset, tracing
 from recgrpc.config import Settings
-from recgrpc.db import Database, model_store, queries
+from recgrpc.db import Database, queries
 from recgrpc.domain import utcnow
 from recgrpc.errors import InvalidArgument, NotFound, Unavailable
 from recgrpc.jobs.churn_scoring import NO_CHURN_MODEL
-from recgrpc.model.catalog import CatalogIndex
-from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
-from recgrpc.model.representations import needs_load, refresh_view
-from recgrpc.model.trending import trending_scores
+from recgrpc.model.ranking import RankingEngine
 from recgrpc.recset import Attribution, RecsetTokens
 from recgrpc.server.context_cache import CacheCollector, open_context_cache
 from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
@@ -37,7 +34,6 @@ from recgrpc.server.group_commit import (
 )
 from recgrpc.server.impressions import ImpressionWriter
 from recgrpc.server.search_index import SearchIndexKeeper
-from recgrpc.validation import before
 
 log = logging.getLogger(__name__)
 
@@ -95,57 +91,6 @@ class ServiceObserver(Protocol):
         created_at: datetime,
         training_metrics: Mapping[str, object] | None = None,
     ) -> None: ...
-
-
-def build_snapshot(
-    db: Database, settings: Settings, now: datetime, previous: ServingSnapshot | None = None
-) -> ServingSnapshot:
-    """Catalogue, trending scores and the active model, read in one read session.
-
-    The model artifact is fetched only when the active version differs from ``previous``'s
-    (polling is one indexed query on kind/status). The catalogue is read again only when its
-    stamp changed (or a new model must be aligned with it): rebuilding a large catalogue every
-    refresh would hold the interpreter long enough to show in every request's tail latency.
-    """
-    old_view = None if previous is None else previous.model
-    rejected = "" if previous is None else previous.rejected_model_version
-    with db.reader() as session:
-        stamp = queries.catalogue_stamp(session)
-        # Trending is anchored at the newest event when that is in the past (history imported
-        # from years ago still has a popularity ranking), at the wall clock otherwise.
-        newest = queries.newest_event_time(session)
-        anchor = now if newest is None else min(now, newest)
-        since = before(anchor, timedelta(days=settings.trending_window_days))
-        counts = queries.hourly_event_counts(session, since)
-        stamp_of_model = model_store.active_model_stamp(session, model_store.RECOMMENDER)
-        version, revision = stamp_of_model or (None, 0)
-        stored = None
-        if needs_load(old_view, rejected, version, revision):
-            stored = model_store.load_model(session, version or "")
-        rows = None
-        if previous is None or previous.catalog_stamp != stamp or stored is not None:
-            rows = queries.catalogue(session)
-    if rows is None:
-        assert previous is not None
-        catalog = previous.catalog
-    else:
-        catalog = CatalogIndex.build(rows)
-    view, rejected = refresh_view(
-        old_view, rejected, version, None if stored is None else stored.artifact, rows,
-        ann_min_items=settings.ann_min_items,
-    )  # fmt: skip
-    trending = trending_scores(
-        counts, catalog, anchor, settings.trending_half_life_days, settings.interaction_weights
-    )
-    return ServingSnapshot.assemble(
-        catalog,
-        trending,
-        now,
-        model=view,
-        config=RankingConfig.from_settings(settings),
-        rejected_model_version=rejected,
-        catalog_stamp=stamp,
-    )
 
 
 ERASURE_SECONDS = 30.0
@@ -385,3 +330,6 @@ class Handlers:
             if snapshot.model is not None:
                 self.engine.swap(replace(snapshot, model=snapshot.model.without_user(user_id)))
         return removed or rewritten > 0
+
+
+__all__ = ["ERASURE_SECONDS", "ChurnPredictor", "Handlers", "ServiceObserver"]

@@ -13,11 +13,9 @@ the same. Attribution never needs the stored row: it is in the ``recset_id`` (se
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from recgrpc import domain
 from recgrpc.db import Database, queries
@@ -29,11 +27,8 @@ MAX_BATCH = 500
 """Most impressions in one transaction; a full batch is written without waiting."""
 
 
-@dataclass(frozen=True, slots=True)
-class ServedListRecord:
-    user_id: str
-    served: domain.ServedList
-    platform: str
+ServedListRecord = tuple[str, domain.ServedList, str]
+"""(user_id, served list, platform): what ``queries.record_impressions`` stores."""
 
 
 class ImpressionWriter:
@@ -48,7 +43,11 @@ class ImpressionWriter:
         dropped: Callable[[int], None] | None = None,
     ) -> None:
         self._db = db
-        self._queue: queue.Queue[ServedListRecord] = queue.Queue(maxsize=capacity)
+        # A list under a lock rather than a queue.Queue: one acquisition per served list, and
+        # the writer takes a whole batch at once.
+        self._pending: list[ServedListRecord] = []
+        self._pending_lock = threading.Lock()
+        self._capacity = capacity
         self._flush_seconds = flush_seconds
         self._dropped = dropped
         self._wake = threading.Event()
@@ -67,18 +66,19 @@ class ImpressionWriter:
         if self._closed:
             self._drop(1, "the server is stopping")
             return
-        try:
-            self._queue.put_nowait(ServedListRecord(user_id, served, platform))
-        except queue.Full:
+        with self._pending_lock:
+            waiting = len(self._pending)
+            if waiting < self._capacity:
+                self._pending.append((user_id, served, platform))
+        if waiting >= self._capacity:
             self._drop(1, "the queue is full")
-            return
-        if self._queue.qsize() >= MAX_BATCH:
+        elif waiting + 1 >= MAX_BATCH:
             self._wake.set()
 
     @property
     def queued(self) -> int:
         """Impressions waiting to be stored."""
-        return self._queue.qsize()
+        return len(self._pending)
 
     def close(self, timeout: float = 30.0) -> None:
         """Store everything queued, then stop the writer (graceful shutdown)."""
@@ -109,12 +109,9 @@ class ImpressionWriter:
 
     def _flush_locked(self) -> None:
         while True:
-            batch: list[ServedListRecord] = []
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            with self._pending_lock:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
             if not batch:
                 return
             self._store(batch)
@@ -125,7 +122,7 @@ class ImpressionWriter:
         scope = self._db.connection() if self._db.autocommit_batches else self._db.transaction()
         try:
             with scope as conn:
-                queries.record_impressions(conn, [(r.user_id, r.served, r.platform) for r in batch])
+                queries.record_impressions(conn, batch)
         except Exception as exc:
             # Never retried: a list waiting for an outage to end would only delay the next.
             if is_database_outage(exc):

@@ -11,8 +11,9 @@ from recgrpc.db import queries
 from recgrpc.model.ranking import ServingSnapshot
 from recgrpc.model.representations import ModelView
 from recgrpc.server.errors import is_database_outage
-from recgrpc.server.handlers import Handlers, build_snapshot
+from recgrpc.server.handlers import Handlers
 from recgrpc.server.health import HealthService
+from recgrpc.server.snapshot import build_snapshot
 from recgrpc.v1 import catalog_pb2, recommendation_pb2
 
 # The README documents this logger for model loads and outages: one name for the whole server.
