@@ -165,6 +165,13 @@ def eventually(predicate: Callable[[], bool], seconds: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+def cut_and_noticed(proxy: CuttableProxy, running: RunningServer) -> None:
+    """Cut the database off and wait until the server's change feed has noticed: until then a
+    cached user's context is served from memory (by design), not as an outage."""
+    proxy.cut()
+    eventually(lambda: not running.handlers.contexts.serving, seconds=10)
+
+
 def seed(channel: grpc.Channel) -> None:
     rec, catalog = stubs(channel)
     catalog.UpsertItems(
@@ -194,7 +201,7 @@ def test_cut_database_writes_unavailable_reads_fall_back_then_recover(
     with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
         seed(channel)
         rec, catalog = stubs(channel)
-        proxy.cut()
+        cut_and_noticed(proxy, served)
 
         for k in range(5):
             log_code = code_of(

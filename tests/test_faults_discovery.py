@@ -18,7 +18,14 @@ from recgrpc.server.errors import DATABASE_DOWN
 from recgrpc.v1 import recommendation_pb2 as pb
 from tests.recommender_data import TasteData, load, taste_data
 from tests.rpc import stubs
-from tests.test_faults import CuttableProxy, eventually, postgres_url, proxy, serve_through
+from tests.test_faults import (
+    CuttableProxy,
+    cut_and_noticed,
+    eventually,
+    postgres_url,
+    proxy,
+    serve_through,
+)
 
 __all__ = ["postgres_url", "proxy"]  # the fixtures this module borrows
 
@@ -74,7 +81,7 @@ def test_similar_together_and_feed_answer_from_memory_while_the_database_is_cut(
         assert DATABASE_DOWN not in before.fallback_reason
         assert DATABASE_DOWN not in feed().fallback_reason
 
-        proxy.cut()
+        cut_and_noticed(proxy, served)
         for _ in range(3):
             cut_similar = similar()
             assert len(cut_similar.items) == 5

@@ -206,7 +206,7 @@ def test_impressions_are_dropped_and_counted_while_the_database_is_down(
             for _ in range(queued_before_cut):
                 rec.GetRecommendations(pb.GetRecommendationsRequest(user_id="u1", limit=5))
             assert impressions(direct) == 0
-            proxy.cut()
+            faults.cut_and_noticed(proxy, running)
             for _ in range(3):
                 reply = rec.GetRecommendations(
                     pb.GetRecommendationsRequest(user_id="u1", limit=5), timeout=10
