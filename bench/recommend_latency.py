@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--components", type=int, default=64)
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument(
-        "--ann-min-items", type=int, default=Settings.ann_min_items,
+        "--ann-min-items", type=int, default=Settings.__dataclass_fields__["ann_min_items"].default,
         help="rank catalogues this large from the approximate index (0: never)",
     )  # fmt: skip
     parser.add_argument("--grpc", action="store_true", help="end to end through a real server")
