@@ -2,6 +2,7 @@
 
     pip install faiss-cpu==1.15.1 hnswlib==0.8.0   # usearch is the server's own dependency
     python bench/ann_compare.py [--items 1000000] [--queries 300] [--libraries usearch,faiss]
+                                [--ef 256 512]
 
 faiss-cpu (IndexHNSWFlat), usearch and hnswlib (HNSW) at the same graph degree, each built over
 the hybrid item matrix ``[bias | embedding]`` that serving scores with (the catalogue of
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--components", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="threads for building")
     parser.add_argument("--libraries", default="usearch,faiss,hnswlib")
+    parser.add_argument("--ef", type=int, nargs="+", default=[256, 512], help="efSearch values")
     args = parser.parse_args()
     threadpool_limits(limits=1, user_api="blas")
     engine = build_engine(args.items, 1000, args.components)
@@ -129,7 +131,7 @@ def main() -> None:
         search, set_ef = builders[name](items, args.threads)
         build = time.perf_counter() - start
         memory = rss_mb() - before
-        for ef in (256, 512):
+        for ef in args.ef:
             set_ef(ef)
             times, r10, r50 = [], [], []
             for q, truth in zip(queries, exact, strict=True):

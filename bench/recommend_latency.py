@@ -1,7 +1,7 @@
 """Latency of one ranking call (RankingEngine.recommend) at 10k and 100k catalogue items.
 
     python bench/recommend_latency.py [--items 10000 100000] [--requests 2000] [--components 64]
-                                      [--grpc]
+                                      [--ann-min-items N] [--grpc]
 
 Measures what GetRecommendations spends in the model layer: the allowed mask, user vector
 (identity + preferences, or fold-in of recent clicks for a user the model does not know),
@@ -10,7 +10,9 @@ re-ranking (diversity and freshness on). The model is random (speed does not dep
 learned); items have 1-2 of 30 categories and 2 tags. The gRPC and database round trips are
 not included by default. Wall-clock percentiles include time
 the thread waited for a CPU (the machine's load average is printed); the cpu columns are the
-calling thread's own CPU time, i.e. the work itself.
+calling thread's own CPU time, i.e. the work itself. ``--ann-min-items N`` ranks catalogues of
+N items or more from the approximate index (model.ann), as the server's RECGRPC_ANN_MIN_ITEMS
+does (its default here too); the index's build time and memory are printed.
 
 ``--grpc`` measures GetRecommendations end to end instead: the same catalogue and model stored
 in a fresh SQLite file (the model as the active ``models`` row), a real server on a free port,
@@ -48,7 +50,9 @@ from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def build_engine(n_items: int, n_users: int, components: int, seed: int = 0) -> RankingEngine:
+def build_engine(
+    n_items: int, n_users: int, components: int, seed: int = 0, ann_min_items: int = 0
+) -> RankingEngine:
     rng = np.random.default_rng(seed)
     cats = [f"c{c}" for c in range(30)]
     rows = []
@@ -59,7 +63,13 @@ def build_engine(n_items: int, n_users: int, components: int, seed: int = 0) -> 
     tags = [f"t{t}" for t in range(57)]
     arrays = random_arrays(rows, cats, tags, [f"user{u}" for u in range(n_users)], components, rng)
     catalog = CatalogIndex.build(rows)
-    view = ModelView.build(arrays, rows)
+    started = time.perf_counter()
+    view = ModelView.build(arrays, rows, ann_min_items=ann_min_items)
+    if view.ann is not None:
+        print(
+            f"approximate index over {n_items} items: {time.perf_counter() - started:.1f} s "
+            f"(with the item vectors), {view.ann.memory_bytes / 2**20:.0f} MB"
+        )
     trending = rng.pareto(1.5, n_items).astype(np.float32)
     snapshot = ServingSnapshot.assemble(catalog, trending, NOW, model=view, config=RankingConfig())
     return RankingEngine(snapshot)
@@ -156,16 +166,22 @@ def seed_served_world(url: str, n_items: int, n_users: int, components: int, use
     db.dispose()
 
 
-def grpc_latency(n_items: int, n_users: int, components: int, requests: int, limit: int) -> None:
+def grpc_latency(
+    n_items: int, n_users: int, components: int, requests: int, limit: int, ann_min_items: int
+) -> None:
     users = 200
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/latency.db"
         seed_served_world(url, n_items, n_users, components, users)
         db = Database(url)
-        settings = Settings(database_url=url, host="127.0.0.1", port=0, metrics_port=0)
+        settings = Settings(
+            database_url=url, host="127.0.0.1", port=0, metrics_port=0, ann_min_items=ann_min_items
+        )
+        started = time.perf_counter()
         server = create_server(settings, db=db)
         try:
-            assert server.wait_ready(120)
+            assert server.wait_ready(1800)
+            print(f"{n_items:>8} items: server ready in {time.perf_counter() - started:.1f} s")
             with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 stub = pb_grpc.RecommendationServiceStub(channel)
                 algorithms = [pb.ALGORITHM_HYBRID, pb.ALGORITHM_AUTO, pb.ALGORITHM_CONTENT]
@@ -221,6 +237,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--components", type=int, default=64)
     parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument(
+        "--ann-min-items", type=int, default=Settings.__dataclass_fields__["ann_min_items"].default,
+        help="rank catalogues this large from the approximate index (0: never)",
+    )  # fmt: skip
     parser.add_argument("--grpc", action="store_true", help="end to end through a real server")
     args = parser.parse_args()
     # As the server does (server.app): one BLAS thread per matrix-vector product.
@@ -228,13 +248,17 @@ def main() -> None:
     if args.grpc:
         print(f"{'items':>8} {'source':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for n_items in args.items:
-            grpc_latency(n_items, args.users, args.components, args.requests, args.limit)
+            grpc_latency(
+                n_items, args.users, args.components, args.requests, args.limit, args.ann_min_items
+            )
         return
     header = f"{'items':>8} {'source':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     load = os.getloadavg()[0]
     print(f"{header} {'cpu p50':>8} {'cpu p99':>8}  (limit {args.limit}; load {load:.1f})")
     for n_items in args.items:
-        engine = build_engine(n_items, args.users, args.components)
+        engine = build_engine(
+            n_items, args.users, args.components, ann_min_items=args.ann_min_items
+        )
         cases = contexts(n_items, args.users, args.requests)
         timings: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}
