@@ -8,6 +8,7 @@ write nothing.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from typing import Any
 
@@ -70,7 +71,7 @@ def row_counts(database: Database) -> dict[str, int]:
     return counts(database, TABLES)
 
 
-def seed(channel: grpc.Channel) -> None:
+def seed(channel: grpc.Channel, server: RunningServer) -> None:
     rec, catalog = stubs(channel)
     catalog.UpsertItems(
         cat_pb.UpsertItemsRequest(
@@ -84,6 +85,12 @@ def seed(channel: grpc.Channel) -> None:
         ),
         timeout=10,
     )
+    # Served once the refresher has read the catalogue (every refresh_seconds); watched on the
+    # server, since a GetRecommendations would add an impression row to the tests' counts.
+    deadline = time.monotonic() + 10
+    while set(KNOWN_ITEMS) - set(server.handlers.engine.snapshot.catalog.position):
+        assert time.monotonic() < deadline, "the seeded catalogue was never served"
+        time.sleep(0.1)
 
 
 def random_body(rng: random.Random) -> bytes:
@@ -113,7 +120,7 @@ def assert_serving(server: RunningServer) -> None:
 def test_random_bytes_as_every_request_body(
     server: RunningServer, channel: grpc.Channel, database: Database
 ) -> None:
-    seed(channel)
+    seed(channel, server)
     before = row_counts(database)
     rng = random.Random(20261121)
     accepted: Counter[str] = Counter()
@@ -152,8 +159,10 @@ def test_oversized_request_is_resource_exhausted(server: RunningServer) -> None:
     assert_serving(server)
 
 
-def test_valid_message_with_unknown_fields_is_accepted(channel: grpc.Channel) -> None:
-    seed(channel)
+def test_valid_message_with_unknown_fields_is_accepted(
+    server: RunningServer, channel: grpc.Channel
+) -> None:
+    seed(channel, server)
     body = pb.GetRecommendationsRequest(user_id=KNOWN_USER, limit=3).SerializeToString()
     # Field 999 (varint) and field 1000 (bytes) are not in the contract: ignored, not refused.
     extra = b"\xb8\x3e\x07" + b"\xc2\x3e\x03abc"
@@ -169,7 +178,7 @@ SERVICE_OF = {method.name: method.containing_service.full_name for method in MET
 def test_adversarial_field_values(
     method: str, server: RunningServer, channel: grpc.Channel, database: Database
 ) -> None:
-    seed(channel)
+    seed(channel, server)
     call = channel.unary_unary(f"/{SERVICE_OF[method]}/{method}")
 
     @settings(
@@ -202,7 +211,7 @@ def test_adversarial_field_values(
 def test_every_edit_of_a_page_token_is_refused(
     server: RunningServer, channel: grpc.Channel
 ) -> None:
-    seed(channel)
+    seed(channel, server)
     rec, _ = stubs(channel)
     for n in range(3):
         rec.LogInteraction(
