@@ -27,7 +27,7 @@ from recgrpc.v1 import catalog_pb2 as cat_pb
 from tests.conftest import POSTGRES_SKIPPED, POSTGRES_URL, _truncate_postgres
 from tests.rpc import stubs
 from tests.test_context_cache import ITEMS, dismiss, listed, seed, view
-from tests.test_workers import children, free_port, serving
+from tests.test_workers import children, free_port, free_port_run, serving
 
 pytestmark = [
     pytest.mark.slow,
@@ -195,7 +195,8 @@ def worker_lookups(metrics_port: int) -> float:
 
 def test_serve_with_two_workers_honours_a_dismissal_in_both(postgres_migrated: str) -> None:
     _truncate_postgres(postgres_migrated)
-    port, metrics = free_port(), free_port()
+    port = free_port_run(3)  # gRPC, then each worker's metrics port
+    metrics = port + 1
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECGRPC_")}
     env.update(RECGRPC_REFRESH_SECONDS="0.5", RECGRPC_DB_DEADLINE_SECONDS="10")
     command = [

@@ -28,6 +28,31 @@ def free_port() -> int:
         return port
 
 
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free ports, all bound at once while choosing.
+
+    Workers take ``metrics_port + index``, so a port chosen alone may have a taken neighbour.
+    """
+    for _ in range(100):
+        held: list[socket.socket] = []
+        try:
+            first = socket.socket()
+            held.append(first)
+            first.bind(("127.0.0.1", 0))
+            base: int = first.getsockname()[1]
+            for offset in range(1, count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
