@@ -127,6 +127,35 @@ def test_the_home_feed_reads_the_same_cache_and_honours_a_dismissal_at_once(
     assert ITEMS[0] not in shelved()
 
 
+def test_similar_items_for_a_user_read_the_same_cache_and_honour_a_dismissal_at_once(
+    channel: grpc.Channel, server: RunningServer
+) -> None:
+    seed(channel)
+    rec, catalog = stubs(channel)
+    shared = [cat_pb.Item(item_id=i, title=f"{i} jazz", categories=["jazz"]) for i in ITEMS]
+    catalog.UpsertItems(cat_pb.UpsertItemsRequest(items=shared), timeout=5)
+
+    def similar() -> set[str]:
+        request = pb.GetSimilarItemsRequest(item_id=ITEMS[7], user_id="u", limit=50)
+        return {item.item_id for item in rec.GetSimilarItems(request, timeout=10).items}
+
+    registry = server.metrics.registry
+
+    def hits() -> float:
+        found = registry.get_sample_value("recgrpc_context_cache_lookups_total", {"result": "hit"})
+        return found or 0.0
+
+    deadline = time.monotonic() + 10
+    while ITEMS[0] not in similar():  # content neighbours once the catalogue change is indexed
+        assert time.monotonic() < deadline, "no similar items for a catalogue sharing a category"
+        time.sleep(0.1)
+    before = hits()
+    assert ITEMS[0] in similar()
+    assert hits() > before  # the second call found the user's context cached
+    dismiss(channel, "u", ITEMS[0])
+    assert ITEMS[0] not in similar()
+
+
 def test_delete_user_leaves_nothing_cached(channel: grpc.Channel, server: RunningServer) -> None:
     seed(channel)
     view(channel, "gone", ITEMS[0])

@@ -18,7 +18,7 @@ from typing import Any
 
 from recgrpc import domain
 from recgrpc.config import Settings
-from recgrpc.db import Database, discovery, queries
+from recgrpc.db import Database, discovery
 from recgrpc.errors import NotFound, Unavailable
 from recgrpc.model.feed_orders import feed_orders
 from recgrpc.model.home_feed import HomeFeedQuery, build_feed, liked_anchor
@@ -202,16 +202,18 @@ class Discovery:
         neighbour table) and the list is served without the user's history, like
         GetRecommendations'; UNAVAILABLE only for an item memory does not hold."""
 
-        def read() -> tuple[dict[str, Any], domain.UserContext | None]:
+        def read() -> dict[str, Any]:
             with self.db.connection() as conn:
                 found = discovery.item_texts(conn, item_ids)
                 missing = [i for i in item_ids if i not in found]
                 if missing:
                     raise NotFound(f"item_id {missing[0]!r} is not in the catalogue")
-                return found, queries.load_user_context(conn, user_id) if user_id else None
+                return found
 
         try:
-            found, context = bounded(self._guard, read)
+            found = bounded(self._guard, read)
+            # The user as GetRecommendations reads them: from the process's cache on a hit.
+            context = self.context_of(user_id) if user_id else None
         except NotFound:
             raise
         except Exception as exc:
