@@ -20,7 +20,7 @@ MODEL_THIRD_PARTY = {
     "sklearn",
     "lightfm",
     "threadpoolctl",
-    "usearch",
+    "faiss",
     "bm25s",
     "Stemmer",
 }

@@ -13,6 +13,7 @@ from recgrpc.config import ENV_PREFIX, Settings
 SERVER_MODULES = frozenset(
     {
         "alembic",
+        "faiss",
         "grpc_health",
         "grpc_reflection",
         "grpc_status",
@@ -25,7 +26,6 @@ SERVER_MODULES = frozenset(
         "sqlalchemy",
         "threadpoolctl",
         "tqdm",
-        "usearch",
     }
 )
 PORT_FLAGS = {

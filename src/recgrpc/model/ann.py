@@ -1,69 +1,116 @@
 """Approximate maximum-inner-product search over item vectors, for large catalogues.
 
-An HNSW graph (usearch) over the hybrid item matrix ``[bias | embedding]``
-finds the candidates; ranking then re-scores them exactly and applies every filter exactly
-(seen, dismissed, excluded, unscored), widening the search when too few survive. The choice of
-library and its settings are measured in bench/ann_compare.py.
+An inverted-file index (faiss IVF-Flat, inner product) over the hybrid item matrix
+``[bias | embedding]`` finds the candidates; ranking then re-scores them exactly and applies
+every filter exactly (seen, dismissed, excluded, unscored), widening the search when too few
+survive. The items are extended by one coordinate so that all have the same norm (the query by
+a 0, so inner products are unchanged): the coarse quantiser's clusters then group items by
+direction, which is what an inner-product search needs. The settings are measured in
+bench/ann_index.py (HNSW graphs, tried first, needed a far longer build for the same recall).
+
+faiss is imported only when an index is built (a catalogue of ``ann_min_items`` or more), and
+its loader's informational log lines are silenced: the server's start is quiet otherwise.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import time
+from types import ModuleType
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
-from usearch.index import Index
 
-CONNECTIVITY = 16
-"""Graph degree (HNSW's M)."""
-EXPANSION_ADD = 128
-"""Candidate list while building (efConstruction)."""
-EXPANSION_SEARCH = 512
-"""Candidate list while searching (efSearch); a search for more results widens it."""
+LISTS_PER_SQRT = 2
+"""Inverted lists: this many times the square root of the catalogue size."""
+PROBE_SHARE = 1 / 8
+"""Share of the lists a search visits."""
+TRAIN_PER_LIST = 64
+"""Training sample for the coarse quantiser: this many items per list (at most all)."""
 EXHAUSTIVE_SHARE = 0.25
-"""A search for at least this share of the index scans it exactly: the graph walk would visit
-about as many nodes and can still miss some (a multi-threaded build is not deterministic)."""
+"""A search for at least this share of the index scores every item exactly instead: probing
+would visit about as many and could still miss some."""
+SEED = 1234
+"""The coarse quantiser's k-means seed: the same model and catalogue give the same index."""
+
+F32 = npt.NDArray[np.float32]
 
 
-def augmented_items(items: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def _faiss() -> ModuleType:
+    """faiss, imported on first use with its loader's INFO lines (which instruction set it
+    loaded, and the optional builds it could not find) kept out of the server's log."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+    import faiss  # noqa: PLC0415 - only large catalogues need it
+
+    return faiss
+
+
+def augmented_items(items: F32) -> F32:
     """Rows ``[x, sqrt(M^2 - |x|^2)]`` with M the largest norm: all of norm M, so for a query
-    ``[q, 0]`` the cosine order is the inner-product order of ``q . x``. HNSW's graph is built
-    for a metric; searched with raw inner products (where an item is not its own nearest
-    neighbour) it found a third of the true top 10 on LightFM-shaped vectors."""
+    ``[q, 0]`` the inner product is still ``q . x`` while the quantiser's clusters, built on
+    rows of one norm, follow direction (without it a few long vectors dominate every list)."""
+    items = np.ascontiguousarray(items, dtype=np.float32)
     norms = np.einsum("ij,ij->i", items, items)
     extra = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0)).astype(np.float32)
-    return np.hstack([items.astype(np.float32), extra[:, None]])
+    return np.hstack([items, extra[:, None]])
 
 
 class ItemIndex:
-    """An HNSW index over the rows of ``items`` for maximum inner product; keys are catalogue
-    positions. Thread-safe for searches (built once, never modified)."""
+    """An IVF index over the rows of ``items`` for maximum inner product; results are
+    catalogue positions. Thread-safe for searches (built once, never modified; each search
+    passes its own parameters)."""
 
-    def __init__(self, items: npt.NDArray[np.float32], *, threads: int = 0) -> None:
+    def __init__(self, items: F32, *, threads: int = 0, probe_share: float = PROBE_SHARE) -> None:
+        started = time.perf_counter()
         self.size = int(items.shape[0])
-        self._index = Index(
-            ndim=int(items.shape[1]) + 1,
-            metric="cos",
-            dtype="f32",
-            connectivity=CONNECTIVITY,
-            expansion_add=EXPANSION_ADD,
-            expansion_search=EXPANSION_SEARCH,
-        )
+        self._items = items
+        self.lists = max(1, min(self.size, round(LISTS_PER_SQRT * math.sqrt(self.size))))
+        self.probes = max(1, math.ceil(probe_share * self.lists))
+        self._index: Any = None
+        self._faiss: Any = None
+        self._quantiser: Any = None
         if self.size:
-            self._index.add(
-                np.arange(self.size, dtype=np.uint64),
-                augmented_items(items),
-                threads=threads,
-            )
+            faiss = self._faiss = _faiss()
+            if threads > 0:
+                faiss.omp_set_num_threads(threads)
+            rows = augmented_items(items)
+            dims = int(rows.shape[1])
+            quantiser = faiss.IndexFlatIP(dims)
+            index = faiss.IndexIVFFlat(quantiser, dims, self.lists, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = SEED
+            index.cp.min_points_per_centroid = 1  # else faiss warns on stderr for small sets
+            sample = min(self.size, TRAIN_PER_LIST * self.lists)
+            rng = np.random.default_rng(SEED)
+            picked = np.sort(rng.choice(self.size, sample, replace=False))
+            index.train(rows[picked])
+            index.add(rows)
+            self._index, self._quantiser = index, quantiser  # the index does not own it
+        self.build_seconds = time.perf_counter() - started
 
     @property
     def memory_bytes(self) -> int:
-        return int(self._index.memory_usage)
+        """The stored vectors and ids (the lists) and the quantiser's centroids."""
+        if self._index is None:
+            return 0
+        dims = int(self._index.d)
+        return self.size * (dims * 4 + 8) + self.lists * dims * 4
 
-    def search(self, vector: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.int64]:
-        """Up to ``count`` positions with about the largest inner products with ``vector``."""
+    def search(self, vector: F32, count: int) -> npt.NDArray[np.int64]:
+        """Up to ``count`` positions with about the largest inner products with ``vector``
+        (fewer only if the probed lists hold fewer), best first."""
         count = min(count, self.size)
         if count <= 0:
             return np.zeros(0, dtype=np.int64)
-        query = np.append(vector.astype(np.float32), np.float32(0.0))
-        exact = count >= EXHAUSTIVE_SHARE * self.size
-        found = self._index.search(query, count, threads=1, exact=exact)
-        return np.asarray(found.keys, dtype=np.int64)
+        if count >= EXHAUSTIVE_SHARE * self.size:
+            scores = self._items @ vector.astype(np.float32)
+            top = np.argpartition(-scores, count - 1)[:count]
+            return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
+        query = np.zeros((1, self._index.d), dtype=np.float32)
+        query[0, :-1] = vector
+        params = self._faiss.SearchParametersIVF(nprobe=self.probes)
+        _, found = self._index.search(query, count, params=params)
+        positions: npt.NDArray[np.int64] = found[0]
+        return positions[positions >= 0]
