@@ -2,10 +2,9 @@
 
 Random Gaussian vectors (the random model of bench/recommend_latency.py) are the worst case for
 an inverted-file index: no clusters, so the true top 10 is spread over every list. A trained
-LightFM model's item vectors are not like that: items of one taste point the same way, norms
-spread (popular items are longer) and biases follow popularity. ``trained_like`` draws vectors
-with that shape: ``CLUSTERS`` taste directions, each item near one (its category's, mostly),
-log-normal norms, bias correlated with the norm; users mix one to three tastes.
+LightFM model's item vectors are not like that: items of one category point about the same way
+(their category's features dominate), norms spread a little (popular items are longer) and
+biases follow popularity. ``trained_like`` draws vectors with the demo model's shape.
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ import numpy.typing as npt
 
 from recgrpc.model.artifact import RecommenderArrays
 
-CLUSTERS = 200
+CATEGORIES = 30
+SUBTASTES = 1000
 F32 = npt.NDArray[np.float32]
 
 
@@ -36,28 +36,34 @@ def random_users(count: int, dims: int, rng: np.random.Generator) -> F32:
     return np.hstack([np.ones((count, 1), dtype=np.float32), users])
 
 
-def _directions(dims: int, seed: int) -> F32:
+def _unit(count: int, dims: int, rng: np.random.Generator) -> F32:
+    rows = rng.normal(size=(count, dims)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _tastes(dims: int, seed: int) -> tuple[F32, F32, F32]:
+    """Category directions, sub-taste directions (sub-taste s is in category ``s % 30``) and a
+    direction every item shares a little of (a trained model's mean item vector)."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(CLUSTERS, dims)).astype(np.float32)
-    return centres / np.linalg.norm(centres, axis=1, keepdims=True)
+    return _unit(CATEGORIES, dims, rng), _unit(SUBTASTES, dims, rng), _unit(1, dims, rng)[0]
 
 
 def trained_like_embeddings(
     n: int, dims: int, rng: np.random.Generator, *, seed: int = 7
 ) -> tuple[F32, F32]:
-    """Item embeddings (n x dims) and biases (n) shaped like a trained model's; item i's taste
-    is mostly that of its category (``i % 30`` in the benches' catalogues)."""
-    centres = _directions(dims, seed)
-    taste = np.where(rng.random(n) < 0.7, (np.arange(n) % 30) * 6 + rng.integers(0, 6, n), 0)
-    taste = np.where(taste == 0, rng.integers(0, CLUSTERS, n), taste) % CLUSTERS
-    noise = rng.normal(0, 1 / np.sqrt(dims), (n, dims)).astype(np.float32)
-    spread = rng.uniform(0.3, 0.9, (n, 1)).astype(np.float32)
-    direction = centres[taste] * (1 - spread) + noise * spread
+    """Item embeddings (n x dims) and biases (n) shaped like the demo model's (``recgrpc demo
+    && recgrpc train``: embedding norms 1.8-3.5 around 2.5, bias sd 0.18, mean |cos| between
+    items 0.19, most items within cos 0.95 of another): a category direction, a sub-taste
+    within it, a little of a shared direction and some noise of each item's own."""
+    cats, subs, common = _tastes(dims, seed)
+    sub = rng.integers(0, SUBTASTES, n)
+    noise = rng.uniform(0.1, 0.5, (n, 1)).astype(np.float32) * _unit(n, dims, rng)
+    direction = cats[sub % CATEGORIES] + 0.5 * subs[sub] + noise + 0.45 * common
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    norm = rng.lognormal(0.0, 0.5, n).astype(np.float32)
-    emb = direction * (0.5 * norm[:, None])
-    bias = (0.3 * np.log(norm) + rng.normal(0, 0.2, n)).astype(np.float32)
-    return emb.astype(np.float32), bias
+    z = rng.normal(size=n).astype(np.float32)
+    emb = direction * np.exp(np.log(2.46) + 0.12 * z)[:, None]
+    bias = -0.07 + 0.08 * z + rng.normal(0, 0.16, n)
+    return emb.astype(np.float32), bias.astype(np.float32)
 
 
 def trained_like_items(n: int, dims: int, rng: np.random.Generator) -> F32:
@@ -68,14 +74,15 @@ def trained_like_items(n: int, dims: int, rng: np.random.Generator) -> F32:
 def trained_like_user_embeddings(
     count: int, dims: int, rng: np.random.Generator, *, seed: int = 7
 ) -> F32:
-    """User embeddings mixing one to three taste directions, with some noise."""
-    centres = _directions(dims, seed)
+    """User embeddings mixing one to three sub-tastes, with noise; norms around 1.5 (the demo
+    model's 0.7-2.5)."""
+    cats, subs, _ = _tastes(dims, seed)
     users = np.zeros((count, dims), dtype=np.float32)
     for u in range(count):
-        picks = rng.integers(0, CLUSTERS, int(rng.integers(1, 4)))
-        users[u] = (centres[picks] * rng.uniform(0.5, 1.0, (picks.size, 1))).sum(axis=0)
-    users += rng.normal(0, 0.5 / np.sqrt(dims), users.shape).astype(np.float32)
-    norm = rng.lognormal(0.0, 0.3, (count, 1)).astype(np.float32)
+        picks = rng.integers(0, SUBTASTES, int(rng.integers(1, 4)))
+        users[u] = (cats[picks % CATEGORIES] + 0.5 * subs[picks]).sum(axis=0)
+    users += 0.5 * _unit(count, dims, rng)
+    norm = np.exp(np.log(1.5) + 0.35 * rng.normal(size=(count, 1))).astype(np.float32)
     return np.asarray(users / np.linalg.norm(users, axis=1, keepdims=True) * norm, np.float32)
 
 

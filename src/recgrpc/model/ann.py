@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 LISTS_PER_SQRT = 2
 """Inverted lists: this many times the square root of the catalogue size."""
-PROBE_SHARE = 1 / 8
+PROBE_SHARE = 1 / 16
 """Share of the lists a search visits."""
 TRAIN_PER_LIST = 64
 """Training sample for the coarse quantiser: this many items per list (at most all)."""
@@ -107,7 +107,7 @@ class ItemIndex:
         if count >= EXHAUSTIVE_SHARE * self.size:
             scores = self._items @ vector.astype(np.float32)
             top = np.argpartition(-scores, count - 1)[:count]
-            return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
+            return top[np.lexsort((top, -scores[top]))].astype(np.int64)  # ties: position
         query = np.zeros((1, self._index.d), dtype=np.float32)
         query[0, :-1] = vector
         params = self._faiss.SearchParametersIVF(nprobe=self.probes)
