@@ -19,9 +19,9 @@ def clustered(n: int, dims: int, seed: int) -> tuple[F32, F32]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(40, dims)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    items = centres[rng.integers(0, 40, n)] + rng.normal(0, 0.3, (n, dims)).astype(np.float32)
+    items = centres[rng.integers(0, 40, n)] + rng.normal(0, 0.2, (n, dims)).astype(np.float32)
     items *= rng.lognormal(0.0, 0.2, (n, 1)).astype(np.float32)
-    queries = centres[rng.integers(0, 40, 50)] + rng.normal(0, 0.3, (50, dims)).astype(np.float32)
+    queries = centres[rng.integers(0, 40, 50)] + rng.normal(0, 0.2, (50, dims)).astype(np.float32)
     return items.astype(np.float32), queries.astype(np.float32)
 
 

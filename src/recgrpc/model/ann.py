@@ -27,6 +27,8 @@ LISTS_PER_SQRT = 2
 """Inverted lists: this many times the square root of the catalogue size."""
 PROBE_SHARE = 1 / 16
 """Share of the lists a search visits."""
+MIN_PROBES = 32
+"""Lists a search visits at least (a smaller catalogue's lists are short)."""
 TRAIN_PER_LIST = 64
 """Training sample for the coarse quantiser: this many items per list (at most all)."""
 EXHAUSTIVE_SHARE = 0.25
@@ -68,7 +70,7 @@ class ItemIndex:
         self.size = int(items.shape[0])
         self._items = items
         self.lists = max(1, min(self.size, round(LISTS_PER_SQRT * math.sqrt(self.size))))
-        self.probes = max(1, math.ceil(probe_share * self.lists))
+        self.probes = min(self.lists, max(MIN_PROBES, math.ceil(probe_share * self.lists)))
         self._index: Any = None
         self._faiss: Any = None
         self._quantiser: Any = None

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from recgrpc import domain
+from recgrpc.domain import Algorithm
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.representations import ModelView
 from recgrpc.model.rerank import (
@@ -28,10 +29,34 @@ from recgrpc.model.rerank import (
 )
 from recgrpc.model.scoring import scores as score_items
 
+if TYPE_CHECKING:  # ranking imports this module
+    from recgrpc.model.ranking import ServingSnapshot
+
 OVERFETCH = 4
 """Index candidates asked for per pool slot (re-scoring them exactly is cheap)."""
 MAX_FETCH = 20_000
 """Widest index search before ranking scores the whole catalogue instead."""
+
+
+def approximate(
+    snap: ServingSnapshot,
+    source: Algorithm,
+    context: domain.UserContext,
+    query: domain.RecommendationQuery,
+    vector: npt.NDArray[np.float32],
+) -> Reranked | None:
+    """The list from the snapshot's approximate index, when it has one for ``source``; None
+    when the whole catalogue must be scored. The index ranks LightFM's scores alone: with an
+    EASE part, HYBRID lists come from the exact, blended scores."""
+    model = snap.model
+    if model is None or model.ann is None or model.ease is not None:
+        return None
+    if source != Algorithm.HYBRID:
+        return None
+    return approximate_hybrid(
+        snap.catalog, model, context, query, vector,
+        freshness=snap.freshness, config=snap.config.rerank,
+    )  # fmt: skip
 
 
 def approximate_hybrid(
@@ -70,10 +95,27 @@ def approximate_hybrid(
         candidates = np.sort(candidates)
     scores = score_items(model.hybrid[candidates], vector)
     scores[~model.scorable[candidates] | np.isin(candidates, blocked)] = -np.inf
+    return rerank_among(
+        catalog, candidates, scores, query.limit, freshness=freshness, config=config
+    )
+
+
+def rerank_among(
+    catalog: CatalogIndex,
+    candidates: npt.NDArray[np.int64],
+    scores: npt.NDArray[np.float32],
+    limit: int,
+    *,
+    freshness: npt.NDArray[np.float32] | None,
+    config: RerankConfig,
+) -> Reranked:
+    """``rerank`` over ``candidates`` (ascending catalogue positions) with their ``scores``
+    (``-inf`` where not to be shown): catalogue positions, as ranking the whole catalogue
+    gives when every item that could enter the list is a candidate."""
     fresh = None if freshness is None else freshness[candidates]
     result = rerank(
         scores,
-        query.limit,
+        limit,
         categories=_Positions(catalog.categories, candidates),
         fresh=fresh,
         fresh_items=None if fresh is None else np.flatnonzero(fresh >= FRESH_SIGNIFICANT),

@@ -26,8 +26,9 @@ import numpy.typing as npt
 from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.domain import Algorithm
-from recgrpc.model.approximate import approximate_hybrid
+from recgrpc.model.approximate import approximate
 from recgrpc.model.catalog import CatalogIndex
+from recgrpc.model.popular import top_trending, trending_order
 from recgrpc.model.representations import ModelView
 from recgrpc.model.rerank import (
     FRESH_REASON,
@@ -206,12 +207,14 @@ class RankingEngine:
         self._snapshot = snapshot
         self._span = span
         self._local = threading.local()
+        self._popular = trending_order(snapshot, None)
 
     @property
     def snapshot(self) -> ServingSnapshot:
         return self._snapshot
 
     def swap(self, snapshot: ServingSnapshot) -> None:
+        self._popular = trending_order(snapshot, self._popular)  # sorted before it serves
         # A single reference assignment is atomic: in-flight requests keep the old snapshot.
         self._snapshot = snapshot
 
@@ -262,15 +265,9 @@ class RankingEngine:
                     if query.algorithm == Algorithm.COLLABORATIVE
                     else _requested_but(query.algorithm, "it cannot rank for this user")
                 )
-            # The approximate index ranks LightFM's scores alone: with an EASE part the list
-            # must come from the exact, blended scores.
-            if source == Algorithm.HYBRID and model.ann is not None and model.ease is None:
-                picked = approximate_hybrid(
-                    snap.catalog, model, context, query, vector,
-                    freshness=snap.freshness, config=snap.config.rerank,
-                )  # fmt: skip
-                if picked is not None:
-                    return _listed(snap, source, picked, fallback)
+            picked = approximate(snap, source, context, query, vector)  # large catalogues
+            if picked is not None:
+                return _listed(snap, source, picked, fallback)
             scores = self._scores_buffer(len(snap.catalog))
             with self._span("recgrpc.score", _SPAN_ATTRIBUTES[source]):
                 # BLAS sgemv into the reused buffer; the server pins BLAS to one thread
@@ -296,6 +293,9 @@ class RankingEngine:
         query: domain.RecommendationQuery,
         fallback: str,
     ) -> domain.RecommendationList:
+        picked = top_trending(self._popular, snap, context, query)  # large catalogues
+        if picked is not None:
+            return _listed(snap, Algorithm.POPULAR, picked, fallback)
         scores = self._scores_buffer(len(snap.catalog))
         np.copyto(scores, snap.trending)
         return self._ranked(snap, Algorithm.POPULAR, context, query, scores, fallback=fallback)
