@@ -6,13 +6,14 @@
 Stores a catalogue of ``--items`` items (1-2 of 30 categories, 2 tags, as in
 bench/recommend_latency.py) and a model over it (random, or with trained-like item and user
 vectors: bench/ann_data.py) as the active model in a fresh SQLite file, with 200 users of 50
-clicks each. Starts two real servers on that file: one ranking from the approximate index (the
-default ``RECGRPC_ANN_MIN_ITEMS``) and one exact (``ann_min_items=0``), and prints each one's
-start time (catalogue and model load, index build). One client then calls each server
-sequentially, alternating between them in blocks of 10 calls so that the load other jobs put
-on the machine falls on both alike, and prints per source the wall-clock p50/p99 of each, and
-recall@10 of the index server's HYBRID lists against the exact server's. Benchmarks print
-numbers; they are not tests.
+clicks each. Starts two real servers on that file (``recgrpc serve`` processes): one ranking
+from the approximate index (the default ``RECGRPC_ANN_MIN_ITEMS``) and one exact
+(``RECGRPC_ANN_MIN_ITEMS=0``), and prints each one's start time (catalogue and model load,
+index build). One client then calls each server sequentially, alternating between them in
+blocks of 10 calls so that the load other jobs put on the machine falls on both alike, and
+prints per source the wall-clock p50/p99 of each, and recall@10 of the index server's lists
+against the exact server's. ``--no-exact`` starts the index server only (for profiling it).
+Benchmarks print numbers; they are not tests.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import grpc
 import numpy as np
 from ann_data import trained_like_arrays
+from harness_load import ServerProcess
 from recommend_latency import NOW, random_arrays
 
 from recgrpc import domain
@@ -33,7 +37,6 @@ from recgrpc.config import Settings
 from recgrpc.db import Database, bulk, upgrade
 from recgrpc.db import model_store as ms
 from recgrpc.model import artifact
-from recgrpc.server import create_server
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
 
@@ -78,6 +81,35 @@ def seed(url: str, n_items: int, components: int, vectors: str) -> None:
     db.dispose()
 
 
+def start_server(url: str, ann_min_items: int) -> tuple[ServerProcess, grpc.Channel]:
+    """``recgrpc serve`` in its own process (its refresher and writers do not share the
+    client's interpreter), serving once the model is loaded."""
+    env = {"RECGRPC_ANN_MIN_ITEMS": str(ann_min_items), "RECGRPC_DASHBOARD_PORT": "0"}
+    with patched_environ(env):
+        server = ServerProcess(url, workers=1)
+    server.wait_serving(3600)
+    channel = grpc.insecure_channel(server.target)
+    stub = pb_grpc.RecommendationServiceStub(channel)
+    while True:  # serving means ready; the model may still be loading
+        got = stub.GetRecommendations(
+            pb.GetRecommendationsRequest(user_id="user0", limit=1), timeout=600
+        )
+        if got.model_version == "bench":
+            return server, channel
+        time.sleep(1)
+
+
+@contextmanager
+def patched_environ(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -89,6 +121,7 @@ def main() -> None:
     parser.add_argument(
         "--ann-min-items", type=int, default=Settings.__dataclass_fields__["ann_min_items"].default
     )
+    parser.add_argument("--no-exact", action="store_true", help="the index server only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/ann.db"
@@ -96,32 +129,21 @@ def main() -> None:
         seed(url, args.items, args.components, args.vectors)
         print(f"{args.items} items ({args.vectors} vectors) seeded in "
               f"{time.perf_counter() - started:.0f} s")  # fmt: skip
-        base = Settings(database_url=url, host="127.0.0.1", port=0, metrics_port=0)
         servers, channels = {}, {}
         try:
-            for name, threshold in (("index", args.ann_min_items), ("exact", 0)):
+            wanted = [("index", args.ann_min_items)] + ([] if args.no_exact else [("exact", 0)])
+            for name, threshold in wanted:
                 started = time.perf_counter()
-                server = create_server(base.replace(ann_min_items=threshold))
-                servers[name] = server
-                assert server.wait_ready(3600)
-                channels[name] = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-                stub = pb_grpc.RecommendationServiceStub(channels[name])
-                while True:  # ready means serving; the model may still be loading
-                    got = stub.GetRecommendations(
-                        pb.GetRecommendationsRequest(user_id="user0", limit=1), timeout=600
-                    )
-                    if got.model_version == "bench":
-                        break
-                    time.sleep(1)
-                print(
-                    f"{name} server serving the model after {time.perf_counter() - started:.0f} s"
-                )
+                servers[name], channels[name] = start_server(url, threshold)
+                took = time.perf_counter() - started
+                print(f"{name} server serving the model after {took:.0f} s (pid "
+                      f"{servers[name].proc.pid})")  # fmt: skip
             measure(channels, args)
         finally:
             for channel in channels.values():
                 channel.close()
             for server in servers.values():
-                server.stop(grace=1)
+                server.stop()
 
 
 def measure(channels: dict[str, grpc.Channel], args: argparse.Namespace) -> None:
@@ -148,11 +170,13 @@ def measure(channels: dict[str, grpc.Channel], args: argparse.Namespace) -> None
         recall = [
             len(set(got) & set(lists["exact"][n])) / max(1, len(lists["exact"][n]))
             for n, got in lists["index"].items()
+            if "exact" in lists
         ]
         p = {name: np.percentile(v, [50, 99]) for name, v in timings.items()}
+        p.setdefault("exact", np.full(2, np.nan))
         print(
             f"{source:>8} {p['index'][0]:>9.2f} {p['index'][1]:>9.2f} {p['exact'][0]:>9.2f} "
-            f"{p['exact'][1]:>9.2f} {np.mean(recall):>7.3f}"
+            f"{p['exact'][1]:>9.2f} {np.mean(recall) if recall else np.nan:>7.3f}"
         )
 
 
