@@ -8,7 +8,7 @@ file, and "trained-like": clustered tastes, spread norms), builds the index the 
 over ``[bias | embedding]`` rows and prints its build time (wall and process CPU), memory (the
 index's own count and the resident-set growth while building), then per probe share: recall@10
 of the index's first 10 and of what serving keeps (the exact top 10 of ``--fetch`` candidates
-re-scored, as model.approximate does; serving fetches 250 at limit 10 with 50 seen items), and
+by score, as model.approximate keeps; serving fetches 250 at limit 10 with 50 seen items), and
 the search's CPU and wall p50/p99 (one thread, like a request). The exact line scores every
 item (numpy sgemv + argpartition). Benchmarks print numbers; they are not tests.
 """
@@ -76,7 +76,7 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         raw, served, cpu_ms, wall_ms = [], [], [], []
         for q, want in zip(queries, truth, strict=True):
             t0, c0 = time.perf_counter(), time.thread_time()
-            got = index.search(q, args.fetch)
+            got = index.search(q, args.fetch)[0]
             cpu_ms.append((time.thread_time() - c0) * 1000)
             wall_ms.append((time.perf_counter() - t0) * 1000)
             wanted = set(want.tolist())

@@ -59,11 +59,12 @@ def test_forced_approximate_index_gives_the_exact_top_10(
 ) -> None:
     exact, approximate = two_channels
     for user in [f"u{u:03d}" for u in range(0, 60, 6)]:
-        want = recommend(exact, user, "HYBRID")
-        got = recommend(approximate, user, "HYBRID")
-        assert len(ids(want)) == 10
-        assert_same_list(got, want)
-        assert got.algorithm == pb.ALGORITHM_HYBRID
+        for source in ("HYBRID", "CONTENT"):  # CONTENT from its own index of content vectors
+            want = recommend(exact, user, source)
+            got = recommend(approximate, user, source)
+            assert len(ids(want)) == 10
+            assert_same_list(got, want)
+            assert got.algorithm == want.algorithm == pb.Algorithm.Value(f"ALGORITHM_{source}")
 
     # Filters stay exact: excluded items never come back, a category filter holds.
     user = "u007"
@@ -77,6 +78,10 @@ def test_forced_approximate_index_gives_the_exact_top_10(
     got = recommend(approximate, user, "HYBRID", categories=["c3"])
     assert_same_list(got, want)
     assert len(ids(got)) == 10
+    want = recommend(exact, user, "CONTENT", exclude_item_ids=excluded)
+    got = recommend(approximate, user, "CONTENT", exclude_item_ids=excluded)
+    assert_same_list(got, want)
+    assert not set(excluded) & set(ids(got))
 
 
 def assert_same_list(

@@ -36,9 +36,12 @@ def test_the_index_finds_the_true_top_10_of_clustered_items() -> None:
     assert index.lists == round(2 * np.sqrt(20_000))
     recall = []
     for query in queries:
-        found = index.search(query, 200)
+        found, scores = index.search(query, 200)
         assert found.size == 200
         assert np.unique(found).size == 200
+        # Best first, with the inner products a matrix product gives (to float32 rounding).
+        assert np.all(np.diff(scores) <= 0)
+        np.testing.assert_allclose(scores, items[found] @ query, rtol=1e-5, atol=1e-5)
         # What ranking keeps: the exact best 10 of the candidates.
         best = found[np.argsort(-(items[found] @ query))[:10]]
         recall.append(len(set(best.tolist()) & set(top(items, query, 10))) / 10)
@@ -50,16 +53,19 @@ def test_a_search_for_a_quarter_of_the_items_is_exact() -> None:
     index = ItemIndex(items)
     count = int(EXHAUSTIVE_SHARE * 4_000)
     for query in queries[:5]:
-        assert index.search(query, count).tolist() == top(items, query, count)
+        found, scores = index.search(query, count)
+        assert found.tolist() == top(items, query, count)
+        np.testing.assert_array_equal(scores, (items @ query)[found])
     # More than the catalogue: all of it, best first.
-    assert index.search(queries[0], 10_000).tolist() == top(items, queries[0], 4_000)
+    assert index.search(queries[0], 10_000)[0].tolist() == top(items, queries[0], 4_000)
 
 
 def test_small_and_empty_catalogues() -> None:
-    assert ItemIndex(np.zeros((0, 4), dtype=np.float32)).search(np.ones(4, np.float32), 5).size == 0
+    empty = ItemIndex(np.zeros((0, 4), dtype=np.float32))
+    assert empty.search(np.ones(4, np.float32), 5)[0].size == 0
     one = ItemIndex(np.ones((1, 4), dtype=np.float32))
-    assert one.search(np.ones(4, dtype=np.float32), 5).tolist() == [0]
-    assert one.search(np.ones(4, dtype=np.float32), 0).size == 0
+    assert one.search(np.ones(4, dtype=np.float32), 5)[0].tolist() == [0]
+    assert one.search(np.ones(4, dtype=np.float32), 0)[0].size == 0
 
 
 def test_the_transform_keeps_inner_products_and_equalises_norms() -> None:

@@ -1,12 +1,13 @@
 """Approximate maximum-inner-product search over item vectors, for large catalogues.
 
-An inverted-file index (faiss IVF-Flat, inner product) over the hybrid item matrix
-``[bias | embedding]`` finds the candidates; ranking then re-scores them exactly and applies
-every filter exactly (seen, dismissed, excluded, unscored), widening the search when too few
-survive. The items are extended by one coordinate so that all have the same norm (the query by
-a 0, so inner products are unchanged): the coarse quantiser's clusters then group items by
-direction, which is what an inner-product search needs. The settings are measured in
-bench/ann_index.py (HNSW graphs, tried first, needed a far longer build for the same recall).
+An inverted-file index (faiss IVF-Flat, inner product) over an item matrix (the hybrid or the
+content vectors ``[bias | embedding]``) finds the candidates and their inner products with the
+user's vector (exact, to float32 rounding); ranking applies every filter exactly (seen,
+dismissed, excluded, unscored), widening the search when too few survive. The items are
+extended by one coordinate so that all have the same norm (the query by a 0, so inner products
+are unchanged): the coarse quantiser's clusters then group items by direction, which is what
+an inner-product search needs. The settings are measured in bench/ann_index.py (HNSW graphs,
+tried first, needed a far longer build for the same recall).
 
 faiss is imported only when an index is built (a catalogue of ``ann_min_items`` or more), and
 its loader's informational log lines are silenced: the server's start is quiet otherwise.
@@ -93,6 +94,11 @@ class ItemIndex:
         self.build_seconds = time.perf_counter() - started
 
     @property
+    def items(self) -> F32:
+        """The matrix the index was built over (held, not copied)."""
+        return self._items
+
+    @property
     def memory_bytes(self) -> int:
         """The stored vectors and ids (the lists) and the quantiser's centroids."""
         if self._index is None:
@@ -100,19 +106,22 @@ class ItemIndex:
         dims = int(self._index.d)
         return self.size * (dims * 4 + 8) + self.lists * dims * 4
 
-    def search(self, vector: F32, count: int) -> npt.NDArray[np.int64]:
+    def search(self, vector: F32, count: int) -> tuple[npt.NDArray[np.int64], F32]:
         """Up to ``count`` positions with about the largest inner products with ``vector``
-        (fewer only if the probed lists hold fewer), best first."""
+        (fewer only if the probed lists hold fewer), best first, and those inner products
+        (computed by the index: equal to a matrix product's to float32 rounding)."""
         count = min(count, self.size)
         if count <= 0:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         if count >= EXHAUSTIVE_SHARE * self.size:
             scores = self._items @ vector.astype(np.float32)
             top = np.argpartition(-scores, count - 1)[:count]
-            return top[np.lexsort((top, -scores[top]))].astype(np.int64)  # ties: position
+            top = top[np.lexsort((top, -scores[top]))].astype(np.int64)  # ties: position
+            return top, scores[top]
         query = np.zeros((1, self._index.d), dtype=np.float32)
         query[0, :-1] = vector
         params = self._faiss.SearchParametersIVF(nprobe=self.probes)
-        _, found = self._index.search(query, count, params=params)
+        found_scores, found = self._index.search(query, count, params=params)
         positions: npt.NDArray[np.int64] = found[0]
-        return positions[positions >= 0]
+        kept = positions >= 0
+        return positions[kept], found_scores[0][kept]

@@ -1,9 +1,10 @@
-"""HYBRID ranking of a large catalogue from the approximate index (model.ann).
+"""HYBRID and CONTENT ranking of a large catalogue from the approximate indexes (model.ann).
 
-The index's candidates are re-scored exactly and filtered exactly (seen, dismissed, excluded,
-unscored items), widening the search when too few survive; a category filter ranks exactly
-over the categories' members instead. The freshness boost and diversity then apply among the
-candidates: a fresh item the index did not return is not lifted in.
+The index's candidates come with their scores (the index computes the inner products) and are
+filtered exactly (seen, dismissed, excluded, unscored items), widening the search when too few
+survive; a category filter ranks exactly over the categories' members instead. The freshness
+boost and diversity then apply among the candidates: a fresh item the index did not return is
+not lifted in.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import numpy.typing as npt
 
 from recgrpc import domain
 from recgrpc.domain import Algorithm
+from recgrpc.model.ann import ItemIndex
 from recgrpc.model.catalog import CatalogIndex
-from recgrpc.model.representations import ModelView
 from recgrpc.model.rerank import (
     FRESH_SIGNIFICANT,
     MIN_POOL,
@@ -49,29 +50,34 @@ def approximate(
     when the whole catalogue must be scored. The index ranks LightFM's scores alone: with an
     EASE part, HYBRID lists come from the exact, blended scores."""
     model = snap.model
-    if model is None or model.ann is None or model.ease is not None:
+    if model is None:
         return None
-    if source != Algorithm.HYBRID:
+    if source == Algorithm.HYBRID and model.ann is not None and model.ease is None:
+        index, scorable = model.ann, model.scorable
+    elif source == Algorithm.CONTENT and model.content_ann is not None:
+        index, scorable = model.content_ann, model.has_content
+    else:
         return None
-    return approximate_hybrid(
-        snap.catalog, model, context, query, vector,
+    return approximate_ranking(
+        snap.catalog, index, scorable, context, query, vector=vector,
         freshness=snap.freshness, config=snap.config.rerank,
     )  # fmt: skip
 
 
-def approximate_hybrid(
+def approximate_ranking(
     catalog: CatalogIndex,
-    model: ModelView,
+    index: ItemIndex,
+    scorable: npt.NDArray[np.bool_],
     context: domain.UserContext,
     query: domain.RecommendationQuery,
-    vector: npt.NDArray[np.float32],
     *,
+    vector: npt.NDArray[np.float32],
     freshness: npt.NDArray[np.float32] | None,
     config: RerankConfig,
 ) -> Reranked | None:
-    """The re-ranked HYBRID list (catalogue positions); None when too few candidates survive
-    the filters even after widening (the caller then scores the whole catalogue)."""
-    assert model.ann is not None
+    """The re-ranked list (catalogue positions) of ``index``'s candidates that ``scorable``
+    admits; None when too few candidates survive the filters even after widening (the caller
+    then scores the whole catalogue)."""
     pool_size = max(MIN_POOL, POOL_FACTOR * query.limit)
     blocked = catalog.indices(
         itertools.chain(context.seen_item_ids, context.dismissed_item_ids, query.exclude_item_ids)
@@ -81,20 +87,26 @@ def approximate_hybrid(
         if not found:
             return None
         candidates = np.unique(np.concatenate(found))
+        scores = score_items(index.items[candidates], vector)
     else:
         fetch = OVERFETCH * pool_size + blocked.size
         while True:
-            candidates = model.ann.search(vector, fetch)
-            usable = model.scorable[candidates] & ~np.isin(candidates, blocked)
-            if np.count_nonzero(usable) >= pool_size or fetch >= model.ann.size:
+            candidates, scores = index.search(vector, fetch)
+            usable = scorable[candidates] & ~np.isin(candidates, blocked)
+            if np.count_nonzero(usable) >= pool_size or fetch >= index.size:
                 break
             if fetch >= MAX_FETCH:
                 return None
             fetch *= 4
         # Catalogue order, as exact ranking sees them: equal scores then break the same way.
-        candidates = np.sort(candidates)
-    scores = score_items(model.hybrid[candidates], vector)
-    scores[~model.scorable[candidates] | np.isin(candidates, blocked)] = -np.inf
+        order = np.argsort(candidates)
+        candidates, scores = candidates[order], scores[order]
+        usable = usable[order]
+        scores[~usable] = -np.inf
+        return rerank_among(
+            catalog, candidates, scores, query.limit, freshness=freshness, config=config
+        )
+    scores[~scorable[candidates] | np.isin(candidates, blocked)] = -np.inf
     return rerank_among(
         catalog, candidates, scores, query.limit, freshness=freshness, config=config
     )

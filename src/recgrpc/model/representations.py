@@ -78,6 +78,8 @@ class ModelView:
     weight_scale: float = 1.0
     ann: ItemIndex | None = field(default=None, repr=False)
     """Approximate search over ``hybrid``, built for catalogues of ``ann_min_items`` or more."""
+    content_ann: ItemIndex | None = field(default=None, repr=False)
+    """The same over ``content``."""
     ease: EaseView | None = field(default=None, repr=False)
     """The EASE part of the blend, when training chose one."""
     revision: int = 0
@@ -118,13 +120,14 @@ class ModelView:
         # Column-major: scoring is one matrix-vector product per request, and BLAS walks a
         # column-major matrix with long contiguous runs (bench/recommend_latency.py). Indexing
         # and results are the same either way.
+        hybrid, content = np.asfortranarray(hybrid), np.asfortranarray(content)
         return cls(
             version=arrays.version,
             arrays=replace(arrays, holdout_fit=None),  # only the promotion gate reads it
             key=catalog_key(rows),
-            hybrid=np.asfortranarray(hybrid),
+            hybrid=hybrid,
             collaborative=np.asfortranarray(collaborative),
-            content=np.asfortranarray(content),
+            content=content,
             trained=trained,
             has_content=has_content,
             scorable=trained | has_content,
@@ -137,7 +140,8 @@ class ModelView:
             user_index={u: i for i, u in enumerate(arrays.user_ids.tolist())},
             user_feature_index={n: i for i, n in enumerate(arrays.user_feature_names.tolist())},
             weight_scale=float(arrays.params.get("weight_scale", 1.0)) or 1.0,
-            ann=_ann_index(hybrid, ann_min_items),
+            ann=_ann_index(hybrid, ann_min_items, "hybrid"),
+            content_ann=_ann_index(content, ann_min_items, "content"),
             ease=EaseView.build(arrays, {r[0]: n for n, r in enumerate(rows)}),
             revision=artifact.revision(arrays),
         )
@@ -302,14 +306,14 @@ class ModelView:
         return np.concatenate((_ONE, user), dtype=np.float32)
 
 
-def _ann_index(items: F32, min_items: int) -> ItemIndex | None:
+def _ann_index(items: F32, min_items: int, what: str) -> ItemIndex | None:
     if min_items <= 0 or items.shape[0] < min_items:
         return None
     started = time.perf_counter()
     index = ItemIndex(items)
     log.info(
-        "approximate index over %d items built in %.1f s (%.0f MB)",
-        items.shape[0], time.perf_counter() - started, index.memory_bytes / 2**20,
+        "approximate index over %d items' %s vectors built in %.1f s (%.0f MB)",
+        items.shape[0], what, time.perf_counter() - started, index.memory_bytes / 2**20,
     )  # fmt: skip
     return index
 
