@@ -1,6 +1,6 @@
 """ANN libraries compared for maximum-inner-product search over LightFM item vectors.
 
-    pip install faiss-cpu==1.15.1 hnswlib==0.8.0   # usearch is the server's own dependency
+    pip install usearch==2.26.6 hnswlib==0.8.0   # faiss-cpu is the server's own dependency
     python bench/ann_compare.py [--items 1000000] [--queries 300] [--libraries usearch,faiss]
                                 [--ef 256 512]
 
@@ -10,7 +10,9 @@ bench/recommend_latency.py, a random model), transformed so that a metric search
 inner-product search (``model.ann.augmented_items``). Prints build time, index memory
 (resident-set growth while building), recall@10 against exact scoring of the index's first 10
 and of what serving keeps (the exact top 10 of 200 re-scored candidates), and query latency for
-200 candidates (one thread, like a request). Benchmarks print numbers; they are not tests.
+200 candidates (one thread, like a request). HNSW graphs were the first choice; the server now
+uses faiss's inverted-file index instead (bench/ann_index.py: the same recall with a build of
+seconds, not minutes, at 1M items). Benchmarks print numbers; they are not tests.
 """
 
 from __future__ import annotations

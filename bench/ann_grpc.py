@@ -122,13 +122,18 @@ def main() -> None:
         "--ann-min-items", type=int, default=Settings.__dataclass_fields__["ann_min_items"].default
     )
     parser.add_argument("--no-exact", action="store_true", help="the index server only")
+    parser.add_argument(
+        "--database", help="SQLite file to seed and keep (an existing one is served as it is)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/ann.db"
-        started = time.perf_counter()
-        seed(url, args.items, args.components, args.vectors)
-        print(f"{args.items} items ({args.vectors} vectors) seeded in "
-              f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+        path = args.database or f"{tmp}/ann.db"
+        url = f"sqlite:///{path}"
+        if not os.path.exists(path):
+            started = time.perf_counter()
+            seed(url, args.items, args.components, args.vectors)
+            print(f"{args.items} items ({args.vectors} vectors) seeded in "
+                  f"{time.perf_counter() - started:.0f} s")  # fmt: skip
         servers, channels = {}, {}
         try:
             wanted = [("index", args.ann_min_items)] + ([] if args.no_exact else [("exact", 0)])

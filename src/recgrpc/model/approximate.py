@@ -92,7 +92,7 @@ def approximate_ranking(
         fetch = OVERFETCH * pool_size + blocked.size
         while True:
             candidates, scores = index.search(vector, fetch)
-            usable = scorable[candidates] & ~np.isin(candidates, blocked)
+            usable = scorable[candidates] & ~among(candidates, blocked)
             if np.count_nonzero(usable) >= pool_size or fetch >= index.size:
                 break
             if fetch >= MAX_FETCH:
@@ -106,7 +106,7 @@ def approximate_ranking(
         return rerank_among(
             catalog, candidates, scores, query.limit, freshness=freshness, config=config
         )
-    scores[~scorable[candidates] | np.isin(candidates, blocked)] = -np.inf
+    scores[~scorable[candidates] | among(candidates, blocked)] = -np.inf
     return rerank_among(
         catalog, candidates, scores, query.limit, freshness=freshness, config=config
     )
@@ -134,6 +134,17 @@ def rerank_among(
         config=config,
     )
     return Reranked(candidates[result.indices], result.scores, result.fresh)
+
+
+def among(values: npt.NDArray[np.int64], members: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """True where ``values`` holds one of ``members``. ``np.isin`` would build a table over
+    their range, about the catalogue's size (page faults for a fresh allocation every call)."""
+    if members.size == 0:
+        return np.zeros(values.size, dtype=np.bool_)
+    if members.size * values.size <= 16_384:
+        return (values[:, None] == members[None, :]).any(axis=1)
+    # Sorting is cheaper than the table unless ``values`` is about as long as the catalogue.
+    return np.isin(values, members, kind="sort" if values.size < 16_384 else None)
 
 
 class _Positions(Sequence[tuple[str, ...]]):

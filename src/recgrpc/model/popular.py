@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recgrpc import domain
-from recgrpc.model.approximate import rerank_among
+from recgrpc.model.approximate import among, rerank_among
 from recgrpc.model.rerank import FRESH_SIGNIFICANT, MIN_POOL, POOL_FACTOR, Reranked
 
 LARGE_CATALOGUE = 100_000
@@ -90,7 +90,7 @@ def top_trending(
         itertools.chain(context.seen_item_ids, context.dismissed_item_ids, query.exclude_item_ids)
     )
     head = order.order[: pool_size + blocked.size]
-    shown = head[~np.isin(head, blocked)]
+    shown = head[~among(head, blocked)]
     if shown.size < pool_size:  # the catalogue has no more
         return None
     hi, lo = float(trending[shown[0]]), float(trending[shown[pool_size - 1]])
@@ -107,7 +107,7 @@ def top_trending(
         parts.append(order.fresh_order[:reach])
     candidates = np.unique(np.concatenate(parts))
     scores = trending[candidates].astype(np.float32)
-    scores[np.isin(candidates, blocked)] = -np.inf
+    scores[among(candidates, blocked)] = -np.inf
     return rerank_among(
         catalog, candidates, scores, query.limit, freshness=freshness, config=config
     )
