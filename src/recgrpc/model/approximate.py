@@ -142,7 +142,8 @@ def among(values: npt.NDArray[np.int64], members: npt.NDArray[np.int64]) -> npt.
     if members.size == 0:
         return np.zeros(values.size, dtype=np.bool_)
     if members.size * values.size <= 16_384:
-        return (values[:, None] == members[None, :]).any(axis=1)
+        found: npt.NDArray[np.bool_] = (values[:, None] == members[None, :]).any(axis=1)
+        return found
     # Sorting is cheaper than the table unless ``values`` is about as long as the catalogue.
     return np.isin(values, members, kind="sort" if values.size < 16_384 else None)
 
