@@ -11,8 +11,10 @@ from the approximate index (the default ``RECGRPC_ANN_MIN_ITEMS``) and one exact
 (``RECGRPC_ANN_MIN_ITEMS=0``), and prints each one's start time (catalogue and model load,
 index build). One client then calls each server sequentially, alternating between them in
 blocks of 10 calls so that the load other jobs put on the machine falls on both alike, and
-prints per source the wall-clock p50/p99 of each, and recall@10 of the index server's lists
-against the exact server's. ``--no-exact`` starts the index server only (for profiling it).
+prints per source the wall-clock p50/p99 of each, recall@10 of the index server's lists against
+the exact server's, and the share of the exact lists' scores the index's lists hold (items of
+equal score are interchangeable: CONTENT's items with the same features). ``--no-exact``
+starts the index server only (for profiling it).
 Benchmarks print numbers; they are not tests.
 """
 
@@ -155,11 +157,11 @@ def measure(channels: dict[str, grpc.Channel], args: argparse.Namespace) -> None
     stubs = {name: pb_grpc.RecommendationServiceStub(c) for name, c in channels.items()}
     print(f"load {os.getloadavg()[0]:.1f}; wall ms per call, one client, limit {args.limit}")
     print(f"{'source':>8} {'index p50':>9} {'index p99':>9} {'exact p50':>9} {'exact p99':>9} "
-          f"{'rec@10':>7}")  # fmt: skip
+          f"{'rec@10':>7} {'scores':>7}")  # fmt: skip
     for source in args.sources:
         algorithm = pb.Algorithm.Value(f"ALGORITHM_{source}")
         timings: dict[str, list[float]] = {name: [] for name in stubs}
-        lists: dict[str, dict[int, list[str]]] = {name: {} for name in stubs}
+        lists: dict[str, dict[int, list[tuple[str, float]]]] = {name: {} for name in stubs}
         for block in range(-1, args.requests // BLOCK):  # block -1: warm-up
             for name, stub in stubs.items():
                 for k in range(BLOCK):
@@ -171,18 +173,32 @@ def measure(channels: dict[str, grpc.Channel], args: argparse.Namespace) -> None
                     response = stub.GetRecommendations(request, timeout=30)
                     if block >= 0:
                         timings[name].append((time.perf_counter() - t0) * 1000)
-                        lists[name][n] = [r.item_id for r in response.recommendations]
-        recall = [
-            len(set(got) & set(lists["exact"][n])) / max(1, len(lists["exact"][n]))
-            for n, got in lists["index"].items()
-            if "exact" in lists
-        ]
+                        lists[name][n] = [(r.item_id, r.score) for r in response.recommendations]
+        pairs = [(got, lists["exact"][n]) for n, got in lists["index"].items() if "exact" in lists]
+        recall = [len({i for i, _ in got} & {i for i, _ in want}) / 10 for got, want in pairs]
+        # Items of equal score (CONTENT: items with the same features) are interchangeable:
+        # the share of the exact list's scores the index's list has too.
+        same = [score_overlap([s for _, s in got], [s for _, s in want]) for got, want in pairs]
         p = {name: np.percentile(v, [50, 99]) for name, v in timings.items()}
         p.setdefault("exact", np.full(2, np.nan))
         print(
             f"{source:>8} {p['index'][0]:>9.2f} {p['index'][1]:>9.2f} {p['exact'][0]:>9.2f} "
-            f"{p['exact'][1]:>9.2f} {np.mean(recall) if recall else np.nan:>7.3f}"
+            f"{p['exact'][1]:>9.2f} {np.mean(recall) if recall else np.nan:>7.3f} "
+            f"{np.mean(same) if same else np.nan:>7.3f}"
         )
+
+
+def score_overlap(got: list[float], want: list[float]) -> float:
+    """Share of ``want`` matched one to one by a score of ``got`` (to float32 rounding)."""
+    left = sorted(got)
+    matched = 0
+    for score in want:
+        for k, other in enumerate(left):
+            if abs(other - score) <= 1e-5 * max(1.0, abs(score)):
+                matched += 1
+                del left[k]
+                break
+    return matched / max(1, len(want))
 
 
 if __name__ == "__main__":
