@@ -91,3 +91,11 @@ def test_building_an_index_writes_nothing_to_stderr() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stderr == ""
+
+
+def test_the_server_imports_faiss_only_to_build_an_index() -> None:
+    script = "import sys, recgrpc.server, recgrpc.model.ranking\nprint('faiss' in sys.modules)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "False"
