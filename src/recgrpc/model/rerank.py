@@ -116,22 +116,57 @@ def rerank(
     pool_size = max(MIN_POOL, POOL_FACTOR * limit)
     pool = top_allowed(scores, pool_size) if limit > 0 else None
     if pool is None or pool.size == 0:
-        return Reranked(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.bool_))
-    pool_scores = scores[pool]
+        return EMPTY
+    boosting = fresh is not None and fresh_items is not None and fresh_items.size > 0
+    return rerank_pool(
+        pool,
+        scores[pool],
+        limit,
+        fresh_items=fresh_items if boosting else None,
+        fresh_raw=scores[fresh_items] if boosting else None,
+        categories=categories,
+        fresh=fresh,
+        config=config,
+    )
+
+
+EMPTY = Reranked(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.bool_))
+
+
+def rerank_pool(
+    pool: npt.NDArray[np.int64],
+    pool_scores: npt.NDArray[np.float32],
+    limit: int,
+    *,
+    fresh_items: npt.NDArray[np.int64] | None,
+    fresh_raw: npt.NDArray[np.float32] | None,
+    categories: Sequence[Sequence[Hashable]],
+    fresh: npt.NDArray[np.float32] | None,
+    config: RerankConfig,
+) -> Reranked:
+    """``rerank`` from its pool: the best ``max(MIN_POOL, POOL_FACTOR * limit)`` allowed
+    positions best first (``top_allowed``) and their scores, with ``fresh_raw`` the scores at
+    ``fresh_items`` (``-inf`` where not allowed). ``fresh_items`` may leave out fresh items
+    that cannot clear the pool's floor with the largest bonus (a user's memo keeps the few
+    near the top only); None when nothing is fresh."""
+    if pool.size == 0:
+        return EMPTY
+    pool_size = max(MIN_POOL, POOL_FACTOR * limit)
     lo, hi = float(pool_scores[-1]), float(pool_scores[0])
     span = hi - lo if hi > lo else 1.0
 
     bonus_unit = config.freshness_boost * span
-    if bonus_unit > 0 and fresh is not None and fresh_items is not None and fresh_items.size:
+    if bonus_unit > 0 and fresh is not None and fresh_items is not None and fresh_raw is not None:
         # Only fresh items whose boosted score clears the pool's floor can enter it (a masked
         # item's -inf never does).
-        raw = scores[fresh_items]
+        raw = fresh_raw
         lifted = raw + bonus_unit * fresh[fresh_items]
         # Every score above the floor is already in the pool; one equal to it may be.
         outside = (lifted > lo) & (raw <= lo)
         extra = fresh_items[outside]
         if extra.size:
-            tied = raw[outside] == lo
+            extra_raw = raw[outside]
+            tied = extra_raw == lo
             if tied.any():
                 # Only the pool's entries at its floor can equal a tied candidate.
                 members = set(pool[pool_scores == lo].tolist())
@@ -139,9 +174,10 @@ def rerank(
                     not (t and p in members)
                     for t, p in zip(tied.tolist(), extra.tolist(), strict=True)
                 ]
-                extra = extra[np.array(keep, dtype=np.bool_)]
+                kept = np.array(keep, dtype=np.bool_)
+                extra, extra_raw = extra[kept], extra_raw[kept]
             merged = np.concatenate([pool, extra])
-            boosted = scores[merged] + bonus_unit * fresh[merged]
+            boosted = np.concatenate([pool_scores, extra_raw]) + bonus_unit * fresh[merged]
         else:
             merged, boosted = pool, pool_scores + bonus_unit * fresh[pool]
         order = _best_first(boosted, pool_size)
