@@ -28,6 +28,7 @@ from recgrpc.config import Settings
 from recgrpc.domain import Algorithm
 from recgrpc.model.approximate import approximate_hybrid
 from recgrpc.model.catalog import CatalogIndex
+from recgrpc.model.memo_pool import build_pool, pick_for
 from recgrpc.model.ranking_reasons import (
     _candidate_sources,
     _requested_but,
@@ -45,7 +46,7 @@ from recgrpc.model.rerank import (
     rerank_pool,
 )
 from recgrpc.model.scoring import scores as score_items
-from recgrpc.model.user_memo import MemoState, UserMemo, build_pool, pick, query_key
+from recgrpc.model.user_memo import MemoState, UserMemo, query_key
 from recgrpc.model.weights import EventWeights
 
 NEG_INF = np.float32(-np.inf)
@@ -327,12 +328,13 @@ class RankingEngine:
                 blocked = itertools.chain(context.seen_item_ids, context.dismissed_item_ids)
                 state.blocked = catalog.positions_or(blocked, len(catalog))
             full[state.blocked] = NEG_INF
-            state.pools[source] = build_pool(
-                scores, snap.freshness, snap.fresh_items, snap.config.rerank.freshness_boost
-            )
-            remembered = self._from_memo(snap, source, query, state, fallback)
-            if remembered is not None:
-                return remembered
+            if source not in state.pools:  # (else its pool could not decide this query)
+                state.pools[source] = build_pool(
+                    scores, snap.freshness, snap.fresh_items, snap.config.rerank.freshness_boost
+                )
+                remembered = self._from_memo(snap, source, query, state, fallback)
+                if remembered is not None:
+                    return remembered
             if query.categories:
                 np.copyto(scores, NEG_INF, where=~catalog.category_mask(query.categories))
             if query.exclude_item_ids:
@@ -362,9 +364,7 @@ class RankingEngine:
         if pool is None or query.limit <= 0:
             return None
         catalog, config = snap.catalog, snap.config.rerank
-        excluded = catalog.indices(query.exclude_item_ids) if query.exclude_item_ids else None
-        wanted = catalog.category_mask(query.categories) if query.categories else None
-        chosen = pick(pool, query.limit, excluded, wanted, config.freshness_boost)
+        chosen = pick_for(pool, catalog, query, config.freshness_boost)
         if chosen is None:
             return None
         with self._span("recgrpc.rerank", _SPAN_ATTRIBUTES[source]):
