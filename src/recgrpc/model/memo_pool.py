@@ -40,20 +40,19 @@ _MARGIN = 1e-3
 _local = threading.local()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: built on a request's path, and never changed)
 class SourcePool:
-    above: I64
-    """The ``MEMO_TOP`` best positions, ascending: every one scoring above ``floor`` (its
-    lowest score, which positions left out may equal)."""
-    above_scores: F32
-    order: npt.NDArray[np.intp]
-    """``above`` best first."""
+    top: I64
+    """The ``MEMO_TOP`` best positions, best first (equal scores in any order): every one
+    scoring above ``floor`` is among them (``floor`` is their lowest score, which positions
+    left out may equal)."""
+    top_scores: F32
     floor: float
     complete: bool
-    """True when ``above`` holds every position with a finite score."""
+    """True when ``top`` holds every position with a finite score."""
     sample_at: I64
     """Positions of the best ``SAMPLE_KEEP`` values of ``scores[::SAMPLE_STEP]``, best first
-    (none when ``above`` has distinct scores: a pick then never needs to replay)."""
+    (none when ``top`` has distinct scores: a pick then never needs to replay)."""
     sample_scores: F32
     sample_size: int
     fresh_items: I64 | None
@@ -64,12 +63,12 @@ class SourcePool:
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.above, self.above_scores, self.order, self.sample_at, self.sample_scores)
+        arrays = (self.top, self.top_scores, self.sample_at, self.sample_scores)
         extra = 0 if self.fresh_items is None else self.fresh_items.nbytes * 2
         return sum(a.nbytes for a in arrays) + extra
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PoolPick:
     """A query's re-ranking pool taken from a ``SourcePool`` (``rerank.rerank_pool``'s input)."""
 
@@ -100,12 +99,10 @@ def build_pool(scores: F32, fresh: F32 | None, fresh_items: I64 | None, boost: f
     floor = -np.inf
     if candidates.size > MEMO_TOP:
         part = np.argpartition(values, values.size - MEMO_TOP)[values.size - MEMO_TOP :]
-        part.sort()
         candidates, values = candidates[part], values[part]
         floor = float(values.min())  # what is left out scores at most this
     order = np.argsort(-values)  # (equal scores in any order: picks never rely on it)
-    above = candidates.astype(np.int64)
-    ranked = values[order]
+    top, ranked = candidates[order].astype(np.int64, copy=False), values[order]
     best = np.zeros(0, dtype=np.intp)
     if (ranked[:-1] == ranked[1:]).any():
         # Equal scores: a pick may have to replay top_allowed, from the sample's best values.
@@ -118,16 +115,16 @@ def build_pool(scores: F32, fresh: F32 | None, fresh_items: I64 | None, boost: f
         raw = scores[fresh_items]
         fresh_floor = -np.inf
         if not complete and values.size:
-            # A pool taken from ``above`` has its lowest score at ``floor`` or higher and its
+            # A pool taken from ``top`` has its lowest score at ``floor`` or higher and its
             # span at most the best score's distance to it: no fresh item scoring below
             # ``fresh_floor`` can be lifted into it.
-            hi = float(values[order[0]])
+            hi = float(ranked[0])
             fresh_floor = floor - boost * (hi - floor)
             fresh_floor -= _MARGIN * (abs(fresh_floor) + (hi - floor)) + 1e-30
         near = raw >= fresh_floor
         fresh_part = (fresh_items[near], raw[near], fresh_floor)
     return SourcePool(
-        above, values, order, floor, complete,
+        top, ranked, floor, complete,
         (best * SAMPLE_STEP).astype(np.int64), sample[best], int(sample.size), *fresh_part,
     )  # fmt: skip
 
@@ -182,7 +179,7 @@ def pick(
 
 def _distinct(pool: SourcePool, size: int, blocked: Flags | None) -> tuple[I64, F32] | None:
     """The best ``size`` remaining positions, when their scores decide them uniquely."""
-    top, values = pool.above[pool.order], pool.above_scores[pool.order]
+    top, values = pool.top, pool.top_scores
     if blocked is not None:
         keep = ~blocked[top]
         top, values = top[keep], values[keep]
@@ -194,7 +191,7 @@ def _distinct(pool: SourcePool, size: int, blocked: Flags | None) -> tuple[I64, 
     elif top.size < size:
         return None
     else:
-        beyond = pool.floor  # what ``above`` left out scores at most this
+        beyond = pool.floor  # what ``top`` left out scores at most this
     if not top.size:
         return (top, values) if pool.complete else None
     # Distinct scores, the last above anything left out: the pool and its order are unique.
@@ -217,11 +214,12 @@ def _replayed(pool: SourcePool, n: int, size: int, blocked: Flags | None) -> tup
     threshold = sample[m - 1]
     if not threshold > -np.inf or not float(threshold) > pool.floor:
         return None  # scores at the threshold may have been left out (or no threshold at all)
-    values = pool.above_scores
+    ascending = np.argsort(pool.top)
+    above, values = pool.top[ascending], pool.top_scores[ascending]
     if blocked is not None:
-        values = np.where(blocked[pool.above], np.float32(-np.inf), values)
-    found = values >= threshold
-    candidates, scores = pool.above[found], values[found]
+        values = np.where(blocked[above], np.float32(-np.inf), values)
+    found = values >= threshold  # in position order, as top_candidates finds them
+    candidates, scores = above[found], values[found]
     if candidates.size < size:
         return None  # top_candidates would take every finite score
     if candidates.size > size:

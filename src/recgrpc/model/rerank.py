@@ -181,7 +181,7 @@ def rerank_pool(
         else:
             merged, boosted = pool, pool_scores + bonus_unit * fresh[pool]
         order = _best_first(boosted, pool_size)
-        pool, pool_scores = merged[order], boosted[order].astype(np.float32)
+        pool, pool_scores = merged[order], boosted[order].astype(np.float32, copy=False)
         # In the list because of the boost: not among the unboosted top ``limit`` (the first
         # ``limit`` of ``merged``), and fresh enough to say so.
         is_fresh = (order >= limit) & (fresh[pool] >= FRESH_SIGNIFICANT)
