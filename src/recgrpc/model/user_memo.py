@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 MAX_LISTS = 4
-"""Finished lists kept per context (the oldest is dropped first)."""
+"""Finished lists kept per context (then it starts over)."""
 APPROXIMATE_BYTES = 10_000
 """What a memo typically holds (a source's pool of about 6 kB, a few lists; the cache counts
 it with its entry)."""
@@ -57,9 +57,10 @@ class MemoState:
     lists: dict[QueryKey, domain.RecommendationList] = field(default_factory=dict)
 
     def remember(self, key: QueryKey, ranking: domain.RecommendationList) -> None:
-        if len(self.lists) >= MAX_LISTS:
-            del self.lists[next(iter(self.lists))]
-        self.lists[key] = ranking
+        lists = self.lists
+        if len(lists) >= MAX_LISTS:  # start over (one assignment: safe for other threads)
+            lists = self.lists = {}
+        lists[key] = ranking
 
 
 class UserMemo:
