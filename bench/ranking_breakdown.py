@@ -35,7 +35,7 @@ from recommend_latency import build_engine, contexts
 
 from recgrpc import domain
 from recgrpc.domain import Algorithm
-from recgrpc.model.memo_pool import build_pool, pick_for
+from recgrpc.model.memo_pool import MEMO_TOP, build_pool, pick_for
 from recgrpc.model.ranking import RankingEngine, mask_blocked
 from recgrpc.model.rerank import rerank, rerank_pool
 from recgrpc.model.scoring import scores as score_items
@@ -120,10 +120,10 @@ def steps(
 
     out["pool"] = (
         user_masked,
-        lambda: build_pool(work, snap.freshness, snap.fresh_items, boost),
+        lambda: build_pool(work, MEMO_TOP, snap.freshness, snap.fresh_items, boost),
     )
     user_masked()
-    pool = build_pool(work.copy(), snap.freshness, snap.fresh_items, boost)
+    pool = build_pool(work.copy(), MEMO_TOP, snap.freshness, snap.fresh_items, boost)
 
     def picked() -> object:
         chosen = pick_for(pool, snap.catalog, page, boost)

@@ -24,13 +24,24 @@ import numpy as np
 import numpy.typing as npt
 
 from recgrpc import domain
+from recgrpc.domain import Algorithm
 from recgrpc.model.catalog import CatalogIndex
-from recgrpc.model.rerank import MIN_POOL, POOL_FACTOR, SAMPLE_STEP
+from recgrpc.model.rerank import (
+    EMPTY,
+    MIN_POOL,
+    POOL_FACTOR,
+    SAMPLE_STEP,
+    RerankConfig,
+    Reranked,
+    best_of,
+    candidates_of,
+    rerank_pool,
+)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 Flags = npt.NDArray[np.bool_]
-MEMO_TOP = 256
+MEMO_TOP = 200
 """Positions kept per source: a query of up to 40 items (a re-ranking pool of 160) with dozens
 of exclusions is ranked from them."""
 SAMPLE_KEEP = 128
@@ -40,32 +51,30 @@ _MARGIN = 1e-3
 _local = threading.local()
 
 
-@dataclass(slots=True)  # (not frozen: built on a request's path, and never changed)
+@dataclass(slots=True)  # (not frozen: built on a request's path; ``order`` set once, lazily)
 class SourcePool:
-    top: I64
-    """The ``MEMO_TOP`` best positions, best first (equal scores in any order): every one
-    scoring above ``floor`` is among them (``floor`` is their lowest score, which positions
-    left out may equal)."""
-    top_scores: F32
+    positions: I64
+    """Positions, ascending, including every one scoring above ``floor``."""
+    scores: F32
     floor: float
+    """The lowest of ``scores``; positions left out score at most this."""
     complete: bool
-    """True when ``top`` holds every position with a finite score."""
-    sample_at: I64
-    """Positions of the best ``SAMPLE_KEEP`` values of ``scores[::SAMPLE_STEP]``, best first
-    (none when ``top`` has distinct scores: a pick then never needs to replay)."""
-    sample_scores: F32
+    """True when ``positions`` are every position with a finite score."""
     sample_size: int
+    """``top_allowed``'s sample size over the whole catalogue (``n / SAMPLE_STEP``, rounded up)."""
     fresh_items: I64 | None
     """Fresh positions (ascending) scoring at least ``fresh_floor``; None: no boost."""
     fresh_raw: F32 | None
     fresh_floor: float
     """Every fresh item left out of ``fresh_items`` scores below this."""
+    order: npt.NDArray[np.intp] | None = None
+    """``positions`` best first (equal scores in any order), sorted by the first pick."""
 
-    @property
-    def nbytes(self) -> int:
-        arrays = (self.top, self.top_scores, self.sample_at, self.sample_scores)
-        extra = 0 if self.fresh_items is None else self.fresh_items.nbytes * 2
-        return sum(a.nbytes for a in arrays) + extra
+    def ranked(self) -> tuple[I64, F32]:
+        order = self.order
+        if order is None:
+            order = self.order = np.argsort(-self.scores)
+        return self.positions[order], self.scores[order]
 
 
 @dataclass(slots=True)
@@ -78,54 +87,116 @@ class PoolPick:
     fresh_raw: F32 | None
 
 
-def build_pool(scores: F32, fresh: F32 | None, fresh_items: I64 | None, boost: float) -> SourcePool:
-    """The pool of a user's masked ``scores`` (one value per catalogue item)."""
+def build_pool(
+    scores: F32,
+    k: int,
+    fresh: F32 | None,
+    fresh_items: I64 | None,
+    boost: float,
+    *,
+    found: tuple[npt.NDArray[np.intp], bool] | None = None,
+    fresh_raw: F32 | None = None,
+) -> SourcePool:
+    """The pool of a user's masked ``scores`` (one value per catalogue item): the candidates
+    ``top_allowed(scores, k)`` partitions, or about 2k of them from a sampled threshold.
+    ``found`` (``rerank.candidates_of(scores, k)``) and ``fresh_raw`` (``scores[fresh_items]``)
+    are reused when the caller has them already."""
+    candidates, complete = _sampled(scores, k) if found is None else found
+    values = scores[candidates]
+    floor = float(values.min()) if values.size and not complete else -np.inf
+    pool = SourcePool(
+        candidates.astype(np.int64, copy=False), values, floor, complete,
+        (scores.size + SAMPLE_STEP - 1) // SAMPLE_STEP, None, None, -np.inf,
+    )  # fmt: skip
+    if fresh is not None and fresh_items is not None and fresh_items.size and boost > 0:
+        raw = scores[fresh_items] if fresh_raw is None else fresh_raw
+        fresh_floor = -np.inf
+        if not complete and values.size:
+            # A pool taken from these positions has its lowest score at ``floor`` or higher
+            # and its span at most the best score's distance to it: no fresh item scoring
+            # below ``fresh_floor`` can be lifted into it.
+            hi = float(values.max())
+            fresh_floor = floor - boost * (hi - floor)
+            fresh_floor -= _MARGIN * (abs(fresh_floor) + (hi - floor)) + 1e-30
+        near = raw >= fresh_floor
+        pool.fresh_items, pool.fresh_raw, pool.fresh_floor = (
+            fresh_items[near],
+            raw[near],
+            fresh_floor,
+        )
+    return pool
+
+
+def _sampled(scores: F32, k: int) -> tuple[npt.NDArray[np.intp], bool]:
+    """Ascending positions including every one above their lowest score: about 2k of them,
+    from a threshold the sample's 2k/SAMPLE_STEP-th best (the k best when that is too few;
+    every finite one, and True, when there are at most 4k)."""
     sample = scores[::SAMPLE_STEP]
-    # About 3 x MEMO_TOP scores clear the sample's 3 x MEMO_TOP / SAMPLE_STEP-th best; when
-    # fewer than MEMO_TOP do (or nothing is sampled that far), every finite score is a candidate.
-    cut = 3 * MEMO_TOP // SAMPLE_STEP
-    candidates = None
+    cut = max(1, 2 * k // SAMPLE_STEP)
     if sample.size > cut:
         threshold = np.partition(sample, sample.size - cut)[sample.size - cut]
         if threshold > -np.inf:
             candidates = (scores >= threshold).nonzero()[0]
-            if candidates.size < MEMO_TOP:
-                candidates = None
-    complete = candidates is None
-    if candidates is None:
-        candidates = (scores > -np.inf).nonzero()[0]
-        complete = candidates.size <= MEMO_TOP
-    values = scores[candidates]
-    floor = -np.inf
-    if candidates.size > MEMO_TOP:
-        part = np.argpartition(values, values.size - MEMO_TOP)[values.size - MEMO_TOP :]
-        candidates, values = candidates[part], values[part]
-        floor = float(values.min())  # what is left out scores at most this
-    order = np.argsort(-values)  # (equal scores in any order: picks never rely on it)
-    top, ranked = candidates[order].astype(np.int64, copy=False), values[order]
-    best = np.zeros(0, dtype=np.intp)
-    if (ranked[:-1] == ranked[1:]).any():
-        # Equal scores: a pick may have to replay top_allowed, from the sample's best values.
-        best = np.arange(sample.size)
-        if sample.size > SAMPLE_KEEP:  # (which of equal values at the cut is kept is no matter)
-            best = np.argpartition(sample, sample.size - SAMPLE_KEEP)[sample.size - SAMPLE_KEEP :]
-        best = best[np.argsort(-sample[best])]
-    fresh_part: tuple[I64 | None, F32 | None, float] = (None, None, -np.inf)
-    if fresh is not None and fresh_items is not None and fresh_items.size and boost > 0:
-        raw = scores[fresh_items]
-        fresh_floor = -np.inf
-        if not complete and values.size:
-            # A pool taken from ``top`` has its lowest score at ``floor`` or higher and its
-            # span at most the best score's distance to it: no fresh item scoring below
-            # ``fresh_floor`` can be lifted into it.
-            hi = float(ranked[0])
-            fresh_floor = floor - boost * (hi - floor)
-            fresh_floor -= _MARGIN * (abs(fresh_floor) + (hi - floor)) + 1e-30
-        near = raw >= fresh_floor
-        fresh_part = (fresh_items[near], raw[near], fresh_floor)
-    return SourcePool(
-        top, ranked, floor, complete,
-        (best * SAMPLE_STEP).astype(np.int64), sample[best], int(sample.size), *fresh_part,
+            if candidates.size >= k:
+                return candidates, False
+    candidates = (scores > -np.inf).nonzero()[0]
+    if candidates.size <= 4 * k:
+        return candidates, True
+    part = np.argpartition(scores[candidates], candidates.size - k)[candidates.size - k :]
+    part.sort()
+    return candidates[part], False
+
+
+def rank_keeping(
+    pools: dict[Algorithm, SourcePool],
+    source: Algorithm,
+    scores: F32,
+    query: domain.RecommendationQuery,
+    *,
+    catalog: CatalogIndex,
+    fresh: F32 | None,
+    fresh_items: I64 | None,
+    config: RerankConfig,
+) -> Reranked | None:
+    """``rerank`` of the user's masked ``scores`` for ``query``, keeping a pool of them in
+    ``pools``: a first query without exclusions or categories is ranked exactly as ``rerank``
+    ranks it (the same candidates, which become the pool); otherwise a wider pool is kept and
+    the query picked from it. None when it cannot (mask the query's items and ``rerank``)."""
+    size = max(MIN_POOL, POOL_FACTOR * query.limit)
+    boost = config.freshness_boost
+    plain = not (query.exclude_item_ids or query.categories)
+    if plain and query.limit > 0 and source not in pools:
+        boosting = fresh is not None and fresh_items is not None and fresh_items.size > 0
+        found = candidates_of(scores, size)
+        raw = scores[fresh_items] if boosting and fresh_items is not None else None
+        pool = pools[source] = build_pool(
+            scores, size, fresh, fresh_items, boost, found=found, fresh_raw=raw
+        )
+        top, top_scores = best_of(found[0], pool.scores, size)
+        return rerank_pool(
+            top, top_scores, query.limit, fresh_items=fresh_items if boosting else None,
+            fresh_raw=raw, categories=catalog.categories, fresh=fresh, config=config,
+        )  # fmt: skip
+    pools[source] = build_pool(scores, max(MEMO_TOP, size), fresh, fresh_items, boost)
+    return rerank_from(pools[source], catalog, query, fresh, config)
+
+
+def rerank_from(
+    pool: SourcePool,
+    catalog: CatalogIndex,
+    query: domain.RecommendationQuery,
+    fresh: F32 | None,
+    config: RerankConfig,
+) -> Reranked | None:
+    """``rerank`` for ``query`` from the pool; None when the pool cannot decide it."""
+    if query.limit <= 0:
+        return EMPTY
+    chosen = pick_for(pool, catalog, query, config.freshness_boost)
+    if chosen is None:
+        return None
+    return rerank_pool(
+        chosen.pool, chosen.pool_scores, query.limit, fresh_items=chosen.fresh_items,
+        fresh_raw=chosen.fresh_raw, categories=catalog.categories, fresh=fresh, config=config,
     )  # fmt: skip
 
 
@@ -179,7 +250,7 @@ def pick(
 
 def _distinct(pool: SourcePool, size: int, blocked: Flags | None) -> tuple[I64, F32] | None:
     """The best ``size`` remaining positions, when their scores decide them uniquely."""
-    top, values = pool.top, pool.top_scores
+    top, values = pool.ranked()
     if blocked is not None:
         keep = ~blocked[top]
         top, values = top[keep], values[keep]
@@ -191,7 +262,7 @@ def _distinct(pool: SourcePool, size: int, blocked: Flags | None) -> tuple[I64, 
     elif top.size < size:
         return None
     else:
-        beyond = pool.floor  # what ``top`` left out scores at most this
+        beyond = pool.floor  # what the pool left out scores at most this
     if not top.size:
         return (top, values) if pool.complete else None
     # Distinct scores, the last above anything left out: the pool and its order are unique.
@@ -205,19 +276,18 @@ def _replayed(pool: SourcePool, n: int, size: int, blocked: Flags | None) -> tup
     remembered positions: None where it would read scores the memo does not have."""
     if not n > 16 * SAMPLE_STEP * size:
         return None  # top_candidates takes every finite score: only scoring has them all
-    sample = pool.sample_scores
-    if blocked is not None:
-        sample = sample[~blocked[pool.sample_at]]
-    m = min(pool.sample_size, 3 * size // SAMPLE_STEP + 1)
-    if sample.size < m:
-        return None  # the m-th best sampled score is one the memo did not keep
-    threshold = sample[m - 1]
-    if not threshold > -np.inf or not float(threshold) > pool.floor:
-        return None  # scores at the threshold may have been left out (or no threshold at all)
-    ascending = np.argsort(pool.top)
-    above, values = pool.top[ascending], pool.top_scores[ascending]
+    # The sample's values above the pool's floor are all in the pool (sampled positions are
+    # multiples of SAMPLE_STEP): when the m-th best is one of them, it is the threshold.
+    above, values = pool.positions, pool.scores
     if blocked is not None:
         values = np.where(blocked[above], np.float32(-np.inf), values)
+    sample = values[above % SAMPLE_STEP == 0]
+    m = min(pool.sample_size, 3 * size // SAMPLE_STEP + 1)
+    if sample.size < m:
+        return None  # the m-th best sampled score is at most the floor
+    threshold = np.partition(sample, sample.size - m)[sample.size - m]
+    if not threshold > -np.inf or not float(threshold) > pool.floor:
+        return None  # scores at the threshold may have been left out (or no threshold at all)
     found = values >= threshold  # in position order, as top_candidates finds them
     candidates, scores = above[found], values[found]
     if candidates.size < size:

@@ -28,7 +28,7 @@ from recgrpc.config import Settings
 from recgrpc.domain import Algorithm
 from recgrpc.model.approximate import approximate_hybrid
 from recgrpc.model.catalog import CatalogIndex
-from recgrpc.model.memo_pool import build_pool, pick_for
+from recgrpc.model.memo_pool import rank_keeping, rerank_from
 from recgrpc.model.ranking_reasons import (
     _candidate_sources,
     _requested_but,
@@ -43,7 +43,6 @@ from recgrpc.model.rerank import (
     Reranked,
     freshness,
     rerank,
-    rerank_pool,
 )
 from recgrpc.model.scoring import scores as score_items
 from recgrpc.model.user_memo import MemoState, UserMemo, query_key
@@ -320,34 +319,31 @@ class RankingEngine:
     ) -> domain.RecommendationList:
         full = scores.base
         assert isinstance(full, np.ndarray)  # the view of _scores_buffer
-        catalog = snap.catalog
+        catalog, config = snap.catalog, snap.config.rerank
+        result = None
         if state is None:
             mask_blocked(full, catalog, context, query, spare=True)
-        else:  # The user's own masking first, remembered as the source's pool; then the query's.
-            if state.blocked is None:
-                blocked = itertools.chain(context.seen_item_ids, context.dismissed_item_ids)
-                state.blocked = catalog.positions_or(blocked, len(catalog))
-            full[state.blocked] = NEG_INF
-            if source not in state.pools:  # (else its pool could not decide this query)
-                state.pools[source] = build_pool(
-                    scores, snap.freshness, snap.fresh_items, snap.config.rerank.freshness_boost
-                )
-                remembered = self._from_memo(snap, source, query, state, fallback)
-                if remembered is not None:
-                    return remembered
-            if query.categories:
-                np.copyto(scores, NEG_INF, where=~catalog.category_mask(query.categories))
-            if query.exclude_item_ids:
-                full[catalog.positions_or(query.exclude_item_ids, len(catalog))] = NEG_INF
+        elif state.blocked is None:
+            blocked = itertools.chain(context.seen_item_ids, context.dismissed_item_ids)
+            state.blocked = catalog.positions_or(blocked, len(catalog))
         with self._span("recgrpc.rerank", _SPAN_ATTRIBUTES[source]):
-            result = rerank(
-                scores,
-                query.limit,
-                categories=catalog.categories,
-                fresh=snap.freshness,
-                fresh_items=snap.fresh_items,
-                config=snap.config.rerank,
-            )
+            if state is not None:
+                # The user's own masking first, remembered as the source's pool; then the
+                # query's, when the pool cannot decide it.
+                full[state.blocked] = NEG_INF
+                result = rank_keeping(
+                    state.pools, source, scores, query, catalog=catalog, fresh=snap.freshness,
+                    fresh_items=snap.fresh_items, config=config,
+                )  # fmt: skip
+                if result is None and query.categories:
+                    np.copyto(scores, NEG_INF, where=~catalog.category_mask(query.categories))
+                if result is None and query.exclude_item_ids:
+                    full[catalog.positions_or(query.exclude_item_ids, len(catalog))] = NEG_INF
+            if result is None:
+                result = rerank(
+                    scores, query.limit, categories=catalog.categories, fresh=snap.freshness,
+                    fresh_items=snap.fresh_items, config=config,
+                )  # fmt: skip
         return _listed(snap, source, result, fallback)
 
     def _from_memo(
@@ -361,23 +357,12 @@ class RankingEngine:
         """The list ranked from the memo's pool of ``source``; None when there is none or it
         cannot decide this query's list for certain."""
         pool = None if state is None else state.pools.get(source)
-        if pool is None or query.limit <= 0:
-            return None
-        catalog, config = snap.catalog, snap.config.rerank
-        chosen = pick_for(pool, catalog, query, config.freshness_boost)
-        if chosen is None:
+        if pool is None:
             return None
         with self._span("recgrpc.rerank", _SPAN_ATTRIBUTES[source]):
-            result = rerank_pool(
-                chosen.pool,
-                chosen.pool_scores,
-                query.limit,
-                fresh_items=chosen.fresh_items,
-                fresh_raw=chosen.fresh_raw,
-                categories=catalog.categories,
-                fresh=snap.freshness,
-                config=config,
-            )
+            result = rerank_from(pool, snap.catalog, query, snap.freshness, snap.config.rerank)
+        if result is None:
+            return None
         return _listed(snap, source, result, fallback)
 
 

@@ -64,16 +64,30 @@ def top_allowed(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64
     if k <= 0 or scores.size == 0:
         return np.zeros(0, dtype=np.int64)
     candidates = top_candidates(scores, k)
+    return best_of(candidates, scores[candidates], k)[0]
+
+
+def best_of(
+    candidates: npt.NDArray[np.intp], values: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """``top_allowed``'s last step: the ``k`` best of ``candidates`` (``values`` their scores),
+    best first, and their scores."""
     if candidates.size > k:
-        part = np.argpartition(scores[candidates], candidates.size - k)[candidates.size - k :]
-        candidates = candidates[part]
-    return candidates[np.argsort(-scores[candidates], kind="stable")].astype(np.int64)
+        part = np.argpartition(values, candidates.size - k)[candidates.size - k :]
+        candidates, values = candidates[part], values[part]
+    order = np.argsort(-values, kind="stable")
+    return candidates[order].astype(np.int64), values[order]
 
 
 def top_candidates(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
     """Ascending positions holding every one of the ``k`` best finite ``scores`` (and all
     that tie with the ``k``-th), from ``top_allowed``'s sampled threshold: about 3k of them on
     a large vector, every finite one when that is too few."""
+    return candidates_of(scores, k)[0]
+
+
+def candidates_of(scores: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.intp], bool]:
+    """``top_candidates``, and whether they are every finite score."""
     n = scores.size
     if n > 16 * SAMPLE_STEP * k:
         sample = scores[::SAMPLE_STEP]
@@ -82,8 +96,8 @@ def top_candidates(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.in
         if threshold > -np.inf:
             candidates = np.flatnonzero(scores >= threshold)
             if candidates.size >= k:
-                return candidates
-    return np.flatnonzero(scores > -np.inf)
+                return candidates, False
+    return np.flatnonzero(scores > -np.inf), True
 
 
 def _best_first(values: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
