@@ -1,15 +1,19 @@
 """A user's remembered pool per source (model.user_memo), and a query's exact pick from it.
 
-``build_pool`` keeps what ranking needs of a user's masked scores (seen, dismissed and unscored
-items at ``-inf``): every position scoring at least its ``MEMO_TOP``-th best value, the best
-``SAMPLE_KEEP`` values of ``top_allowed``'s strided sample, and the fresh items scoring near the
-top. ``pick`` then tells the re-ranking pool ``rerank.top_allowed`` would choose for a query
-(its exclusions and category filter masking more), in one of two exact ways:
+A pool keeps what ranking needs of a user's masked scores (seen, dismissed and unscored items
+at ``-inf``): the positions above a threshold (with their scores, so every position above the
+pool's lowest score is in it), and the fresh items scoring near them. A context's first query
+without exclusions or categories is ranked exactly as ``rerank`` ranks it, and its candidates
+are the pool (nothing more is computed for a context just read); a query the pool cannot decide
+is ranked from the whole catalogue again, and keeps a wider pool (about ``2 x MEMO_TOP``).
+``pick`` tells the re-ranking pool ``rerank.top_allowed`` would choose for a query (its
+exclusions and category filter masking more), in one of two exact ways:
 
 - the best remaining positions have distinct scores, the last above anything left out: the top
   ``pool size`` is then unique, whatever argpartition does;
 - otherwise (equal scores), ``top_allowed`` itself is replayed: the threshold from the masked
-  sample, the candidates above it in position order, the same argpartition over the same values.
+  sample (whose values above the pool's floor are all in the pool), the candidates above it in
+  position order, the same argpartition over the same values.
 
 When neither can be certain (too few remembered positions survive a filter, a small catalogue
 that ``top_allowed`` ranks whole), ``pick`` answers None and the caller scores the catalogue.
@@ -42,11 +46,8 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 Flags = npt.NDArray[np.bool_]
 MEMO_TOP = 200
-"""Positions kept per source: a query of up to 40 items (a re-ranking pool of 160) with dozens
-of exclusions is ranked from them."""
-SAMPLE_KEEP = 128
-"""Best sample values kept: ``top_allowed``'s threshold for a pool of up to 300 with dozens of
-sampled positions excluded."""
+"""A wider pool holds at least this many positions (about twice as many): a query of up to 40
+items (a re-ranking pool of 160) with dozens of exclusions is ranked from it."""
 _MARGIN = 1e-3
 _local = threading.local()
 

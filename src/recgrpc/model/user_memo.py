@@ -7,7 +7,7 @@ is valid for one context object and one serving snapshot (held weakly, so a memo
 old model alive); anything else starts it afresh. Per source it keeps:
 
 - the user's vector (or that there is none);
-- a pool (model.memo_pool): the best few hundred positions of the user's scores with the
+- a pool (model.memo_pool): the best one to four hundred positions of the user's scores with the
   seen, dismissed and unscored items masked, and the fresh items scoring near them. A query's
   exclusions and category filter are applied to it; when what remains decides the re-ranking
   pool for certain, the list is ranked from it exactly as from the whole catalogue; otherwise
