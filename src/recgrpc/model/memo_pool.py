@@ -97,13 +97,14 @@ def build_pool(
     *,
     found: tuple[npt.NDArray[np.intp], bool] | None = None,
     fresh_raw: F32 | None = None,
+    values: F32 | None = None,
 ) -> SourcePool:
     """The pool of a user's masked ``scores`` (one value per catalogue item): the candidates
     ``top_allowed(scores, k)`` partitions, or about 2k of them from a sampled threshold.
-    ``found`` (``rerank.candidates_of(scores, k)``) and ``fresh_raw`` (``scores[fresh_items]``)
-    are reused when the caller has them already."""
+    ``found`` (``rerank.candidates_of(scores, k)``), ``fresh_raw`` (``scores[fresh_items]``) and
+    ``values`` (the scores of ``found``) are reused when the caller has them already."""
     candidates, complete = _sampled(scores, k) if found is None else found
-    values = scores[candidates]
+    values = scores[candidates] if values is None or found is None else values
     floor = float(values.min()) if values.size and not complete else -np.inf
     pool = SourcePool(
         candidates.astype(np.int64, copy=False), values, floor, complete,
@@ -170,10 +171,17 @@ def rank_keeping(
         boosting = fresh is not None and fresh_items is not None and fresh_items.size > 0
         found = candidates_of(scores, size)
         raw = scores[fresh_items] if boosting and fresh_items is not None else None
-        pool = pools[source] = build_pool(
-            scores, size, fresh, fresh_items, boost, found=found, fresh_raw=raw
-        )
-        top, top_scores = best_of(found[0], pool.scores, size)
+        values = scores[found[0]]
+        top, top_scores = best_of(found[0], values, size)
+        if top_scores.size > 1 and (top_scores[:-1] == top_scores[1:]).any():
+            # Equal scores: the next queries will replay top_allowed, which needs more of
+            # the sample above the pool's floor than these candidates hold.
+            wide = max(MEMO_TOP, size)
+            pools[source] = build_pool(scores, wide, fresh, fresh_items, boost, fresh_raw=raw)
+        else:
+            pools[source] = build_pool(
+                scores, size, fresh, fresh_items, boost, found=found, fresh_raw=raw, values=values
+            )
         return rerank_pool(
             top, top_scores, query.limit, fresh_items=fresh_items if boosting else None,
             fresh_raw=raw, categories=catalog.categories, fresh=fresh, config=config,
