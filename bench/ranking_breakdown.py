@@ -6,11 +6,15 @@
 The catalogue, random model and request mix of bench/recommend_latency.py (users with 50 seen
 items; a third folded in from 20 recent clicks), one BLAS thread as the server runs it. Prints
 the calling thread's CPU time per call (p50 and p99, microseconds) of the whole call per source
-and of its steps taken alone with the same inputs: the user vector, scoring (matrix-vector
-product into a reused buffer), masking the seen/dismissed/excluded items, and re-ranking. What
-the whole call spends beyond the steps is the engine's own bookkeeping (choosing the source,
-building the list). ``--rounds`` repeats the measurement, alternating, so a busy machine shows
-as spread between rounds rather than as a difference.
+for a context just read (``recommend``: a new memo, as the server keeps with a context it has
+just cached) and for a cached one asked for its next page (``warm``: the memo has this source's
+pool; the first list's items excluded), and of the steps taken alone with the same inputs: the
+user vector, scoring (matrix-vector product into a reused buffer), masking the
+seen/dismissed/excluded items, re-ranking from the whole catalogue (``rerank``), building the
+memo's pool (``pool``) and picking a next page from it (``pick``: model.memo_pool, with
+``rerank_pool``). What the whole call spends beyond the steps is the engine's own bookkeeping
+(choosing the source, building the list). ``--rounds`` repeats the measurement, alternating,
+so a busy machine shows as spread between rounds rather than as a difference.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +35,11 @@ from recommend_latency import build_engine, contexts
 
 from recgrpc import domain
 from recgrpc.domain import Algorithm
+from recgrpc.model.memo_pool import MEMO_TOP, build_pool, pick_for
 from recgrpc.model.ranking import RankingEngine, mask_blocked
-from recgrpc.model.rerank import rerank
+from recgrpc.model.rerank import rerank, rerank_pool
 from recgrpc.model.scoring import scores as score_items
+from recgrpc.model.user_memo import UserMemo
 
 Step = tuple[Callable[[], object], Callable[[], object]]
 """(setup, call): only ``call`` is timed; ``setup`` leaves the shared buffer as the engine
@@ -61,7 +68,16 @@ def steps(
     model = snap.model
     assert model is not None
     query = domain.RecommendationQuery(ctx.user_id, 10, algorithm)
-    out: dict[str, Step] = {"recommend": (nothing, lambda: engine.recommend(ctx, query))}
+    warm, first = UserMemo(), engine.recommend(ctx, query, UserMemo())
+    page = replace(query, exclude_item_ids=frozenset(i.item_id for i in first.items))
+    engine.recommend(ctx, query, warm)
+    out: dict[str, Step] = {
+        "recommend": (nothing, lambda: engine.recommend(ctx, query, UserMemo())),
+        "warm": (
+            warm.state(ctx, snap).lists.clear,  # (the pool stays: the list does not)
+            lambda: engine.recommend(ctx, page, warm),
+        ),
+    }
     if algorithm == Algorithm.POPULAR:
 
         def scored() -> None:
@@ -96,6 +112,30 @@ def steps(
             config=snap.config.rerank,
         ),
     )
+    boost = snap.config.rerank.freshness_boost
+
+    def user_masked() -> None:
+        scored()
+        mask_blocked(work, snap.catalog, ctx, replace(query, exclude_item_ids=frozenset()))
+
+    out["pool"] = (
+        user_masked,
+        lambda: build_pool(work, MEMO_TOP, snap.freshness, snap.fresh_items, boost),
+    )
+    user_masked()
+    pool = build_pool(work.copy(), MEMO_TOP, snap.freshness, snap.fresh_items, boost)
+
+    def picked() -> object:
+        chosen = pick_for(pool, snap.catalog, page, boost)
+        if chosen is None:
+            return None
+        return rerank_pool(
+            chosen.pool, chosen.pool_scores, 10, fresh_items=chosen.fresh_items,
+            fresh_raw=chosen.fresh_raw, categories=snap.catalog.categories,
+            fresh=snap.freshness, config=snap.config.rerank,
+        )  # fmt: skip
+
+    out["pick"] = (nothing, picked)
     return out
 
 
@@ -112,7 +152,7 @@ def main() -> None:
     cases = contexts(args.items, args.users, args.requests)
     work = np.empty(args.items, dtype=np.float32)
     per_case = [(a.value, steps(engine, ctx, a, work)) for ctx, a in cases]
-    names = ["recommend", "user_vector", "score", "mask", "rerank"]
+    names = ["recommend", "warm", "user_vector", "score", "mask", "rerank", "pool", "pick"]
     print(f"{args.items} items, {args.components} components; load {os.getloadavg()[0]:.1f}")
     print(f"{'round':>5} {'source':>14} " + " ".join(f"{n:>16}" for n in names))
     print(f"{'':>5} {'':>14} " + " ".join(f"{'p50/p99 us':>16}" for _ in names))

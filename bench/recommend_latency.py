@@ -23,10 +23,12 @@ history lookup and the impression write to every call.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -43,15 +45,26 @@ from recgrpc.model.artifact import RecommenderArrays
 from recgrpc.model.catalog import CatalogIndex
 from recgrpc.model.ranking import RankingConfig, RankingEngine, ServingSnapshot
 from recgrpc.model.representations import ModelView
+from recgrpc.model.rerank import RerankConfig
 from recgrpc.server import create_server
 from recgrpc.v1 import recommendation_pb2 as pb
 from recgrpc.v1 import recommendation_pb2_grpc as pb_grpc
+
+try:
+    from recgrpc.model import user_memo as memo_module
+except ImportError:  # the code before model.user_memo, timed side by side
+    memo_module = None  # type: ignore[assignment]
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def build_engine(
-    n_items: int, n_users: int, components: int, seed: int = 0, ann_min_items: int = 0
+    n_items: int,
+    n_users: int,
+    components: int,
+    seed: int = 0,
+    ann_min_items: int = 0,
+    config: RankingConfig | None = None,
 ) -> RankingEngine:
     rng = np.random.default_rng(seed)
     cats = [f"c{c}" for c in range(30)]
@@ -71,7 +84,9 @@ def build_engine(
             f"(with the item vectors), {view.ann.memory_bytes / 2**20:.0f} MB"
         )
     trending = rng.pareto(1.5, n_items).astype(np.float32)
-    snapshot = ServingSnapshot.assemble(catalog, trending, NOW, model=view, config=RankingConfig())
+    snapshot = ServingSnapshot.assemble(
+        catalog, trending, NOW, model=view, config=config or RankingConfig()
+    )
     return RankingEngine(snapshot)
 
 
@@ -242,6 +257,15 @@ def main() -> None:
         help="rank catalogues this large from the approximate index (0: never)",
     )  # fmt: skip
     parser.add_argument("--grpc", action="store_true", help="end to end through a real server")
+    parser.add_argument(
+        "--calls", nargs="+", default=["cold", "warm", "repeat"],
+        choices=["cold", "warm", "repeat"], help="which calls to time (see in_process)",
+    )  # fmt: skip
+    defaults = Settings.__dataclass_fields__
+    parser.add_argument("--diversity", type=float, default=defaults["diversity"].default)
+    parser.add_argument(
+        "--freshness-boost", type=float, default=defaults["freshness_boost"].default
+    )
     args = parser.parse_args()
     # As the server does (server.app): one BLAS thread per matrix-vector product.
     threadpool_limits(limits=1, user_api="blas")
@@ -252,34 +276,70 @@ def main() -> None:
                 n_items, args.users, args.components, args.requests, args.limit, args.ann_min_items
             )
         return
-    header = f"{'items':>8} {'source':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    header = f"{'items':>8} {'call':>14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     load = os.getloadavg()[0]
-    print(f"{header} {'cpu p50':>8} {'cpu p99':>8}  (limit {args.limit}; load {load:.1f})")
+    print(
+        f"{header} {'cpu p50':>8} {'cpu p99':>8}  (limit {args.limit}; diversity "
+        f"{args.diversity}; freshness boost {args.freshness_boost}; load {load:.1f})"
+    )
+    config = RankingConfig(
+        rerank=RerankConfig(diversity=args.diversity, freshness_boost=args.freshness_boost)
+    )
     for n_items in args.items:
         engine = build_engine(
-            n_items, args.users, args.components, ann_min_items=args.ann_min_items
+            n_items, args.users, args.components, ann_min_items=args.ann_min_items, config=config
         )
         cases = contexts(n_items, args.users, args.requests)
-        timings: dict[str, list[float]] = {}
-        cpu: dict[str, list[float]] = {}
-        for ctx, algorithm in cases[:50]:  # warm-up
-            engine.recommend(ctx, domain.RecommendationQuery(ctx.user_id, args.limit, algorithm))
-        for ctx, algorithm in cases:
-            query = domain.RecommendationQuery(ctx.user_id, args.limit, algorithm)
-            start, start_cpu = time.perf_counter(), time.thread_time()
-            engine.recommend(ctx, query)
-            elapsed = (time.perf_counter() - start) * 1000
-            used = (time.thread_time() - start_cpu) * 1000
-            for key in (algorithm.value, "all"):
-                timings.setdefault(key, []).append(elapsed)
-                cpu.setdefault(key, []).append(used)
-        for name, values in timings.items():
-            v, c = np.array(values), np.array(cpu[name])
-            print(
-                f"{n_items:>8} {name:>8} {np.percentile(v, 50):>8.2f} "
-                f"{np.percentile(v, 99):>8.2f} {v.max():>8.2f} "
-                f"{np.percentile(c, 50):>8.2f} {np.percentile(c, 99):>8.2f}"
-            )
+        for mode in args.calls:
+            in_process(engine, cases, args.limit, mode, n_items)
+
+
+def in_process(
+    engine: RankingEngine,
+    cases: list[tuple[domain.UserContext, Algorithm]],
+    limit: int,
+    mode: str,
+    n_items: int,
+) -> None:
+    """Time one call per case: ``cold`` a context just read (a new memo, as the server gives a
+    context it has just cached), ``warm`` a cached context asked for its next page (the first
+    list's items excluded: a query its memo has not seen), ``repeat`` the same query again."""
+    remembers = "memo" in inspect.signature(engine.recommend).parameters
+
+    def call(ctx: domain.UserContext, q: domain.RecommendationQuery, memo: object) -> list[str]:
+        ranking = engine.recommend(ctx, q, memo) if remembers else engine.recommend(ctx, q)  # type: ignore[call-arg]
+        return [i.item_id for i in ranking.items]
+
+    timings: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    for ctx, algorithm in cases[:50]:  # warm-up
+        call(ctx, domain.RecommendationQuery(ctx.user_id, limit, algorithm), new_memo())
+    for ctx, algorithm in cases:
+        query = domain.RecommendationQuery(ctx.user_id, limit, algorithm)
+        memo = new_memo()
+        if mode != "cold":
+            first = call(ctx, query, memo)
+            if mode == "warm":
+                query = replace(query, exclude_item_ids=frozenset(first))
+        start, start_cpu = time.perf_counter(), time.thread_time()
+        call(ctx, query, memo)
+        elapsed = (time.perf_counter() - start) * 1000
+        used = (time.thread_time() - start_cpu) * 1000
+        for key in (algorithm.value, "all"):
+            timings.setdefault(key, []).append(elapsed)
+            cpu.setdefault(key, []).append(used)
+    for name, values in timings.items():
+        v, c = np.array(values), np.array(cpu[name])
+        print(
+            f"{n_items:>8} {mode + ' ' + name:>14} {np.percentile(v, 50):>8.2f} "
+            f"{np.percentile(v, 99):>8.2f} {v.max():>8.2f} "
+            f"{np.percentile(c, 50):>8.2f} {np.percentile(c, 99):>8.2f}"
+        )
+
+
+def new_memo() -> object:
+    """A memo as the server keeps with a cached context (None before model.user_memo)."""
+    return None if memo_module is None else memo_module.UserMemo()
 
 
 if __name__ == "__main__":

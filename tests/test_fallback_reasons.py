@@ -104,6 +104,9 @@ def test_a_user_with_nothing_yet_or_nothing_usable(trained: str, channel: grpc.C
         "the items they interacted with count against the item (disliked, rated low): "
         "trending instead"
     )
+    # Served from a catalogue with soon-gone first: else the wait below could pass on the
+    # catalogue from before soon-gone was added, and the refresh adding it land after.
+    wait_for(lambda: recommend(channel, "collector").fallback_reason == "")
     catalog.UpsertItems(
         cat_pb.UpsertItemsRequest(items=[cat_pb.Item(item_id="soon-gone", active=False)])
     )

@@ -78,6 +78,9 @@ def world(
 @pytest.fixture
 def traced(world: TracedWorld) -> TracedWorld:
     world.exporter.clear()
+    # Every test's first call reads and ranks afresh (a cached context's memo would let a call
+    # skip scoring: model.user_memo), so its spans show each step.
+    world.server.handlers.contexts.clear()
     return world
 
 

@@ -4,11 +4,11 @@ Sources: HYBRID (identity + features), COLLABORATIVE (behaviour only), CONTENT (
 ranks items nobody touched), POPULAR (trending). AUTO picks trending for a user with nothing,
 CONTENT for a user with preferences only and HYBRID otherwise. When a requested personalised
 source is impossible for this user, the next meaningful one is used and ``fallback_reason``
-says why. Scoring is one matrix-vector product over precomputed float32 item representations,
-written into a reused per-thread buffer with one spare slot past the catalogue (or, for large
-catalogues, re-scoring of an approximate index's candidates: model.approximate), masked in place
-with -inf (an id not in the catalogue masks the spare slot, so no per-id Python test), then a
-thresholded argpartition and re-ranking of a small pool (model.rerank).
+says why. Scoring is one matrix-vector product over precomputed float32 item representations
+into a reused per-thread buffer with a spare slot past the catalogue (or, for large catalogues,
+re-scoring of an approximate index's candidates: model.approximate), masked in place with -inf
+(unknown ids mask the spare slot), then a thresholded argpartition and re-ranking of a small
+pool (model.rerank). A cached context's memo (model.user_memo) skips what it already did.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ from recgrpc.config import Settings
 from recgrpc.domain import Algorithm
 from recgrpc.model.approximate import approximate
 from recgrpc.model.catalog import CatalogIndex
+from recgrpc.model.memo_pool import rank_keeping, rerank_from
 from recgrpc.model.popular import top_trending, trending_order
+from recgrpc.model.ranking_reasons import (
+    _candidate_sources,
+    _requested_but,
+    _why_empty,
+    _why_not_personalised,
+)
 from recgrpc.model.representations import ModelView
 from recgrpc.model.rerank import (
     FRESH_REASON,
@@ -39,6 +46,7 @@ from recgrpc.model.rerank import (
     rerank,
 )
 from recgrpc.model.scoring import scores as score_items
+from recgrpc.model.user_memo import MemoState, UserMemo, query_key
 from recgrpc.model.weights import EventWeights
 
 NEG_INF = np.float32(-np.inf)
@@ -46,7 +54,6 @@ NEG_INF = np.float32(-np.inf)
 
 TRENDING_REASON = "trending"
 NO_MODEL = "no trained model is active"
-NOTHING_KNOWN = "no history or preferences for this user yet"
 COLLABORATIVE_IMPOSSIBLE = "collaborative requested, but no history of this user is in the model"
 NOTHING_TO_RECOMMEND = "nothing to recommend: "
 SOURCE_REASON = {
@@ -139,20 +146,6 @@ class ServingSnapshot:
         return "" if self.model is None else self.model.version
 
 
-def allowed_mask(
-    catalog: CatalogIndex, context: domain.UserContext, query: domain.RecommendationQuery
-) -> npt.NDArray[np.bool_]:
-    """Items that may be shown: in the category filter, and not seen, dismissed or excluded."""
-    if query.categories:
-        allowed = catalog.category_mask(query.categories)
-    else:
-        allowed = np.ones(len(catalog), dtype=np.bool_)
-    for blocked in (context.seen_item_ids, context.dismissed_item_ids, query.exclude_item_ids):
-        if blocked:
-            allowed[catalog.indices(blocked)] = False
-    return allowed
-
-
 def mask_blocked(
     scores: npt.NDArray[np.float32],
     catalog: CatalogIndex,
@@ -171,23 +164,6 @@ def mask_blocked(
         context.seen_item_ids, context.dismissed_item_ids, query.exclude_item_ids
     )
     scores[catalog.positions_or(blocked, n) if spare else catalog.indices(blocked)] = NEG_INF
-
-
-def _candidate_sources(
-    requested: Algorithm, has_behaviour: bool, has_profile: bool
-) -> tuple[Algorithm, ...]:
-    """Sources to try in order; the first is what the caller asked for (or AUTO's pick)."""
-    if requested == Algorithm.AUTO:
-        if has_behaviour:
-            return (Algorithm.HYBRID, Algorithm.CONTENT)
-        if has_profile:
-            return (Algorithm.CONTENT, Algorithm.HYBRID)
-        return ()
-    if requested == Algorithm.COLLABORATIVE:
-        return (Algorithm.COLLABORATIVE, Algorithm.HYBRID)
-    if requested == Algorithm.HYBRID:
-        return (Algorithm.HYBRID, Algorithm.CONTENT)
-    return (requested,)
 
 
 StepSpan = Callable[[str, Mapping[str, str]], AbstractContextManager[object]]
@@ -219,17 +195,30 @@ class RankingEngine:
         self._snapshot = snapshot
 
     def recommend(
-        self, context: domain.UserContext, query: domain.RecommendationQuery
+        self,
+        context: domain.UserContext,
+        query: domain.RecommendationQuery,
+        memo: UserMemo | None = None,
     ) -> domain.RecommendationList:
         """The list for ``query``; ``fallback_reason`` says why whenever it is not personalised
-        by the source asked for, or is empty."""
+        by the source asked for, or is empty. ``memo`` (kept with a cached ``context``) lets
+        the next requests for the same context reuse this one's work (model.user_memo)."""
         snap = self._snapshot
-        ranking = self._recommend(snap, context, query)
-        if ranking.items:
-            return ranking
-        why_empty = NOTHING_TO_RECOMMEND + _why_empty(snap, context, query, ranking.algorithm)
-        reason = f"{ranking.fallback_reason}; {why_empty}" if ranking.fallback_reason else why_empty
-        return replace(ranking, fallback_reason=reason)
+        state = None if memo is None else memo.state(context, snap)
+        key = None
+        if state is not None:
+            key = query_key(query)
+            known = state.lists.get(key)
+            if known is not None:
+                return known
+        ranking = self._recommend(snap, context, query, state)
+        if not ranking.items:
+            why = NOTHING_TO_RECOMMEND + _why_empty(snap, context, query, ranking.algorithm)
+            why = f"{ranking.fallback_reason}; {why}" if ranking.fallback_reason else why
+            ranking = replace(ranking, fallback_reason=why)
+        if state is not None and key is not None:
+            state.remember(key, ranking)
+        return ranking
 
     def _scores_buffer(self, n: int) -> npt.NDArray[np.float32]:
         """This thread's reusable score vector: scoring writes into it, masking sets -inf. It is
@@ -245,17 +234,23 @@ class RankingEngine:
         snap: ServingSnapshot,
         context: domain.UserContext,
         query: domain.RecommendationQuery,
+        state: MemoState | None,
     ) -> domain.RecommendationList:
         model = snap.model
         if query.algorithm == Algorithm.POPULAR or model is None:
             fallback = "" if model is not None else NO_MODEL
-            return self._trending(snap, context, query, fallback)
+            return self._trending(snap, context, query, fallback, state)
         has_behaviour = model.model_row(context) is not None or bool(context.recent)
         has_profile = bool(context.preferences or context.attributes)
         sources = _candidate_sources(query.algorithm, has_behaviour, has_profile)
         weights = snap.config.event_weights
         for n, source in enumerate(sources):
-            vector = model.user_vector(source, context, snap.catalog.position, weights)
+            if state is not None and source in state.vectors:
+                vector = state.vectors[source]
+            else:
+                vector = model.user_vector(source, context, snap.catalog.position, weights)
+                if state is not None:
+                    state.vectors[source] = vector
             if vector is None:
                 continue
             fallback = ""
@@ -268,6 +263,9 @@ class RankingEngine:
             picked = approximate(snap, source, context, query, vector)  # large catalogues
             if picked is not None:
                 return _listed(snap, source, picked, fallback)
+            remembered = self._from_memo(snap, source, query, state, fallback)
+            if remembered is not None:
+                return remembered
             scores = self._scores_buffer(len(snap.catalog))
             with self._span("recgrpc.score", _SPAN_ATTRIBUTES[source]):
                 # BLAS sgemv into the reused buffer; the server pins BLAS to one thread
@@ -280,11 +278,13 @@ class RankingEngine:
                 unscored = model.unscored_by(source)
                 if unscored.size:
                     scores[unscored] = NEG_INF
-            return self._ranked(snap, source, context, query, scores, fallback=fallback)
+            return self._ranked(
+                snap, source, context, query, scores, fallback=fallback, state=state
+            )
         why = _why_not_personalised(context, snap.catalog.position)
         if query.algorithm != Algorithm.AUTO:
             why = _requested_but(query.algorithm, why)
-        return self._trending(snap, context, query, why)
+        return self._trending(snap, context, query, why, state)
 
     def _trending(
         self,
@@ -292,13 +292,19 @@ class RankingEngine:
         context: domain.UserContext,
         query: domain.RecommendationQuery,
         fallback: str,
+        state: MemoState | None,
     ) -> domain.RecommendationList:
         picked = top_trending(self._popular, snap, context, query)  # large catalogues
         if picked is not None:
             return _listed(snap, Algorithm.POPULAR, picked, fallback)
+        remembered = self._from_memo(snap, Algorithm.POPULAR, query, state, fallback)
+        if remembered is not None:
+            return remembered
         scores = self._scores_buffer(len(snap.catalog))
         np.copyto(scores, snap.trending)
-        return self._ranked(snap, Algorithm.POPULAR, context, query, scores, fallback=fallback)
+        return self._ranked(
+            snap, Algorithm.POPULAR, context, query, scores, fallback=fallback, state=state
+        )
 
     def _ranked(
         self,
@@ -309,19 +315,54 @@ class RankingEngine:
         scores: npt.NDArray[np.float32],
         *,
         fallback: str,
+        state: MemoState | None,
     ) -> domain.RecommendationList:
         full = scores.base
         assert isinstance(full, np.ndarray)  # the view of _scores_buffer
-        mask_blocked(full, snap.catalog, context, query, spare=True)
+        catalog, config = snap.catalog, snap.config.rerank
+        result = None
+        if state is None:
+            mask_blocked(full, catalog, context, query, spare=True)
+        elif state.blocked is None:
+            blocked = itertools.chain(context.seen_item_ids, context.dismissed_item_ids)
+            state.blocked = catalog.positions_or(blocked, len(catalog))
         with self._span("recgrpc.rerank", _SPAN_ATTRIBUTES[source]):
-            result = rerank(
-                scores,
-                query.limit,
-                categories=snap.catalog.categories,
-                fresh=snap.freshness,
-                fresh_items=snap.fresh_items,
-                config=snap.config.rerank,
-            )
+            if state is not None:
+                # The user's own masking first, remembered as the source's pool; then the
+                # query's, when the pool cannot decide it.
+                full[state.blocked] = NEG_INF
+                result = rank_keeping(
+                    state.pools, source, scores, query, catalog=catalog, fresh=snap.freshness,
+                    fresh_items=snap.fresh_items, config=config,
+                )  # fmt: skip
+                if result is None and query.categories:
+                    np.copyto(scores, NEG_INF, where=~catalog.category_mask(query.categories))
+                if result is None and query.exclude_item_ids:
+                    full[catalog.positions_or(query.exclude_item_ids, len(catalog))] = NEG_INF
+            if result is None:
+                result = rerank(
+                    scores, query.limit, categories=catalog.categories, fresh=snap.freshness,
+                    fresh_items=snap.fresh_items, config=config,
+                )  # fmt: skip
+        return _listed(snap, source, result, fallback)
+
+    def _from_memo(
+        self,
+        snap: ServingSnapshot,
+        source: Algorithm,
+        query: domain.RecommendationQuery,
+        state: MemoState | None,
+        fallback: str,
+    ) -> domain.RecommendationList | None:
+        """The list ranked from the memo's pool of ``source``; None when there is none or it
+        cannot decide this query's list for certain."""
+        pool = None if state is None else state.pools.get(source)
+        if pool is None:
+            return None
+        with self._span("recgrpc.rerank", _SPAN_ATTRIBUTES[source]):
+            result = rerank_from(pool, snap.catalog, query, snap.freshness, snap.config.rerank)
+        if result is None:
+            return None
         return _listed(snap, source, result, fallback)
 
 
@@ -341,57 +382,3 @@ def _listed(
         model_version="" if source == Algorithm.POPULAR else snap.model_version,
         fallback_reason=fallback,
     )
-
-
-def _requested_but(algorithm: Algorithm, why: str) -> str:
-    return f"{algorithm.value.lower()} requested, but {why}"
-
-
-def _why_not_personalised(context: domain.UserContext, positions: Mapping[str, int]) -> str:
-    """What the user has that the model cannot use, when no personalised source could rank.
-
-    Reached only for a user the model does not know: with none of their preferences or
-    attributes among its features and no positive event on an item in the catalogue.
-    """
-    parts = []
-    if context.preferences:
-        parts.append("this user's preferred categories are not in the model")
-    if context.attributes:
-        parts.append("their attributes are not in the model")
-    touched = {event.item_id for event in context.recent}
-    if touched:
-        dismissed = touched & context.dismissed_item_ids
-        gone = {item for item in touched - dismissed if item not in positions}
-        what = []
-        if dismissed:
-            what.append("were dismissed")
-        if gone:
-            what.append("are not in the catalogue any more")
-        if touched - dismissed - gone:  # in the catalogue, but no positive weight in total
-            what.append("count against the item (disliked, rated low)")
-        parts.append("the items they interacted with " + " or ".join(what))
-    if not parts:
-        return NOTHING_KNOWN
-    return "; ".join(parts) + ": trending instead"
-
-
-def _why_empty(
-    snap: ServingSnapshot,
-    context: domain.UserContext,
-    query: domain.RecommendationQuery,
-    source: Algorithm,
-) -> str:
-    """Why a list came out empty (names no caller text: reasons are stored and bounded)."""
-    catalog = snap.catalog
-    if len(catalog) == 0:
-        return "the catalogue has no active items"
-    if query.categories and not catalog.category_mask(query.categories).any():
-        return "no active item is in the requested categories"
-    if not allowed_mask(catalog, context, query).any():
-        where = " in the requested categories" if query.categories else ""
-        return f"every active item{where} was already seen, dismissed or excluded"
-    if source == Algorithm.COLLABORATIVE:
-        return "none of the remaining items was in the model's training data"
-    if source == Algorithm.CONTENT:
-        return "none of the remaining items has categories or tags the model knows"
-    return "none of the remaining items is known to the model"

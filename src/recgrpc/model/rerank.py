@@ -64,16 +64,30 @@ def top_allowed(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64
     if k <= 0 or scores.size == 0:
         return np.zeros(0, dtype=np.int64)
     candidates = top_candidates(scores, k)
+    return best_of(candidates, scores[candidates], k)[0]
+
+
+def best_of(
+    candidates: npt.NDArray[np.intp], values: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """``top_allowed``'s last step: the ``k`` best of ``candidates`` (``values`` their scores),
+    best first, and their scores."""
     if candidates.size > k:
-        part = np.argpartition(scores[candidates], candidates.size - k)[candidates.size - k :]
-        candidates = candidates[part]
-    return candidates[np.argsort(-scores[candidates], kind="stable")].astype(np.int64)
+        part = np.argpartition(values, candidates.size - k)[candidates.size - k :]
+        candidates, values = candidates[part], values[part]
+    order = np.argsort(-values, kind="stable")
+    return candidates[order].astype(np.int64), values[order]
 
 
 def top_candidates(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
     """Ascending positions holding every one of the ``k`` best finite ``scores`` (and all
     that tie with the ``k``-th), from ``top_allowed``'s sampled threshold: about 3k of them on
     a large vector, every finite one when that is too few."""
+    return candidates_of(scores, k)[0]
+
+
+def candidates_of(scores: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.intp], bool]:
+    """``top_candidates``, and whether they are every finite score."""
     n = scores.size
     if n > 16 * SAMPLE_STEP * k:
         sample = scores[::SAMPLE_STEP]
@@ -82,8 +96,8 @@ def top_candidates(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.in
         if threshold > -np.inf:
             candidates = np.flatnonzero(scores >= threshold)
             if candidates.size >= k:
-                return candidates
-    return np.flatnonzero(scores > -np.inf)
+                return candidates, False
+    return np.flatnonzero(scores > -np.inf), True
 
 
 def _best_first(values: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
@@ -116,22 +130,57 @@ def rerank(
     pool_size = max(MIN_POOL, POOL_FACTOR * limit)
     pool = top_allowed(scores, pool_size) if limit > 0 else None
     if pool is None or pool.size == 0:
-        return Reranked(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.bool_))
-    pool_scores = scores[pool]
+        return EMPTY
+    boosting = fresh is not None and fresh_items is not None and fresh_items.size > 0
+    return rerank_pool(
+        pool,
+        scores[pool],
+        limit,
+        fresh_items=fresh_items if boosting else None,
+        fresh_raw=scores[fresh_items] if boosting else None,
+        categories=categories,
+        fresh=fresh,
+        config=config,
+    )
+
+
+EMPTY = Reranked(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.bool_))
+
+
+def rerank_pool(
+    pool: npt.NDArray[np.int64],
+    pool_scores: npt.NDArray[np.float32],
+    limit: int,
+    *,
+    fresh_items: npt.NDArray[np.int64] | None,
+    fresh_raw: npt.NDArray[np.float32] | None,
+    categories: Sequence[Sequence[Hashable]],
+    fresh: npt.NDArray[np.float32] | None,
+    config: RerankConfig,
+) -> Reranked:
+    """``rerank`` from its pool: the best ``max(MIN_POOL, POOL_FACTOR * limit)`` allowed
+    positions best first (``top_allowed``) and their scores, with ``fresh_raw`` the scores at
+    ``fresh_items`` (``-inf`` where not allowed). ``fresh_items`` may leave out fresh items
+    that cannot clear the pool's floor with the largest bonus (a user's memo keeps the few
+    near the top only); None when nothing is fresh."""
+    if pool.size == 0:
+        return EMPTY
+    pool_size = max(MIN_POOL, POOL_FACTOR * limit)
     lo, hi = float(pool_scores[-1]), float(pool_scores[0])
     span = hi - lo if hi > lo else 1.0
 
     bonus_unit = config.freshness_boost * span
-    if bonus_unit > 0 and fresh is not None and fresh_items is not None and fresh_items.size:
+    if bonus_unit > 0 and fresh is not None and fresh_items is not None and fresh_raw is not None:
         # Only fresh items whose boosted score clears the pool's floor can enter it (a masked
         # item's -inf never does).
-        raw = scores[fresh_items]
+        raw = fresh_raw
         lifted = raw + bonus_unit * fresh[fresh_items]
         # Every score above the floor is already in the pool; one equal to it may be.
         outside = (lifted > lo) & (raw <= lo)
         extra = fresh_items[outside]
         if extra.size:
-            tied = raw[outside] == lo
+            extra_raw = raw[outside]
+            tied = extra_raw == lo
             if tied.any():
                 # Only the pool's entries at its floor can equal a tied candidate.
                 members = set(pool[pool_scores == lo].tolist())
@@ -139,13 +188,14 @@ def rerank(
                     not (t and p in members)
                     for t, p in zip(tied.tolist(), extra.tolist(), strict=True)
                 ]
-                extra = extra[np.array(keep, dtype=np.bool_)]
+                kept = np.array(keep, dtype=np.bool_)
+                extra, extra_raw = extra[kept], extra_raw[kept]
             merged = np.concatenate([pool, extra])
-            boosted = scores[merged] + bonus_unit * fresh[merged]
+            boosted = np.concatenate([pool_scores, extra_raw]) + bonus_unit * fresh[merged]
         else:
             merged, boosted = pool, pool_scores + bonus_unit * fresh[pool]
         order = _best_first(boosted, pool_size)
-        pool, pool_scores = merged[order], boosted[order].astype(np.float32)
+        pool, pool_scores = merged[order], boosted[order].astype(np.float32, copy=False)
         # In the list because of the boost: not among the unboosted top ``limit`` (the first
         # ``limit`` of ``merged``), and fresh enough to say so.
         is_fresh = (order >= limit) & (fresh[pool] >= FRESH_SIGNIFICANT)

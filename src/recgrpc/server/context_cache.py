@@ -34,6 +34,8 @@ from recgrpc import domain
 from recgrpc.config import Settings
 from recgrpc.db import Database
 from recgrpc.db.dialect import ChangeFeed
+from recgrpc.model.user_memo import APPROXIMATE_BYTES as MEMO_BYTES
+from recgrpc.model.user_memo import UserMemo
 
 # Rough sizes in bytes, for the memory bound: a history row is an item id string, its slot in
 # the seen set, and for the recent ones a RecentInteraction with its time and value.
@@ -44,10 +46,12 @@ _LABEL_BYTES = 150
 
 
 def approximate_bytes(context: domain.UserContext) -> int:
-    """What a cached context holds in memory, roughly (no object walk on the request path)."""
+    """What a cached context and its ranking memo hold in memory, roughly (no object walk on
+    the request path)."""
     labels = len(context.dismissed_item_ids) + len(context.preferences) + len(context.attributes)
     return (
         _BASE_BYTES
+        + MEMO_BYTES
         + _SEEN_BYTES * len(context.seen_item_ids)
         + _RECENT_BYTES * len(context.recent)
         + _LABEL_BYTES * labels
@@ -59,6 +63,17 @@ class _Entry:
     context: domain.UserContext
     expires: float
     size: int
+    memo: UserMemo
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A looked-up context and the ranking memo kept with it (model.user_memo): dropped with
+    the entry, so whatever evicts the context forgets what ranking remembered of it. None when
+    the context is not cached (the cache is off, or a write raced the read)."""
+
+    context: domain.UserContext
+    memo: UserMemo | None
 
 
 @dataclass(slots=True)
@@ -116,6 +131,10 @@ class ContextCache:
     def get(self, user_id: str, load: Callable[[], domain.UserContext]) -> domain.UserContext:
         """The cached context of ``user_id``, or ``load()``'s (stored unless a write of this
         user, a clear or a suspension happened while it ran)."""
+        return self.lookup(user_id, load).context
+
+    def lookup(self, user_id: str, load: Callable[[], domain.UserContext]) -> Cached:
+        """``get``, with the memo kept with the context."""
         started = self._clock()
         with self._lock:
             if not self._serving:
@@ -127,7 +146,7 @@ class ContextCache:
                     if entry.expires > started:
                         self._entries.move_to_end(user_id)
                         self.counts.hits += 1
-                        return entry.context
+                        return Cached(entry.context, entry.memo)
                     self._drop(user_id)
                 self.counts.misses += 1
                 ticket = next(self._tickets)
@@ -143,8 +162,8 @@ class ContextCache:
             with self._lock:
                 if self._revoke(user_id, ticket):
                     # Expiry counts from the read's start: what it saw is at least that old.
-                    self._store(user_id, context, started + self.ttl)
-        return context
+                    return Cached(context, self._store(user_id, context, started + self.ttl))
+        return Cached(context, None)
 
     def evict(self, user_ids: Iterable[str]) -> None:
         """Forget these users' contexts, and make loads of them in flight not store theirs."""
@@ -203,17 +222,19 @@ class ContextCache:
             del self._loads[user_id]
         return True
 
-    def _store(self, user_id: str, context: domain.UserContext, expires: float) -> None:
+    def _store(self, user_id: str, context: domain.UserContext, expires: float) -> UserMemo | None:
         size = approximate_bytes(context)
         if size > self.max_bytes:
-            return
+            return None
         if user_id in self._entries:
             self._drop(user_id)
-        self._entries[user_id] = _Entry(context, expires, size)
+        memo = UserMemo()
+        self._entries[user_id] = _Entry(context, expires, size, memo)
         self._bytes += size
         while self._bytes > self.max_bytes:
             oldest = next(iter(self._entries))
             self._drop(oldest)
+        return memo if user_id in self._entries else None
 
     def _drop(self, user_id: str) -> None:
         entry = self._entries.pop(user_id)

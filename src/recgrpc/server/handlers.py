@@ -22,7 +22,7 @@ from recgrpc.errors import InvalidArgument, NotFound, Unavailable
 from recgrpc.jobs.churn_scoring import NO_CHURN_MODEL
 from recgrpc.model.ranking import RankingEngine
 from recgrpc.recset import Attribution, RecsetTokens
-from recgrpc.server.context_cache import CacheCollector, open_context_cache
+from recgrpc.server.context_cache import CacheCollector, Cached, open_context_cache
 from recgrpc.server.db_guard import CircuitBreaker, DatabaseGuard
 from recgrpc.server.discovery import Discovery
 from recgrpc.server.erasure import erase_from_stored_models
@@ -204,16 +204,18 @@ class Handlers:
     def _rank(self, query: domain.RecommendationQuery) -> tuple[domain.RecommendationList, bool]:
         """The ranked list and whether the database was down (the list is then not stored)."""
         outage = False
+        memo = None
         try:
             with tracing.span("recgrpc.user_context"):
-                context = self._user_context(query.user_id)
+                cached = self._cached_context(query.user_id)
+            context, memo = cached.context, cached.memo
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
             # Keep serving from memory; the list is not personalised by history this time.
             outage = True
             context = domain.UserContext(user_id=query.user_id, known=False)
-        ranking = self.engine.recommend(context, query)
+        ranking = self.engine.recommend(context, query, memo)
         if outage:
             ranking = domain.RecommendationList(
                 items=ranking.items,
@@ -224,9 +226,13 @@ class Handlers:
         return ranking, outage
 
     def _user_context(self, user_id: str) -> domain.UserContext:
+        return self._cached_context(user_id).context
+
+    def _cached_context(self, user_id: str) -> Cached:
         # Only a miss reads, within the request's database budget: a hit is served at once,
-        # also while the database is away (it is at most the cache's TTL old).
-        return self.contexts.get(
+        # also while the database is away (it is at most the cache's TTL old). The memo with
+        # it is what ranking remembered of this context (model.user_memo).
+        return self.contexts.lookup(
             user_id, lambda: self.guard.run(lambda: self._read_context(user_id))
         )
 
