@@ -7,12 +7,14 @@ and the driver's executemany skip.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    URL,
     BindParameter,
     Connection,
     Engine,
@@ -32,13 +34,16 @@ from recgrpc.db import models as m
 from recgrpc.db.dialect import (
     IMPRESSION_COLUMNS,
     RECOMMENDATION_COLUMNS,
+    ChangeListener,
     SqlDialect,
     UserContextRows,
     insert_for,
+    origin_of,
     recommendations_upsert,
 )
 from recgrpc.db.prepared import Prepared, PreparedInsert
 from recgrpc.db.rows import INTERACTION_COLUMNS, table_of
+from recgrpc.db.sqlite_feed import KEEP_SECONDS, SqliteChangeFeed
 
 _USER: BindParameter[str] = bindparam("user_id")
 _USER_ATTRIBUTES = Prepared(select(m.User.attributes).where(m.User.user_id == _USER))
@@ -77,6 +82,13 @@ _INSERT_IMPRESSION = PreparedInsert(lambda _: insert(table_of(m.Impression)), IM
 # The one recommendations upsert, from one row of positional parameters per execution.
 _UPSERT_ROW = recommendations_upsert(
     "(SELECT " + ", ".join(f"? AS {c}" for c in RECOMMENDATION_COLUMNS) + ")"
+)
+# The change feed (db.sqlite_feed): one row per changed user, in the writer's transaction, and
+# the oldest rows trimmed a few at a time (only among the oldest, so no scan of the table).
+_ANNOUNCE = "INSERT INTO changed_users (user_id, origin, changed_at) VALUES (?, ?, ?)"
+_TRIM = (
+    "DELETE FROM changed_users WHERE seq IN (SELECT seq FROM (SELECT seq, changed_at"
+    " FROM changed_users ORDER BY seq LIMIT ?) WHERE changed_at < ?)"
 )
 _UPSERT_BATCH_ROWS = 50_000
 BULK_LOAD_CACHE_KIB = 256 * 1024
@@ -140,7 +152,24 @@ class SqliteSql(SqlDialect):
         _ENSURE_USERS.insert(conn, users)
         for row in rows:
             row["received_at"] = now
-        return {event_id for (event_id,) in _INSERT_NEW_INTERACTIONS.insert(conn, rows)}
+        stored = {event_id for (event_id,) in _INSERT_NEW_INTERACTIONS.insert(conn, rows)}
+        self.notify_users(conn, sorted({r["user_id"] for r in rows if r["event_id"] in stored}))
+        return stored
+
+    def notify_users(self, conn: Connection, user_ids: Sequence[str]) -> None:
+        if not user_ids:
+            return
+        origin, now = origin_of(conn), time.time()
+        conn.exec_driver_sql(_ANNOUNCE, [(user_id, origin, now) for user_id in user_ids])
+        conn.exec_driver_sql(_TRIM, (2 * len(user_ids) + 16, now - KEEP_SECONDS))
+
+    def user_change_feed(
+        self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener, origin: str
+    ) -> SqliteChangeFeed | None:
+        database = url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None  # a private in-memory database (or a URI): no other process shares it
+        return SqliteChangeFeed(database, listener, origin)
 
     def user_context_rows(
         self, conn: Connection, user_id: str, recent_limit: int
