@@ -61,11 +61,28 @@ class _Compiled:
 
 
 def _converter(processors: Sequence[Processor]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A row converter that touches only the columns with a processor (the others are passed
+    as the driver gave them, as SQLAlchemy would)."""
+    converting = [(i, process) for i, process in enumerate(processors) if process is not None]
+    if len(converting) == 1:
+        ((only, convert),) = converting
+
+        def one(raw: Sequence[Any]) -> tuple[Any, ...]:
+            row = list(raw)
+            value = row[only]
+            if value is not None:
+                row[only] = convert(value)
+            return tuple(row)
+
+        return one
+
     def row(raw: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(
-            value if process is None or value is None else process(value)
-            for value, process in zip(raw, processors, strict=True)
-        )
+        values = list(raw)
+        for i, process in converting:
+            value = values[i]
+            if value is not None:
+                values[i] = process(value)
+        return tuple(values)
 
     return row
 

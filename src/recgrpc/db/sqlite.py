@@ -78,7 +78,11 @@ _INSERT_NEW_INTERACTIONS = PreparedInsert(
     INTERACTION_COLUMNS,
 )
 _RECOMMENDATIONS = table_of(m.Recommendation)
-_INSERT_IMPRESSION = PreparedInsert(lambda _: insert(table_of(m.Impression)), IMPRESSION_COLUMNS)
+# One row's INSERT, run by the driver's executemany: compiled once, whatever the batch's size
+# (a multi-row statement is compiled per row count, and SQLite has no round trip to save).
+_INSERT_IMPRESSION = Prepared(
+    insert(table_of(m.Impression)).values({c: bindparam(c) for c in IMPRESSION_COLUMNS})
+)
 # The one recommendations upsert, from one row of positional parameters per execution.
 _UPSERT_ROW = recommendations_upsert(
     "(SELECT " + ", ".join(f"? AS {c}" for c in RECOMMENDATION_COLUMNS) + ")"
@@ -183,7 +187,7 @@ class SqliteSql(SqlDialect):
         return found[0][0], history, dismissed, dict(_PREFERENCES.rows(conn, params))
 
     def record_impressions(self, conn: Connection, impressions: Sequence[tuple[Any, ...]]) -> None:
-        _INSERT_IMPRESSION.insert(
+        _INSERT_IMPRESSION.execute_many(
             conn, [dict(zip(IMPRESSION_COLUMNS, r, strict=True)) for r in impressions]
         )
 
