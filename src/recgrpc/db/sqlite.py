@@ -187,9 +187,11 @@ class SqliteSql(SqlDialect):
         return found[0][0], history, dismissed, dict(_PREFERENCES.rows(conn, params))
 
     def record_impressions(self, conn: Connection, impressions: Sequence[tuple[Any, ...]]) -> None:
-        _INSERT_IMPRESSION.execute_many(
-            conn, [dict(zip(IMPRESSION_COLUMNS, r, strict=True)) for r in impressions]
-        )
+        if impressions:
+            columns = zip(*impressions, strict=True)
+            _INSERT_IMPRESSION.execute_columns(
+                conn, dict(zip(IMPRESSION_COLUMNS, columns, strict=True))
+            )
 
     def insert_new(
         self,
