@@ -18,6 +18,7 @@ from sqlalchemy import (
     BindParameter,
     Connection,
     Engine,
+    Float,
     Integer,
     bindparam,
     cast,
@@ -89,10 +90,15 @@ _UPSERT_ROW = recommendations_upsert(
 )
 # The change feed (db.sqlite_feed): one row per changed user, in the writer's transaction, and
 # the oldest rows trimmed a few at a time (only among the oldest, so no scan of the table).
-_ANNOUNCE = "INSERT INTO changed_users (user_id, origin, changed_at) VALUES (?, ?, ?)"
-_TRIM = (
-    "DELETE FROM changed_users WHERE seq IN (SELECT seq FROM (SELECT seq, changed_at"
-    " FROM changed_users ORDER BY seq LIMIT ?) WHERE changed_at < ?)"
+_CHANGED_USERS = table_of(m.ChangedUser)
+_ANNOUNCE = Prepared(
+    insert(_CHANGED_USERS).values({c: bindparam(c) for c in ("user_id", "origin", "changed_at")})
+)
+_TRIM = Prepared(
+    text(
+        "DELETE FROM changed_users WHERE seq IN (SELECT seq FROM (SELECT seq, changed_at"
+        " FROM changed_users ORDER BY seq LIMIT :rows) WHERE changed_at < :before)"
+    ).bindparams(bindparam("rows", type_=Integer()), bindparam("before", type_=Float()))
 )
 _UPSERT_BATCH_ROWS = 50_000
 BULK_LOAD_CACHE_KIB = 256 * 1024
@@ -164,8 +170,11 @@ class SqliteSql(SqlDialect):
         if not user_ids:
             return
         origin, now = origin_of(conn), time.time()
-        conn.exec_driver_sql(_ANNOUNCE, [(user_id, origin, now) for user_id in user_ids])
-        conn.exec_driver_sql(_TRIM, (2 * len(user_ids) + 16, now - KEEP_SECONDS))
+        count = len(user_ids)
+        _ANNOUNCE.execute_columns(
+            conn, {"user_id": user_ids, "origin": [origin] * count, "changed_at": [now] * count}
+        )
+        _TRIM.execute(conn, {"rows": 2 * count + 16, "before": now - KEEP_SECONDS})
 
     def user_change_feed(
         self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener, origin: str
