@@ -13,6 +13,10 @@ and asyncio event loop):
 - open loop at a fixed offered rate: latency measured from each request's *scheduled* send time,
   so a stalled server cannot hide its queueing delay (no coordinated omission).
 
+Before measuring an RPC it is warmed up: each load process first sends every distinct request
+it will draw from once (so GetRecommendations' users have their contexts cached, "warm"), then
+``--warmup`` seconds of load (``--no-prime`` for the time alone).
+
 Prints a table, writes JSON and a PNG plot (latency against throughput) under ``bench/results``.
 Benchmarks print numbers; they are not tests.
 
@@ -161,7 +165,9 @@ def _measure(
 ) -> list[Measurement]:
     processes, workers = plan.processes, plan.workers
 
-    def specs(rpc: str, mode: str, level: int, duration: float) -> list[LoadSpec]:
+    def specs(
+        rpc: str, mode: str, level: int, duration: float, prime: bool = False
+    ) -> list[LoadSpec]:
         # Closed loop: spread ``level`` slots over at most ``level`` processes; open loop: split
         # the offered rate over all of them.
         active = min(processes, level) if mode == "closed" else processes
@@ -177,6 +183,7 @@ def _measure(
                 start_at=start_at,
                 users=plan.users,
                 items=plan.items,
+                prime=prime,
             )
             for i in range(active)
         ]
@@ -204,7 +211,9 @@ def _measure(
     results: list[Measurement] = []
     everything = [HEALTH, *rpcs]
     for rpc in everything:
-        generators.run(specs(rpc, "closed", 8, args.warmup))
+        # Warm: each worker's distinct requests served once (users' contexts cached), then
+        # ``--warmup`` seconds of load.
+        generators.run(specs(rpc, "closed", 8, args.warmup, prime=not args.no_prime))
     for level in plan.levels:
         results.extend(measure(specs(rpc, "closed", level, args.duration)) for rpc in everything)
     if not args.no_open_loop:

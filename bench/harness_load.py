@@ -145,6 +145,7 @@ class LoadSpec:
     start_at: float  # wall-clock time all processes start together
     users: tuple[str, ...]
     items: tuple[str, ...]
+    prime: bool = False  # first send each distinct pre-built request once (warm-up)
 
 
 @dataclass
@@ -155,9 +156,14 @@ class LoadResult:
 
 
 def request_maker(
-    rpc: str, users: Sequence[str], items: Sequence[str], worker: int
+    rpc: str,
+    users: Sequence[str],
+    items: Sequence[str],
+    worker: int,
+    pool: list[bytes] | None = None,
 ) -> Callable[[], bytes]:
-    """Serialized request bodies; pre-built where they may repeat, fresh where ids must differ."""
+    """Serialized request bodies; pre-built where they may repeat, fresh where ids must differ.
+    The pre-built ones (the same in every run of a worker) are also appended to ``pool``."""
     rng = random.Random(worker * 7919 + len(rpc))
     if rpc == HEALTH:
         body = health_pb2.HealthCheckRequest().SerializeToString()
@@ -175,7 +181,7 @@ def request_maker(
             ).SerializeToString()
 
         return log_interaction
-    pool: list[bytes] = []
+    pool = [] if pool is None else pool
     for _ in range(512):
         uid = rng.choice(users)
         if rpc == "GetRecommendations":
@@ -210,7 +216,8 @@ def request_maker(
 
 async def _run_spec(channels: Sequence[Any], spec: LoadSpec, worker: int) -> LoadResult:
     calls = [channel.unary_unary(RPC_PATHS[spec.rpc]) for channel in channels]
-    make = request_maker(spec.rpc, spec.users, spec.items, worker)
+    pool: list[bytes] = []
+    make = request_maker(spec.rpc, spec.users, spec.items, worker, pool)
     result = LoadResult()
     codes: Counter[str] = Counter()
     latencies = result.latencies
@@ -226,6 +233,14 @@ async def _run_spec(channels: Sequence[Any], spec: LoadSpec, worker: int) -> Loa
             latencies.append(clock() - since)
 
     await asyncio.sleep(max(0.0, spec.start_at - time.time()))
+    if spec.prime and pool:  # a warm-up: every request this worker will send, served once
+        distinct = iter(dict.fromkeys(pool))
+
+        async def prime(call: Any) -> None:
+            for body in distinct:
+                await send(call, body, clock())
+
+        await asyncio.gather(*(prime(calls[i % len(calls)]) for i in range(spec.concurrency)))
     begin = clock()
     deadline = begin + spec.duration
     if spec.mode == "closed":

@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per RPC")
     parser.add_argument(
+        "--no-prime",
+        action="store_true",
+        help="warm up by time only, not also by sending each load process's requests once",
+    )
+    parser.add_argument(
         "--max-requests", type=int, default=50_000, help="cap per measurement (all processes)"
     )
     parser.add_argument("--processes", type=int, default=2, help="load-generating processes")

@@ -203,7 +203,8 @@ class Database:
 
     def change_feed(self, listener: ChangeListener) -> ChangeFeed | None:
         """Start telling ``listener`` which users other processes changed (PostgreSQL's
-        LISTEN/NOTIFY, ``db.change_feed``); None on SQLite, which has no such feed."""
+        LISTEN/NOTIFY, ``db.change_feed``; SQLite's polled table, ``db.sqlite_feed``); None for
+        an in-memory SQLite database, which no other process shares."""
         return self.sql.user_change_feed(self.url, self._connect_args, listener, self.origin)
 
     def dispose(self) -> None:

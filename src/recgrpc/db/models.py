@@ -220,6 +220,22 @@ class ItemNeighbours(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ChangedUser(Base):
+    """SQLite's change feed (``db.sqlite_feed``): a user whose stored context a transaction
+    changed, written in that transaction; each server process polls the rows after the last it
+    saw and evicts those users' cached contexts. Rows older than a minute are trimmed. Unused on
+    PostgreSQL, whose feed is LISTEN/NOTIFY."""
+
+    __tablename__ = "changed_users"
+    # AUTOINCREMENT: a sequence number is never reused, even after the newest rows are trimmed.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's declared API
+
+    seq: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    origin: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[float] = mapped_column(Float)  # seconds since the epoch
+
+
 USER_TABLES = (
     Preference,
     Interaction,

@@ -61,11 +61,28 @@ class _Compiled:
 
 
 def _converter(processors: Sequence[Processor]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A row converter that touches only the columns with a processor (the others are passed
+    as the driver gave them, as SQLAlchemy would)."""
+    converting = [(i, process) for i, process in enumerate(processors) if process is not None]
+    if len(converting) == 1:
+        ((only, convert),) = converting
+
+        def one(raw: Sequence[Any]) -> tuple[Any, ...]:
+            row = list(raw)
+            value = row[only]
+            if value is not None:
+                row[only] = convert(value)
+            return tuple(row)
+
+        return one
+
     def row(raw: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(
-            value if process is None or value is None else process(value)
-            for value, process in zip(raw, processors, strict=True)
-        )
+        values = list(raw)
+        for i, process in converting:
+            value = values[i]
+            if value is not None:
+                values[i] = process(value)
+        return tuple(values)
 
     return row
 
@@ -146,8 +163,23 @@ class Prepared:
         if rows:
             self._run(connection, rows, many=True)
 
+    def execute_columns(self, connection: Connection, columns: Mapping[str, Sequence[Any]]) -> None:
+        """Run an INSERT once per row of ``columns`` (equal-length values by name), for a
+        positional driver: each column is converted in one pass and no per-row mapping is
+        built (what ``execute_many`` does row by row)."""
+        compiled = self._compiled(connection.dialect)
+        if not compiled.positional or compiled.fixed:
+            raise NotImplementedError("execute_columns takes every value, positionally")
+        converted = [
+            columns[name] if process is None else list(map(process, columns[name]))
+            for name, process in zip(compiled.names, compiled.binds, strict=True)
+        ]
+        rows = list(zip(*converted, strict=True))
+        if rows:
+            self._run(connection, rows, many=True, converted=True)
+
     def _run(
-        self, connection: Connection, values: Any, *, many: bool
+        self, connection: Connection, values: Any, *, many: bool, converted: bool = False
     ) -> tuple[list[Any], Callable[[Sequence[Any]], tuple[Any, ...]] | None]:
         dialect = connection.dialect
         compiled = self._compiled(dialect)
@@ -156,7 +188,7 @@ class Prepared:
         params: Any = None
         try:
             if many:
-                params = [compiled.parameters(row) for row in values]
+                params = values if converted else [compiled.parameters(row) for row in values]
                 cursor.executemany(compiled.sql, params)
                 return [], None
             params = compiled.parameters(values)

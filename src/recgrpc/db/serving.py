@@ -45,7 +45,7 @@ def load_user_context(
 
 def notify_changed(session: Session | Connection, user_ids: Iterable[str]) -> None:
     """Tell other server processes, when this transaction commits, that these users' context
-    changed (PostgreSQL: ``db.change_feed``; SQLite's processes rely on their caches' expiry).
+    changed (PostgreSQL: ``db.change_feed``; SQLite: ``db.sqlite_feed``).
     LogInteraction's statement announces its users itself."""
     conn = core_connection(session)
     sql_of(conn).notify_users(conn, sorted(set(user_ids)))

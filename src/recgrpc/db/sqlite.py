@@ -7,15 +7,18 @@ and the driver's executemany skip.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    URL,
     BindParameter,
     Connection,
     Engine,
+    Float,
     Integer,
     bindparam,
     cast,
@@ -32,13 +35,16 @@ from recgrpc.db import models as m
 from recgrpc.db.dialect import (
     IMPRESSION_COLUMNS,
     RECOMMENDATION_COLUMNS,
+    ChangeListener,
     SqlDialect,
     UserContextRows,
     insert_for,
+    origin_of,
     recommendations_upsert,
 )
 from recgrpc.db.prepared import Prepared, PreparedInsert
 from recgrpc.db.rows import INTERACTION_COLUMNS, table_of
+from recgrpc.db.sqlite_feed import KEEP_SECONDS, SqliteChangeFeed
 
 _USER: BindParameter[str] = bindparam("user_id")
 _USER_ATTRIBUTES = Prepared(select(m.User.attributes).where(m.User.user_id == _USER))
@@ -73,10 +79,26 @@ _INSERT_NEW_INTERACTIONS = PreparedInsert(
     INTERACTION_COLUMNS,
 )
 _RECOMMENDATIONS = table_of(m.Recommendation)
-_INSERT_IMPRESSION = PreparedInsert(lambda _: insert(table_of(m.Impression)), IMPRESSION_COLUMNS)
+# One row's INSERT, run by the driver's executemany: compiled once, whatever the batch's size
+# (a multi-row statement is compiled per row count, and SQLite has no round trip to save).
+_INSERT_IMPRESSION = Prepared(
+    insert(table_of(m.Impression)).values({c: bindparam(c) for c in IMPRESSION_COLUMNS})
+)
 # The one recommendations upsert, from one row of positional parameters per execution.
 _UPSERT_ROW = recommendations_upsert(
     "(SELECT " + ", ".join(f"? AS {c}" for c in RECOMMENDATION_COLUMNS) + ")"
+)
+# The change feed (db.sqlite_feed): one row per changed user, in the writer's transaction, and
+# the oldest rows trimmed a few at a time (only among the oldest, so no scan of the table).
+_CHANGED_USERS = table_of(m.ChangedUser)
+_ANNOUNCE = Prepared(
+    insert(_CHANGED_USERS).values({c: bindparam(c) for c in ("user_id", "origin", "changed_at")})
+)
+_TRIM = Prepared(
+    text(
+        "DELETE FROM changed_users WHERE seq IN (SELECT seq FROM (SELECT seq, changed_at"
+        " FROM changed_users ORDER BY seq LIMIT :rows) WHERE changed_at < :before)"
+    ).bindparams(bindparam("rows", type_=Integer()), bindparam("before", type_=Float()))
 )
 _UPSERT_BATCH_ROWS = 50_000
 BULK_LOAD_CACHE_KIB = 256 * 1024
@@ -140,7 +162,27 @@ class SqliteSql(SqlDialect):
         _ENSURE_USERS.insert(conn, users)
         for row in rows:
             row["received_at"] = now
-        return {event_id for (event_id,) in _INSERT_NEW_INTERACTIONS.insert(conn, rows)}
+        stored = {event_id for (event_id,) in _INSERT_NEW_INTERACTIONS.insert(conn, rows)}
+        self.notify_users(conn, sorted({r["user_id"] for r in rows if r["event_id"] in stored}))
+        return stored
+
+    def notify_users(self, conn: Connection, user_ids: Sequence[str]) -> None:
+        if not user_ids:
+            return
+        origin, now = origin_of(conn), time.time()
+        count = len(user_ids)
+        _ANNOUNCE.execute_columns(
+            conn, {"user_id": user_ids, "origin": [origin] * count, "changed_at": [now] * count}
+        )
+        _TRIM.execute(conn, {"rows": 2 * count + 16, "before": now - KEEP_SECONDS})
+
+    def user_change_feed(
+        self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener, origin: str
+    ) -> SqliteChangeFeed | None:
+        database = url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None  # a private in-memory database (or a URI): no other process shares it
+        return SqliteChangeFeed(database, listener, origin)
 
     def user_context_rows(
         self, conn: Connection, user_id: str, recent_limit: int
@@ -154,9 +196,11 @@ class SqliteSql(SqlDialect):
         return found[0][0], history, dismissed, dict(_PREFERENCES.rows(conn, params))
 
     def record_impressions(self, conn: Connection, impressions: Sequence[tuple[Any, ...]]) -> None:
-        _INSERT_IMPRESSION.insert(
-            conn, [dict(zip(IMPRESSION_COLUMNS, r, strict=True)) for r in impressions]
-        )
+        if impressions:
+            columns = zip(*impressions, strict=True)
+            _INSERT_IMPRESSION.execute_columns(
+                conn, dict(zip(IMPRESSION_COLUMNS, columns, strict=True))
+            )
 
     def insert_new(
         self,

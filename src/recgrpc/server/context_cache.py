@@ -8,8 +8,9 @@ is most of a warm call's database work. Entries are dropped:
   (the group-commit writers, DeleteUser, UpsertUsers call ``evict``), so whoever acknowledged a
   dismissal never serves the dismissed item again;
 - by other processes' writes, through the database's change feed (``db.change_feed``: LISTEN /
-  NOTIFY on PostgreSQL), within the notification's delivery time;
-- after ``ttl`` seconds in any case (short where there is no change feed, SQLite).
+  NOTIFY on PostgreSQL; ``db.sqlite_feed``: a changed-users table polled every 0.2 s on a
+  SQLite file), within the notification's delivery time;
+- after ``ttl`` seconds in any case (short where there is no change feed: in-memory SQLite).
 
 A read that started before a write and finishes after it must not put its (older) context back:
 each load holds a ticket that ``evict`` of its user (or ``clear``) revokes, and only a load whose
@@ -281,8 +282,8 @@ class CacheCollector(Collector):
 def open_context_cache(settings: Settings, db: Database) -> ContextCache:
     """The server's cache of user contexts, with ``db``'s change feed when it has one.
 
-    With a feed (PostgreSQL), entries live ``context_cache_notified_ttl_seconds`` and the cache
-    serves only while the feed listens; without (SQLite), ``context_cache_ttl_seconds``.
+    With a feed (PostgreSQL, a SQLite file), entries live ``context_cache_notified_ttl_seconds``
+    and the cache serves only while the feed listens; without, ``context_cache_ttl_seconds``.
     """
     size = int(settings.context_cache_megabytes * 2**20)
     cache = ContextCache(size, settings.context_cache_notified_ttl_seconds, serving=False)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -79,6 +79,22 @@ class BoundedLabel:
                 return OTHER
             self._seen.add(value)
         return value
+
+
+class Children:
+    """A labelled metric's children, looked up once per label values: ``labels()`` validates
+    and locks on every call, several microseconds each, a few times per RPC. Children are never
+    removed, so a cached one stays the metric's."""
+
+    def __init__(self, metric: Any) -> None:
+        self._labels = metric.labels
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:  # a racing first lookup finds the same child
+            child = self._children[values] = self._labels(*values)
+        return child
 
 
 def split_method(full_method: str) -> tuple[str, str]:
@@ -253,6 +269,11 @@ class ServerMetrics:
         )
         self._discovery_source = BoundedLabel(limit=32)
         self._item_reason = BoundedLabel()
+        self._started = Children(self.started)
+        self._handled = Children(self.handled)
+        self._handling = Children(self.handling)
+        self._lists_served = Children(self.lists_served)
+        self._items_served = Children(self.items_served)
         self._models: dict[str, _ModelState] = {}
         self._models_lock = threading.Lock()
         r.register(_ScrapeTimeCollector(self))
@@ -260,18 +281,18 @@ class ServerMetrics:
     # -- RPCs (used by the metrics interceptor) ---------------------------------------------
 
     def rpc_started(self, grpc_type: str, service: str, method: str) -> None:
-        self.started.labels(grpc_type, service, method).inc()
+        self._started(grpc_type, service, method).inc()
 
     def rpc_handled(
         self, grpc_type: str, service: str, method: str, code: str, seconds: float
     ) -> None:
-        self.handled.labels(grpc_type, service, method, code).inc()
-        self.handling.labels(grpc_type, service, method, code).observe(seconds)
+        self._handled(grpc_type, service, method, code).inc()
+        self._handling(grpc_type, service, method, code).observe(seconds)
 
     # -- domain events (used by the handler layer) ------------------------------------------
 
     def recommendations_served(self, ranking: domain.RecommendationList) -> None:
-        self.lists_served.labels(str(ranking.algorithm), ranking.model_version or "none").inc()
+        self._lists_served(str(ranking.algorithm), ranking.model_version or "none").inc()
         if ranking.fallback_reason:
             self.fallbacks.labels(fallback_code(ranking.fallback_reason)).inc()
         counts: dict[str, int] = {}
@@ -279,7 +300,7 @@ class ServerMetrics:
             label = self._item_reason(item.reason)
             counts[label] = counts.get(label, 0) + 1
         for label, count in counts.items():
-            self.items_served.labels(label).inc(count)
+            self._items_served(label).inc(count)
 
     def impressions_dropped(self, count: int) -> None:
         self.impressions_dropped_total.inc(count)
