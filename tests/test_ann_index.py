@@ -60,6 +60,16 @@ def test_a_search_for_a_quarter_of_the_items_is_exact() -> None:
     assert index.search(queries[0], 10_000)[0].tolist() == top(items, queries[0], 4_000)
 
 
+def test_a_wide_search_visits_enough_lists_for_what_it_asks() -> None:
+    items, queries = clustered(8_000, 8, seed=4)
+    index = ItemIndex(items)
+    assert index.probes * 8_000 / index.lists < 1_900  # the usual probes hold fewer
+    for query in queries[:5]:
+        found, _ = index.search(query, 1_900)  # under a quarter: not an exact scan
+        assert found.size == 1_900
+        assert np.unique(found).size == 1_900
+
+
 def test_small_and_empty_catalogues() -> None:
     empty = ItemIndex(np.zeros((0, 4), dtype=np.float32))
     assert empty.search(np.ones(4, np.float32), 5)[0].size == 0

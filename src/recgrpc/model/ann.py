@@ -120,7 +120,10 @@ class ItemIndex:
             return top, scores[top]
         query = np.zeros((1, self._index.d), dtype=np.float32)
         query[0, :-1] = vector
-        params = self._faiss.SearchParametersIVF(nprobe=self.probes)
+        # A wide search (filters removed many) visits enough lists to hold about twice what
+        # it asks for.
+        wide = math.ceil(2 * count * self.lists / self.size)
+        params = self._faiss.SearchParametersIVF(nprobe=min(self.lists, max(self.probes, wide)))
         found_scores, found = self._index.search(query, count, params=params)
         positions: npt.NDArray[np.int64] = found[0]
         kept = positions >= 0
