@@ -70,8 +70,8 @@ class _Entry:
 @dataclass(frozen=True, slots=True)
 class Cached:
     """A looked-up context and the ranking memo kept with it (model.user_memo): dropped with
-    the entry, so whatever evicts the context forgets what ranking remembered of it. None when
-    the context is not cached (the cache is off, or a write raced the read)."""
+    the entry, so whatever evicts the context forgets what ranking remembered of it. The memo
+    is None when the context is not cached (the cache is off, or a write raced the read)."""
 
     context: domain.UserContext
     memo: UserMemo | None
