@@ -160,7 +160,7 @@ def request_maker(
     users: Sequence[str],
     items: Sequence[str],
     worker: int,
-    pool: list[bytes] | None = None,
+    pool: list[bytes],
 ) -> Callable[[], bytes]:
     """Serialized request bodies; pre-built where they may repeat, fresh where ids must differ.
     The pre-built ones (the same in every run of a worker) are also appended to ``pool``."""
@@ -181,7 +181,6 @@ def request_maker(
             ).SerializeToString()
 
         return log_interaction
-    pool = [] if pool is None else pool
     for _ in range(512):
         uid = rng.choice(users)
         if rpc == "GetRecommendations":

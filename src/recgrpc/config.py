@@ -198,12 +198,12 @@ class Settings:
     100 events or more (a history's newest 100 are kept whole), 30,000 of 10: the users of a
     TTL's worth of traffic at several hundred calls a second."""
     context_cache_ttl_seconds: float = 1.0
-    """Longest a cached user context is served without a change feed (SQLite): how late this
-    process sees another process's writes (another worker, an import). Its own, at once."""
+    """Longest a cached user context is served without a change feed (an in-memory SQLite
+    database): how late this process would see another process's writes. Its own, at once."""
     context_cache_notified_ttl_seconds: float = 10.0
-    """The same on PostgreSQL, where other processes' writes arrive by LISTEN/NOTIFY at once:
-    the bound for a write that sends none (a row changed by hand) or a listener that died
-    unnoticed."""
+    """The same with a change feed (PostgreSQL's LISTEN/NOTIFY, a SQLite file's changed_users
+    table polled every 0.2 s), where other processes' writes arrive at once: the bound for a
+    write that sends none (a row changed by hand) or a listener that died unnoticed."""
 
     interaction_weights: Mapping[str, float] = field(
         default_factory=lambda: DEFAULT_INTERACTION_WEIGHTS

@@ -223,8 +223,9 @@ class ItemNeighbours(Base):
 class ChangedUser(Base):
     """SQLite's change feed (``db.sqlite_feed``): a user whose stored context a transaction
     changed, written in that transaction; each server process polls the rows after the last it
-    saw and evicts those users' cached contexts. Rows older than a minute are trimmed. Unused on
-    PostgreSQL, whose feed is LISTEN/NOTIFY."""
+    saw and evicts those users' cached contexts. Rows older than a minute are trimmed by later
+    writes (so DeleteUser's own announcement names the erased user until then; it is not in
+    ``USER_TABLES``, which erasure empties). Unused on PostgreSQL, whose feed is LISTEN/NOTIFY."""
 
     __tablename__ = "changed_users"
     # AUTOINCREMENT: a sequence number is never reused, even after the newest rows are trimmed.
