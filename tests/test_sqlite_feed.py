@@ -121,3 +121,19 @@ def test_rows_trimmed_before_they_were_read_restart_the_listener(
     assert feed.changed_users == []
     announce(db, ["next"])  # and it follows on from there
     eventually(lambda: feed.changed_users == ["next"], "nothing delivered after the hole")
+
+
+def test_an_erasure_keeps_no_trace_of_the_user_and_restarts_the_listener(
+    shared: tuple[Database, str], feed: Recorder
+) -> None:
+    db, _ = shared
+    announce(db, ["erased", "kept"])
+    eventually(lambda: feed.changed_users == ["erased", "kept"], "announcements not delivered")
+    with db.transaction() as conn:
+        db.sql.notify_erased(conn, "erased")
+    eventually(lambda: feed.listened == 2, "the erasure was not delivered")
+    assert feed.changed_users == ["erased", "kept"]  # no user named by the erasure
+    with db.transaction() as conn:
+        named = conn.execute(text("SELECT user_id FROM changed_users")).scalars().all()
+    assert "erased" not in named
+    assert "kept" in named

@@ -137,6 +137,11 @@ class SqlDialect(abc.ABC):
         """Announce, with this transaction's commit, that these users' stored context changed
         (nothing where the backend has no change feed)."""
 
+    def notify_erased(self, conn: Connection, user_id: str) -> None:
+        """Announce, with this transaction's commit, that this user was erased: where the feed
+        keeps its announcements in a table, without leaving their id there."""
+        self.notify_users(conn, [user_id])
+
     def user_change_feed(
         self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener, origin: str
     ) -> ChangeFeed | None:

@@ -224,15 +224,16 @@ class ChangedUser(Base):
     """SQLite's change feed (``db.sqlite_feed``): a user whose stored context a transaction
     changed, written in that transaction; each server process polls the rows after the last it
     saw and evicts those users' cached contexts. Rows older than a minute are trimmed by later
-    writes (so DeleteUser's own announcement names the erased user until then; it is not in
-    ``USER_TABLES``, which erasure empties). Unused on PostgreSQL, whose feed is LISTEN/NOTIFY."""
+    writes. An erasure deletes the user's rows and announces itself without a user (every
+    process then forgets all its cached contexts), so no erased id stays here. Unused on
+    PostgreSQL, whose feed is LISTEN/NOTIFY."""
 
     __tablename__ = "changed_users"
     # AUTOINCREMENT: a sequence number is never reused, even after the newest rows are trimmed.
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's declared API
 
     seq: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(ID)
+    user_id: Mapped[str | None] = mapped_column(ID)  # None: an erasure, forget everyone
     origin: Mapped[str] = mapped_column(String(16))
     changed_at: Mapped[float] = mapped_column(Float)  # seconds since the epoch
 

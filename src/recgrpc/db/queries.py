@@ -34,6 +34,7 @@ from recgrpc.db.serving import (
     load_user_context,
     lock_users,
     notify_changed,
+    notify_erased,
     record_impressions,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "model_summary",
     "newest_event_time",
     "notify_changed",
+    "notify_erased",
     "record_feedback",
     "record_feedback_batch",
     "record_impressions",

@@ -51,6 +51,12 @@ def notify_changed(session: Session | Connection, user_ids: Iterable[str]) -> No
     sql_of(conn).notify_users(conn, sorted(set(user_ids)))
 
 
+def notify_erased(session: Session | Connection, user_id: str) -> None:
+    """``notify_changed`` for an erased user: a feed kept in a table keeps no trace of them."""
+    conn = core_connection(session)
+    sql_of(conn).notify_erased(conn, user_id)
+
+
 def record_impressions(
     session: Session | Connection, served: Sequence[tuple[str, domain.ServedList, str]]
 ) -> None:

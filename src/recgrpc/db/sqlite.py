@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     bindparam,
     cast,
+    delete,
     event,
     func,
     insert,
@@ -93,6 +94,9 @@ _UPSERT_ROW = recommendations_upsert(
 _CHANGED_USERS = table_of(m.ChangedUser)
 _ANNOUNCE = Prepared(
     insert(_CHANGED_USERS).values({c: bindparam(c) for c in ("user_id", "origin", "changed_at")})
+)
+_FORGET_ANNOUNCED = Prepared(
+    delete(_CHANGED_USERS).where(_CHANGED_USERS.c.user_id == bindparam("user_id"))
 )
 _TRIM = Prepared(
     text(
@@ -175,6 +179,14 @@ class SqliteSql(SqlDialect):
             conn, {"user_id": user_ids, "origin": [origin] * count, "changed_at": [now] * count}
         )
         _TRIM.execute(conn, {"rows": 2 * count + 16, "before": now - KEEP_SECONDS})
+
+    def notify_erased(self, conn: Connection, user_id: str) -> None:
+        # The table must not keep the erased id: their earlier announcements go, and the
+        # erasure is announced as a row without a user, which makes every other process
+        # forget all its cached contexts (erasures are rare; a cache refills in a call each).
+        _FORGET_ANNOUNCED.execute(conn, {"user_id": user_id})
+        origin, now = origin_of(conn), time.time()
+        _ANNOUNCE.execute(conn, {"user_id": None, "origin": origin, "changed_at": now})
 
     def user_change_feed(
         self, url: URL, connect_args: Mapping[str, Any], listener: ChangeListener, origin: str

@@ -6,7 +6,8 @@ imports' statement that stores events) inside its transaction: the row exists ex
 write committed. Each server process keeps a thread with a connection of its own that reads,
 every ``poll_seconds``, the rows after the last sequence number it saw, and hands the user ids
 announced by other processes (other ``Database.origin``s) to its listener
-(``server.context_cache``).
+(``server.context_cache``). An erasure's row names no user (the table keeps no erased id): the
+listener is then told ``listening``, which empties its cache.
 
 Sequence numbers are AUTOINCREMENT and SQLite runs one writer at a time, so they commit in order
 and without holes: a poll that finds a hole (rows trimmed before this process read them, e.g.
@@ -117,7 +118,11 @@ class SqliteChangeFeed:
         if int(rows[0][0]) != last + 1 or top - last != len(rows):
             self._listener.listening()  # a hole: what was missed is unknown, start afresh
             return top
-        changed = [user_id for _, user_id, origin in rows if origin != self._origin]
+        theirs = [user_id for _, user_id, origin in rows if origin != self._origin]
+        if None in theirs:  # an erasure, announced without its user: forget everyone
+            self._listener.listening()
+            return top
+        changed = [user_id for user_id in theirs if user_id is not None]
         if changed:
             self._listener.changed(changed)
         return top

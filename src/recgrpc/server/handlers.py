@@ -325,7 +325,7 @@ class Handlers:
             with self.db.writer() as session:
                 removed = queries.delete_user(session, user_id)
                 erased = removed, erase_from_stored_models(session, user_id)
-                queries.notify_changed(session, [user_id])
+                queries.notify_erased(session, user_id)
             self.contexts.evict([user_id])
             return erased
 

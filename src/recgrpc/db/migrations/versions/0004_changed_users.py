@@ -26,7 +26,7 @@ def upgrade() -> None:
             autoincrement=True,
             nullable=False,
         ),
-        sa.Column("user_id", sa.String(length=128), nullable=False),
+        sa.Column("user_id", sa.String(length=128), nullable=True),
         sa.Column("origin", sa.String(length=16), nullable=False),
         sa.Column("changed_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("seq"),
