@@ -11,13 +11,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import grpc
 import psycopg
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recgrpc.db import Database
 from recgrpc.db.change_feed import CHANNEL, conninfo
@@ -26,6 +25,7 @@ from recgrpc.jobs.importer import ImportKind, import_file
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from tests.conftest import POSTGRES_SKIPPED, POSTGRES_URL, _truncate_postgres
 from tests.rpc import stubs
+from tests.serve_process import serve_process
 from tests.test_context_cache import ITEMS, dismiss, listed, seed, view
 from tests.test_workers import children, free_port, free_port_run, serving
 
@@ -37,35 +37,9 @@ pytestmark = [
 NOTIFIED_WITHIN = 1.0
 
 
-@contextmanager
-def serve(url: str) -> Iterator[tuple[subprocess.Popen[bytes], grpc.Channel]]:
+def serve(url: str) -> AbstractContextManager[tuple[subprocess.Popen[bytes], grpc.Channel]]:
     """A `recgrpc serve` process and a channel to it, once it is SERVING."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECGRPC_")}
-    env.update(RECGRPC_REFRESH_SECONDS="0.5", RECGRPC_DB_DEADLINE_SECONDS="10")
-    command = [
-        sys.executable, "-m", "recgrpc.cli", "--database-url", url, "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--dashboard-port", "0",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, env=env)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, "server exited"
-                assert time.monotonic() < deadline, "server never became ready"
-                try:
-                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.2)
-            yield process, channel
-    finally:
-        process.terminate()
-        process.wait(30)
+    return serve_process(url, free_port())
 
 
 def feed_backend(pid: int) -> int | None:

@@ -4,11 +4,8 @@ a second: a write acknowledged by one is honoured by it at once and by the other
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,12 +14,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recgrpc.db import Database
 from recgrpc.jobs.importer import ImportKind, import_file
 from recgrpc.v1 import catalog_pb2 as cat_pb
 from tests.rpc import stubs
+from tests.serve_process import serve_process
 from tests.test_context_cache import ITEMS, dismiss, listed, seed, view
 from tests.test_workers import free_port_run
 
@@ -38,36 +35,12 @@ def serve(url: str) -> Iterator[tuple[grpc.Channel, int]]:
     """A `recgrpc serve` process caching for ``CACHED_FOR`` seconds, a channel to it once it is
     SERVING, and its metrics port."""
     port = free_port_run(2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECGRPC_")}
-    env.update(
-        RECGRPC_REFRESH_SECONDS="0.5",
-        RECGRPC_DB_DEADLINE_SECONDS="10",
-        RECGRPC_CONTEXT_CACHE_TTL_SECONDS=CACHED_FOR,
-        RECGRPC_CONTEXT_CACHE_NOTIFIED_TTL_SECONDS=CACHED_FOR,
-    )
-    command = [
-        sys.executable, "-m", "recgrpc.cli", "--database-url", url, "serve", "--host",
-        "127.0.0.1", "--port", str(port), "--metrics-port", str(port + 1), "--dashboard-port", "0",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, env=env)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, "server exited"
-                assert time.monotonic() < deadline, "server never became ready"
-                try:
-                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.2)
-            yield channel, port + 1
-    finally:
-        process.terminate()
-        process.wait(30)
+    cached_for = {
+        "RECGRPC_CONTEXT_CACHE_TTL_SECONDS": CACHED_FOR,
+        "RECGRPC_CONTEXT_CACHE_NOTIFIED_TTL_SECONDS": CACHED_FOR,
+    }
+    with serve_process(url, port, metrics_port=port + 1, env=cached_for) as (_, channel):
+        yield channel, port + 1
 
 
 def cache_hits(metrics_port: int) -> float:
