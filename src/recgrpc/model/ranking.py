@@ -166,6 +166,18 @@ def mask_blocked(
     scores[catalog.positions_or(blocked, n) if spare else catalog.indices(blocked)] = NEG_INF
 
 
+def mask_query(
+    full: npt.NDArray[np.float32], catalog: CatalogIndex, query: domain.RecommendationQuery
+) -> None:
+    """``mask_blocked``'s part of the query alone (category filter, exclusions) on a buffer with
+    the spare slot, for scores whose user's own blocked items are masked already."""
+    n = len(catalog)
+    if query.categories:
+        np.copyto(full[:n], NEG_INF, where=~catalog.category_mask(query.categories))
+    if query.exclude_item_ids:
+        full[catalog.positions_or(query.exclude_item_ids, n)] = NEG_INF
+
+
 StepSpan = Callable[[str, Mapping[str, str]], AbstractContextManager[object]]
 """Opens a span around one step of a ranking: its name (``recgrpc.score``, ``recgrpc.rerank``)
 and attributes. The server passes ``recgrpc.tracing.span``; this package never traces itself."""
@@ -335,10 +347,8 @@ class RankingEngine:
                     state.pools, source, scores, query, catalog=catalog, fresh=snap.freshness,
                     fresh_items=snap.fresh_items, config=config,
                 )  # fmt: skip
-                if result is None and query.categories:
-                    np.copyto(scores, NEG_INF, where=~catalog.category_mask(query.categories))
-                if result is None and query.exclude_item_ids:
-                    full[catalog.positions_or(query.exclude_item_ids, len(catalog))] = NEG_INF
+                if result is None:
+                    mask_query(full, catalog, query)
             if result is None:
                 result = rerank(
                     scores, query.limit, categories=catalog.categories, fresh=snap.freshness,

@@ -124,9 +124,9 @@ def create_server(
     threadpool_limits(limits=1, user_api="blas")
     # Every call allocates a few hundred objects (messages, tuples, the ranked list) while the
     # heap holds the model's catalogue and the cached user contexts: with Python's default
-    # thresholds a full collection (~0.1 s of CPU, walking all of it) ran every few thousand
-    # calls, and young ones every couple of calls. Young collections 14x rarer make full ones
-    # rare too (process-wide, like BLAS above; garbage cycles are still collected).
+    # thresholds full collections, each walking all of it, ran every few thousand calls.
+    # Rarer young collections make full ones rare too (process-wide, like BLAS above; garbage
+    # cycles are still collected).
     gc.set_threshold(*GC_THRESHOLDS)
     owns_db = db is None
     metrics = metrics if metrics is not None else ServerMetrics()
