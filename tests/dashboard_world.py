@@ -123,6 +123,8 @@ def running_world(
     try:
         assert server.wait_ready(30), "server never became ready"
         serve_some_lists(f"127.0.0.1:{server.port}", data)
+        # Served lists are stored behind the replies: the pages must count every one of them.
+        server.handlers.served_lists.flush()
         dashboard = DashboardServer(
             server.handlers, "127.0.0.1", 0, tokens=tokens, capabilities=capabilities
         )
